@@ -1,0 +1,167 @@
+"""The ``archiver`` command: serve, ls, cat. Exit codes: 0 ok, 1 failure, 2 usage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import click
+import orjson
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .reader import Archive, open_archive
+from .service import StartupError, serve
+from .units import parse_time
+
+
+def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (overrides the config).")(func)
+    func = click.option(
+        "-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        envvar="ARCHIVER_CONFIG", help="TOML config file (default: none, built-in defaults).",
+    )(func)
+    return func
+
+
+def _load(config_path: Path | None, overrides: dict[str, Any]) -> Config:
+    try:
+        return load_config(config_path, os.environ, overrides)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="archiver")
+def main() -> None:
+    """archiver: an archiving log sink (HTTP/TCP in, durable JSON-lines segments out)."""
+
+
+@main.command("serve")
+@_config_options
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="HTTP port (default 8000; 0 picks a free one).")
+def serve_command(config_path: Path | None, data_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Receive records over HTTP and append them durably to segments."""
+    config = _load(config_path, {"data_dir": data_dir, "server.host": host, "server.port": port})
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(config))
+    except StartupError as err:
+        click.echo(f"archiver: {err}", err=True)
+        sys.exit(1)
+
+
+def _archive(config_path: Path | None, data_dir: Path | None) -> Archive:
+    config = _load(config_path, {"data_dir": data_dir})
+    try:
+        return open_archive(config.data_dir)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _time_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value, time.time())
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--stream", help="Only this stream."),
+            click.option("--since", help="From this time, inclusive: ISO-8601 or an age (15m, 2h, 7d)."),
+            click.option("--until", help="Before this time, exclusive: ISO-8601 or an age."),
+            click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@main.command("ls")
+@_config_options
+@_filter_options
+def ls_command(
+    config_path: Path | None, data_dir: Path | None, stream: str | None, since: str | None,
+    until: str | None, as_json: bool,
+) -> None:
+    """List sealed segments (answered from the manifest; nothing is read)."""
+    rows = _archive(config_path, data_dir).segments(stream, _time_option(since), _time_option(until))
+    if as_json:
+        _emit(iter([orjson.dumps([row.__dict__ for row in rows], option=orjson.OPT_INDENT_2) + b"\n"]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("segment", "stream", "records", "first ts", "last ts", "stored", "state", box=None)
+    for row in rows:
+        table.add_row(
+            row.id, row.stream, str(row.records), row.first_ts or "-", row.last_ts or "-",
+            _human_bytes(row.stored_bytes), row.state,
+        )
+    # A pipe gets full-width rows instead of rich's 80-column truncation.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+@main.command("cat")
+@_config_options
+@_filter_options
+@click.option("--include-open", is_flag=True, help="Also read segments still being written.")
+def cat_command(
+    config_path: Path | None, data_dir: Path | None, stream: str | None, since: str | None,
+    until: str | None, as_json: bool, include_open: bool,
+) -> None:
+    """Print records: the classic one-line form, or JSON lines with --json."""
+    archive = _archive(config_path, data_dir)
+    records = archive.records(stream, _time_option(since), _time_option(until), include_open)
+    if as_json:
+        _emit(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
+    else:
+        _emit(classic_line(record).encode() for record in records)
+
+
+def classic_line(record: dict[str, Any]) -> str:
+    """``2014-10-19 16:16:00 <logger right-aligned to 40> <LEVEL> <message>``, then exc_text."""
+    ts = record["ts"]
+    logger = record.get("logger") or "-"
+    level = record.get("level") or "-"
+    line = f"{ts[:10]} {ts[11:19]} {logger:>40} {level} {record.get('message') or ''}\n"
+    exc_text = (record.get("fields") or {}).get("exc_text")
+    if isinstance(exc_text, str) and exc_text:
+        line += exc_text.rstrip("\n") + "\n"
+    return line
+
+
+def _emit(chunks: Iterator[bytes]) -> None:
+    """Write to stdout; a closed pipe (``| head``) ends the command quietly with status 0."""
+    out = sys.stdout.buffer
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

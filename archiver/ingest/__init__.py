@@ -1,0 +1,1 @@
+"""Sources: how records reach the sink (HTTP now; TCP JSON lines in #6)."""

@@ -1,0 +1,262 @@
+"""The HTTP source: an aiohttp application that acks only after a durable append.
+
+Routes (the HTTP contract of docs/http.md):
+  POST /              -> stream "default";  POST /<stream>  -> that stream
+  GET  /<stream>?...  -> HTTPHandler's GET mode;  GET / without a query -> a status page
+  GET  /_health, /_status, /_metrics;  any other /_... -> 404
+Nothing slow happens before the answer: decoding is CPU only (big bodies on a worker thread),
+the append is a write to the page cache, and the only wait is the shared fsync of the
+segment writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+from aiohttp.client_exceptions import ClientPayloadError
+
+from .. import __version__
+from ..records import (
+    REJECTED_STREAM,
+    SOURCE_JSON,
+    BodyTooLarge,
+    Context,
+    Decoded,
+    DecodeError,
+    Rejected,
+    decode_body,
+    decode_query,
+    decompress,
+    rejected_record,
+    valid_stream_name,
+)
+from ..segments import SegmentWriter
+
+DEFAULT_STREAM = "default"
+# Bodies above this are decoded on a worker thread so small requests keep flowing.
+OFFLOAD_BYTES = 256 * 1024
+WRITER_KEY = web.AppKey("writer", SegmentWriter)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_body_bytes: int = 16 * 1024**2
+    max_decoded_bytes: int = 64 * 1024**2
+    retry_after: float = 5.0
+
+
+class _Refused(Exception):
+    """A request answered with an error status; the reason goes to the client and _rejected."""
+
+    def __init__(self, status: int, reason: str, raw: bytes = b"") -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.raw = raw
+
+
+class _State:
+    """Per-app counters and settings, kept off module globals so several apps can coexist."""
+
+    def __init__(self, limits: HttpLimits, info: Callable[[], dict[str, Any]]) -> None:
+        self.limits = limits
+        self.info = info
+        self.responses: Counter[int] = Counter()
+        self.records: Counter[str] = Counter()
+        self.rejected = 0
+
+
+STATE_KEY = web.AppKey("state", _State)
+
+
+def create_app(
+    writer: SegmentWriter,
+    limits: HttpLimits | None = None,
+    info: Callable[[], dict[str, Any]] = dict,
+) -> web.Application:
+    """The ingest application over ``writer``; ``info`` adds sink facts to /_status."""
+    app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes)
+    app[WRITER_KEY] = writer
+    app[STATE_KEY] = _State(limits or HttpLimits(), info)
+    app.router.add_get("/_health", _health)
+    app.router.add_get("/_status", _status)
+    app.router.add_get("/_metrics", _metrics)
+    app.router.add_route("*", "/_{rest:.*}", _reserved)
+    app.router.add_get("/{stream:.*}", _receive)
+    app.router.add_post("/{stream:.*}", _receive)
+    return app
+
+
+async def _health(request: web.Request) -> web.Response:
+    writer = request.app[WRITER_KEY]
+    state = "overloaded" if writer.over_limit() else "ok"
+    return web.json_response({"status": state}, status=503 if writer.over_limit() else 200)
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(_status_document(request.app)), content_type="application/json")
+
+
+def _status_document(app: web.Application) -> dict[str, Any]:
+    state: _State = app[STATE_KEY]
+    return {
+        "version": __version__,
+        **state.info(),
+        **app[WRITER_KEY].status(),
+        "records": dict(state.records),
+        "rejected": state.rejected,
+        "responses": {str(code): count for code, count in sorted(state.responses.items())},
+    }
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state: _State = request.app[STATE_KEY]
+    writer = request.app[WRITER_KEY]
+    lines = ["# TYPE archiver_http_responses_total counter"]
+    lines += [f'archiver_http_responses_total{{code="{c}"}} {n}' for c, n in sorted(state.responses.items())]
+    lines.append("# TYPE archiver_records_total counter")
+    lines += [f'archiver_records_total{{stream="{s}"}} {n}' for s, n in sorted(state.records.items())]
+    lines.append("# TYPE archiver_rejected_total counter")
+    lines.append(f"archiver_rejected_total {state.rejected}")
+    lines.append("# TYPE archiver_spool_bytes gauge")
+    lines.append(f"archiver_spool_bytes {writer.spool_bytes}")
+    lines.append("# TYPE archiver_fsync_rounds_total counter")
+    lines.append(f"archiver_fsync_rounds_total {writer.stats.fsync_rounds}")
+    lines.append("# TYPE archiver_commits_waited_total counter")
+    lines.append(f"archiver_commits_waited_total {writer.stats.commits_waited}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def _reserved(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound(text=f"error: {request.path} is not a known reserved path\n")
+
+
+async def _receive(request: web.Request) -> web.Response:
+    if request.method == "GET" and not request.rel_url.raw_query_string:
+        if request.match_info["stream"] == "":
+            return _status_page(request.app)
+    state: _State = request.app[STATE_KEY]
+    writer = request.app[WRITER_KEY]
+    stream = request.match_info["stream"] or DEFAULT_STREAM
+    ctx = Context(stream, request.remote, time.time())
+    try:
+        response = await _ingest(request, writer, state, ctx)
+    except _Refused as refused:
+        response = await _refuse(request, writer, state, ctx, refused)
+    state.responses[response.status] += 1
+    return response
+
+
+async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ctx: Context) -> web.Response:
+    limits = state.limits
+    if writer.over_limit():
+        raise _Refused(503, f"spool is full ({writer.spool_bytes} bytes): retry later")
+    if request.method == "GET":
+        raw = request.rel_url.raw_query_string.encode("latin-1")
+    else:
+        raw = await _read_body(request, limits.max_body_bytes)
+    if not valid_stream_name(ctx.stream):
+        raise _Refused(
+            400,
+            f"invalid stream name {ctx.stream[:80]!r}: use 1-64 of [A-Za-z0-9._-], "
+            "not starting with '_' or '.'",
+            raw,
+        )
+    encoding = request.headers.get("Content-Encoding")
+    try:
+        if len(raw) > OFFLOAD_BYTES:
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                None, _decode, request.method, raw, encoding, limits.max_decoded_bytes, ctx
+            )
+        else:
+            decoded = _decode(request.method, raw, encoding, limits.max_decoded_bytes, ctx)
+    except BodyTooLarge as err:
+        raise _Refused(413, str(err), raw) from None
+    except DecodeError as err:
+        raise _Refused(400, str(err), raw) from None
+    meta = _request_meta(request, ctx)
+    rejected = [rejected_record(item, ctx, decoded.kind, meta) for item in decoded.rejected]
+    try:
+        writer.write_records(ctx.stream, decoded.records)
+        writer.write_records(REJECTED_STREAM, rejected)
+        await writer.commit()
+    except OSError as err:
+        return _spool_error(state, err)
+    state.records[ctx.stream] += len(decoded.records)
+    state.rejected += len(rejected)
+    if decoded.kind == SOURCE_JSON:
+        counts = {"accepted": len(decoded.records), "rejected": len(rejected)}
+        return web.Response(body=orjson.dumps(counts), content_type="application/json")
+    return web.Response(text="ok\n")
+
+
+def _decode(method: str, raw: bytes, encoding: str | None, max_decoded: int, ctx: Context) -> Decoded:
+    if method == "GET":
+        return decode_query(raw.decode("latin-1"), ctx)
+    return decode_body(decompress(raw, encoding, max_decoded), ctx)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _Refused(413, f"body of {declared} bytes is over the limit of {limit} bytes (server.max_body_bytes)")
+    body = bytearray()
+    try:
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise _Refused(413, f"body is over the limit of {limit} bytes (server.max_body_bytes)")
+    except ClientPayloadError as err:
+        raise _Refused(400, f"incomplete body: {err}", bytes(body)) from None
+    return bytes(body)
+
+
+def _request_meta(request: web.Request, ctx: Context) -> dict[str, Any]:
+    return {
+        "target_stream": ctx.stream[:200],
+        "method": request.method,
+        "content_type": request.headers.get("Content-Type"),
+        "content_encoding": request.headers.get("Content-Encoding"),
+    }
+
+
+async def _refuse(
+    request: web.Request, writer: SegmentWriter, state: _State, ctx: Context, refused: _Refused
+) -> web.Response:
+    headers = {}
+    if refused.status == 503:
+        headers["Retry-After"] = str(max(1, round(state.limits.retry_after)))
+    else:
+        record = rejected_record(Rejected(refused.reason, refused.raw), ctx, "http", _request_meta(request, ctx))
+        try:
+            writer.write_records(REJECTED_STREAM, [record])
+            await writer.commit()
+        except OSError as err:
+            return _spool_error(state, err)
+        state.rejected += 1
+    return web.Response(status=refused.status, text=f"error: {refused.reason}\n", headers=headers)
+
+
+def _spool_error(state: _State, err: OSError) -> web.Response:
+    retry = str(max(1, round(state.limits.retry_after)))
+    return web.Response(
+        status=503, text=f"error: the spool could not store the records ({err.strerror}); retry later\n",
+        headers={"Retry-After": retry},
+    )
+
+
+def _status_page(app: web.Application) -> web.Response:
+    status = _status_document(app)
+    lines = [f"archiver {status['version']}: an archiving log sink", ""]
+    lines.append(f"spool: {status['spool_bytes']} of {status['spool_limit']} bytes, fsync={status['fsync']}")
+    for stream, segment in status["open"].items():
+        lines.append(f"open   {stream:<24} {segment['segment']}  {segment['records']} records")
+    lines.append("")
+    lines.append("send: curl -X POST -d abc=def http://HOST:PORT/STREAM    details: GET /_status")
+    return web.Response(text="\n".join(lines) + "\n")

@@ -1,0 +1,72 @@
+"""Where things live in the data dir, and how segments are named. Pure path arithmetic.
+
+```
+DATA/
+  sink.pid                      lock held by the running sink (flock)
+  sink.json                     pid, addresses, sink id of the running sink
+  manifest.sqlite               segments and (from #4) directory caps
+  spool/open/<stream>/<segment-id>.jsonl
+  spool/sealed/<stream>/<segment-id>.jsonl.gz   (or .jsonl.zst)
+```
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SEGMENT_ID = re.compile(r"(\d{8}T\d{6}Z)-(.+)-(\d{6})")
+SINK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+OPEN_SUFFIX = ".jsonl"
+COMPRESSION_SUFFIX = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+SEQ_MODULO = 1_000_000
+
+
+def segment_id(start: float, sink_id: str, seq: int) -> str:
+    """``<UTC start YYYYmmddTHHMMSSZ>-<sink-id>-<seq 6 digits>``: sortable and unique per sink."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
+    return f"{stamp}-{sink_id}-{seq % SEQ_MODULO:06d}"
+
+
+def segment_seq(segment: str) -> int | None:
+    match = SEGMENT_ID.fullmatch(segment)
+    return None if match is None else int(match.group(3))
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The paths of one sink's data dir."""
+
+    root: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "sink.pid"
+
+    @property
+    def sink_file(self) -> Path:
+        return self.root / "sink.json"
+
+    @property
+    def open_dir(self) -> Path:
+        return self.root / "spool" / "open"
+
+    @property
+    def sealed_dir(self) -> Path:
+        return self.root / "spool" / "sealed"
+
+    def open_path(self, stream: str, segment: str) -> Path:
+        return self.open_dir / stream / f"{segment}{OPEN_SUFFIX}"
+
+    def sealed_path(self, stream: str, segment: str, compression: str) -> Path:
+        return self.sealed_dir / stream / f"{segment}{COMPRESSION_SUFFIX[compression]}"
+
+    def open_segments(self) -> list[tuple[str, str, Path]]:
+        """(stream, segment id, path) of every open segment file, oldest first."""
+        found = []
+        if self.open_dir.is_dir():
+            for path in self.open_dir.glob(f"*/*{OPEN_SUFFIX}"):
+                found.append((path.parent.name, path.name[: -len(OPEN_SUFFIX)], path))
+        return sorted(found, key=lambda item: item[1])

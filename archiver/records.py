@@ -1,0 +1,450 @@
+"""Decoding what clients send into canonical records. Pure functions: no I/O, no clock.
+
+A body is sniffed, never trusted from its headers: gzip and zlib by magic bytes, then JSON
+(object, array, NDJSON, concatenated objects) by its first byte, else form-urlencoded as
+``logging.handlers.HTTPHandler`` sends it. Message rebuilding follows
+shared/reference/clients.md. Nothing the client sent is dropped: every original field stays
+in the record's ``fields``; what cannot be decoded is returned as :class:`Rejected` with its raw
+bytes so the caller can archive it in the ``_rejected`` stream.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from base64 import b64encode
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterator
+from urllib.parse import parse_qsl
+
+import orjson
+
+from .units import format_ts
+
+REJECTED_STREAM = "_rejected"
+SOURCE_FORM = "httphandler"
+SOURCE_JSON = "json"
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# HTTPHandler's repr of a tuple of literals is short; a long one is hostile or useless.
+MAX_ARGS_CHARS = 64 * 1024
+MAX_FORMAT_WIDTH = 10_000
+MAX_FORM_FIELDS = 10_000
+_FORMAT_SPEC = re.compile(
+    r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]"
+)
+_INT = re.compile(r"-?[0-9]{1,19}")
+_FLOAT = re.compile(r"-?[0-9]+\.[0-9]+(?:e[-+][0-9]+)?")
+_INT64 = 2**63
+# orjson turns integers beyond 64 bits into floats; such bodies go through the stdlib parser,
+# which keeps them exact. NaN/Infinity literals stay as their text.
+_BIG_INT = re.compile(rb"[0-9]{20}")
+_STDLIB_JSON = json.JSONDecoder(parse_constant=str)
+
+# Python logging names, syslog severities and common aliases, upper-cased.
+_LEVEL_ALIASES = {
+    "WARN": "WARNING",
+    "FATAL": "CRITICAL",
+    "CRIT": "CRITICAL",
+    "EMERG": "CRITICAL",
+    "EMERGENCY": "CRITICAL",
+    "ALERT": "CRITICAL",
+    "PANIC": "CRITICAL",
+    "ERR": "ERROR",
+    "NOTICE": "INFO",
+    "INFORMATIONAL": "INFO",
+    "TRACE": "DEBUG",
+}
+_PYTHON_LEVELS = {0: "NOTSET", 10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+_SYSLOG_SEVERITIES = ["CRITICAL", "CRITICAL", "CRITICAL", "ERROR", "WARNING", "INFO", "INFO", "DEBUG"]
+
+_TIME_KEYS = ("created", "@timestamp", "timestamp", "time", "ts")
+_LEVEL_KEYS = ("levelname", "level", "severity", "PRIORITY", "priority", "levelno")
+_LOGGER_KEYS = ("logger", "logger_name", "name", "PROGRAM", "program", "_logger_name")
+_MESSAGE_KEYS = ("message", "MESSAGE", "short_message", "full_message", "log")
+# Epoch numbers above these are taken as milliseconds, microseconds, nanoseconds.
+_EPOCH_SCALES = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
+
+
+class DecodeError(ValueError):
+    """The body as a whole cannot be decoded; ``str(err)`` says why, for the client."""
+
+
+class BodyTooLarge(DecodeError):
+    """The body decompresses to more than the configured limit."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Bytes that could not become a record, and why."""
+
+    reason: str
+    raw: bytes
+
+
+@dataclass
+class Decoded:
+    """The outcome of decoding one request body or query string."""
+
+    kind: str  # SOURCE_FORM or SOURCE_JSON: how the client should be answered
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the receiver knows about a request apart from its body."""
+
+    stream: str
+    peer: str | None
+    received: float
+
+
+def valid_stream_name(name: str) -> bool:
+    """``[A-Za-z0-9._-]``, 1-64 chars, not starting with ``_`` or ``.``: safe as a directory name."""
+    return _STREAM_NAME.fullmatch(name) is not None
+
+
+def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> bytes:
+    """Undo gzip or zlib, recognised by magic bytes; raw deflate only when the header says so.
+
+    GELF clients send zlib labelled ``gzip,deflate``, so the label only breaks ties.
+    """
+    label = (content_encoding or "").lower()
+    if body[:2] == b"\x1f\x8b":
+        return _inflate(body, 31, max_bytes, "gzip")
+    if len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0:
+        try:
+            return _inflate(body, 15, max_bytes, "zlib")
+        except BodyTooLarge:
+            raise
+        except DecodeError:
+            if "deflate" in label or "gzip" in label:
+                raise
+            return body  # a plain body that happens to start like a zlib header
+    if label.strip() == "deflate":
+        return _inflate(body, -15, max_bytes, "deflate")
+    return body
+
+
+def _inflate(body: bytes, wbits: int, max_bytes: int, name: str) -> bytes:
+    out = bytearray()
+    data = body
+    while data:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(data, max_bytes + 1 - len(out))
+        except zlib.error as err:
+            raise DecodeError(f"corrupt {name} body: {err}") from None
+        if len(out) > max_bytes:
+            raise BodyTooLarge(f"{name} body decompresses to more than {max_bytes} bytes")
+        if not inflater.eof:
+            raise DecodeError(f"truncated {name} body: the compressed stream ends early")
+        # gzip allows concatenated members; anything after a zlib stream is an error.
+        data = inflater.unused_data if wbits == 31 else b""
+        if not wbits == 31 and inflater.unused_data:
+            raise DecodeError(f"corrupt {name} body: trailing bytes after the stream")
+    return bytes(out)
+
+
+def decode_body(body: bytes, ctx: Context) -> Decoded:
+    """Decode an already-decompressed request body into records and rejected parts."""
+    head = body.lstrip()[:1]
+    if not head:
+        raise DecodeError("empty body: send a urlencoded record or JSON")
+    if head in (b"{", b"["):
+        return _decode_json(body, ctx)
+    return Decoded(SOURCE_FORM, [form_record(_parse_form(body), ctx)])
+
+
+def decode_query(query: str, ctx: Context) -> Decoded:
+    """HTTPHandler's GET mode: the urlencoded record is the query string."""
+    if not query:
+        raise DecodeError("GET needs a urlencoded record in the query string")
+    return Decoded(SOURCE_FORM, [form_record(_parse_form(query.encode("latin-1")), ctx)])
+
+
+def _parse_form(body: bytes) -> list[tuple[str, str]]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DecodeError(f"form body is not valid UTF-8 (byte {err.start})") from None
+    try:
+        pairs = parse_qsl(
+            text.strip(),
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise DecodeError("form field is not valid UTF-8 after percent-decoding") from None
+    except ValueError as err:
+        raise DecodeError(f"malformed form body: {err}") from None
+    if not pairs:
+        raise DecodeError("form body has no fields")
+    return pairs
+
+
+def form_record(pairs: list[tuple[str, str]], ctx: Context) -> dict[str, Any]:
+    """A canonical record from HTTPHandler's urlencoded ``LogRecord.__dict__``."""
+    fields = {key: typed_value(value) for key, value in pairs}
+    raw = dict(pairs)
+    if "message" in raw:
+        message: str | None = raw["message"]
+    elif "msg" in raw:
+        message = rebuild_message(raw["msg"], raw.get("args", "()"))
+    else:
+        message = None
+    return _canonical(fields, message, SOURCE_FORM, ctx)
+
+
+def typed_value(text: str) -> Any:
+    """Type a form value only where the text comes back unchanged: ``"None"`` -> null,
+    ``"True"``/``"False"`` -> booleans, canonical ints and floats -> numbers; else the text."""
+    if text == "None":
+        return None
+    if text == "True":
+        return True
+    if text == "False":
+        return False
+    if _INT.fullmatch(text):
+        number = int(text)
+        if str(number) == text and -_INT64 <= number < _INT64:
+            return number
+    elif _FLOAT.fullmatch(text):
+        real = float(text)
+        if repr(real) == text:
+            return real
+    return text
+
+
+def rebuild_message(msg: str, args: str) -> str:
+    """``msg % literal_eval(args)`` as ``LogRecord.getMessage`` did, or ``msg`` when that fails.
+
+    The raw ``args`` always stay in the record's fields, so nothing is lost on failure.
+    """
+    if len(args) > MAX_ARGS_CHARS:
+        return msg
+    try:
+        values = ast.literal_eval(args)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return msg
+    if not values:
+        return msg
+    if not _format_is_bounded(msg):
+        return msg
+    try:
+        return msg % values
+    except Exception:  # any exception a custom __mod__ could raise: keep the raw text
+        return msg
+
+
+def _format_is_bounded(msg: str) -> bool:
+    """False for ``%*d`` and widths such as ``%999999999s`` that would allocate gigabytes."""
+    for width, precision in _FORMAT_SPEC.findall(msg):
+        for number in (width, precision):
+            if number == "*" or (number and int(number) > MAX_FORMAT_WIDTH):
+                return False
+    return True
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One segment line: compact JSON and a newline."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # integers beyond 64 bits or lone surrogates, which orjson refuses
+        return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _loads(data: bytes) -> Any:
+    if _BIG_INT.search(data):
+        text = data.decode("utf-8")
+        value, end = _STDLIB_JSON.raw_decode(text, len(text) - len(text.lstrip()))
+        if text[end:].strip():
+            raise ValueError(f"unexpected content after the JSON value at char {end}")
+        return value
+    return orjson.loads(data)
+
+
+def _decode_json(body: bytes, ctx: Context) -> Decoded:
+    try:
+        document = _loads(body)
+    except (ValueError, RecursionError):
+        return _decode_json_lines(body, ctx)
+    decoded = Decoded(SOURCE_JSON)
+    if isinstance(document, dict):
+        decoded.records.append(json_record(document, ctx))
+    elif isinstance(document, list):
+        for element in document:
+            _add_element(decoded, element, ctx)
+    else:
+        raise DecodeError("JSON body must be an object, an array of objects, or NDJSON")
+    return decoded
+
+
+def _add_element(decoded: Decoded, element: Any, ctx: Context) -> None:
+    if isinstance(element, dict):
+        decoded.records.append(json_record(element, ctx))
+    else:
+        raw = encode_record(element)[:-1]
+        decoded.rejected.append(Rejected("batch element is not a JSON object", raw))
+
+
+def _decode_json_lines(body: bytes, ctx: Context) -> Decoded:
+    """NDJSON, or JSON objects concatenated with or without separators (splunk_handler)."""
+    decoded = Decoded(SOURCE_JSON)
+    for line in body.splitlines():
+        if line.strip():
+            for element in _split_concatenated(line, decoded):
+                _add_element(decoded, element, ctx)
+    if not decoded.records:
+        first = decoded.rejected[0].reason if decoded.rejected else "no JSON value"
+        raise DecodeError(f"invalid JSON: {first}")
+    return decoded
+
+
+def _split_concatenated(line: bytes, decoded: Decoded) -> Iterator[Any]:
+    try:
+        yield _loads(line)
+        return
+    except (ValueError, RecursionError):
+        pass
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        decoded.rejected.append(Rejected(f"line is not valid UTF-8 (byte {err.start})", line))
+        return
+    position = len(text) - len(text.lstrip())
+    while position < len(text):
+        try:
+            value, end = _STDLIB_JSON.raw_decode(text, position)
+        except (ValueError, RecursionError) as err:
+            reason = f"invalid JSON: {err}" if isinstance(err, ValueError) else "JSON nested too deep"
+            decoded.rejected.append(Rejected(reason, text[position:].encode()))
+            return
+        yield value
+        position = end
+        while position < len(text) and text[position] in " \t\r,":
+            position += 1
+
+
+def json_record(obj: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """A canonical record from one JSON object (python-logstash, GELF, syslog-ng, ...)."""
+    message = _first(obj, _MESSAGE_KEYS)
+    if message is None and "msg" in obj:
+        args = obj.get("args")
+        message = str(obj["msg"]) if args is None else rebuild_message(str(obj["msg"]), str(args))
+    if message is not None and not isinstance(message, str):
+        message = encode_record(message)[:-1].decode()
+    return _canonical(obj, message, SOURCE_JSON, ctx)
+
+
+def _first(fields: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = fields.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _canonical(
+    fields: dict[str, Any], message: str | None, source: str, ctx: Context
+) -> dict[str, Any]:
+    logger = _first(fields, _LOGGER_KEYS)
+    return {
+        "ts": event_time(fields, ctx.received),
+        "level": normalize_level(_first(fields, _LEVEL_KEYS)),
+        "logger": None if logger is None else str(logger),
+        "message": message,
+        "stream": ctx.stream,
+        "source": source,
+        "peer": ctx.peer,
+        "received": format_ts(ctx.received),
+        "fields": fields,
+    }
+
+
+def event_time(fields: dict[str, Any], received: float) -> str:
+    """The first parseable of created / @timestamp / timestamp / time / ts, else receive time."""
+    for key in _TIME_KEYS:
+        value = fields.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        moment = _parse_moment(value)
+        if moment is not None:
+            return moment
+    return format_ts(received)
+
+
+def _parse_moment(value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return _parse_iso(value)
+    if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        return None
+    for threshold, scale in _EPOCH_SCALES:
+        if abs(value) >= threshold:
+            value = value / scale
+            break
+    try:
+        return format_ts(value)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _parse_iso(text: str) -> str | None:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return format_ts(moment.timestamp())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def normalize_level(value: Any) -> str | None:
+    """One vocabulary for levels: Python names; syslog severities 0-7 and names mapped onto them."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip().upper()
+        if text.lstrip("-").isdigit():
+            return normalize_level(int(text))
+        return _LEVEL_ALIASES.get(text, text) or None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        if 0 <= value < len(_SYSLOG_SEVERITIES):
+            return _SYSLOG_SEVERITIES[value]
+        return _PYTHON_LEVELS.get(value, f"Level {value}")
+    return str(value)
+
+
+def rejected_record(item: Rejected, ctx: Context, source: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``_rejected`` stream's record for raw bytes that could not be archived as records.
+
+    The raw bytes are kept exactly: as text when they are UTF-8, else base64.
+    """
+    try:
+        raw: str = item.raw.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        raw = b64encode(item.raw).decode("ascii")
+        encoding = "base64"
+    fields = {"reason": item.reason, "raw": raw, "raw_encoding": encoding, "raw_bytes": len(item.raw)}
+    fields.update(meta)
+    rejected_ctx = Context(REJECTED_STREAM, ctx.peer, ctx.received)
+    record = _canonical({}, f"rejected: {item.reason}", source, rejected_ctx)
+    record["level"] = "ERROR"
+    record["logger"] = "archiver.rejected"
+    record["fields"] = fields
+    return record

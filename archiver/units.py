@@ -1,0 +1,80 @@
+"""Human units used by config and CLI: sizes (``64MiB``), durations (``5m``), points in time.
+
+Pure functions; every parser raises ``ValueError`` with a message fit to show a user.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def _quantity(value: str, units: dict[str, float], kind: str) -> float:
+    match = _QUANTITY.match(value)
+    if not match or match.group(2).lower() not in units:
+        names = ", ".join(sorted(u for u in units if u))
+        raise ValueError(f"{value!r} is not a {kind} (a number with one of: {names})")
+    return float(match.group(1)) * units[match.group(2).lower()]
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string such as ``512``, ``64MiB`` or ``1.5GB``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        return value
+    return int(_quantity(value, _SIZE_UNITS, "size"))
+
+
+def parse_duration(value: int | float | str) -> float:
+    """Seconds from a number or a string such as ``250ms``, ``30s``, ``5m``, ``7d``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        return float(value)
+    return _quantity(value, _DURATION_UNITS, "duration")
+
+
+def format_ts(epoch: float) -> str:
+    """The canonical record timestamp: UTC, microseconds, ``Z`` suffix."""
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(value: str, now: float) -> str:
+    """A canonical timestamp from ISO-8601 or a relative age (``15m``, ``2h``, ``7d``) before now.
+
+    ISO values without a zone are taken as UTC, like every time in the archive.
+    """
+    try:
+        return format_ts(now - parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither an ISO-8601 time nor a relative age such as 15m, 2h or 7d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return format_ts(moment.timestamp())

@@ -1,0 +1,106 @@
+"""Shared fixtures: real sink processes started on free ports and stopped by their own PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import pytest
+import requests
+
+
+@dataclass
+class Sink:
+    """A real `archiver serve` process on a data dir."""
+
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self, timeout: float = 20.0) -> "Sink":
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "archiver", "serve", "--data-dir", str(self.data_dir), "--port", "0", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+        )
+        sink_file = self.data_dir / "sink.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sink exited with {self.proc.returncode}: {self.log_text()}")
+            try:
+                info = orjson.loads(sink_file.read_bytes())
+            except (FileNotFoundError, orjson.JSONDecodeError):
+                info = {}
+            if info.get("pid") == self.proc.pid:  # not a stale file left by a killed sink
+                self.url = info["http"]
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"sink did not start: {self.log_text()}")
+
+    def log_text(self) -> str:
+        path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the graceful stop that seals every open segment."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def post(self, path: str, data: bytes | str, **kwargs: object) -> requests.Response:
+        return requests.post(self.url + path, data=data, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sinks(tmp_path: Path) -> Iterator[list[Sink]]:
+    """Every sink a test starts is stopped (then killed) by PID at teardown."""
+    started: list[Sink] = []
+    yield started
+    for sink in started:
+        if sink.proc is not None and sink.proc.poll() is None:
+            try:
+                sink.stop(timeout=30)
+            except subprocess.TimeoutExpired:
+                sink.kill()
+
+
+@pytest.fixture
+def start_sink(sinks: list[Sink], tmp_path: Path):  # type: ignore[no-untyped-def]
+    def start(data_dir: Path | None = None, *args: str, env: dict[str, str] | None = None) -> Sink:
+        sink = Sink(data_dir or tmp_path / "data", list(args), env or {})
+        sinks.append(sink)
+        return sink.start()
+
+    return start
+
+
+def archiver_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    result = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"archiver {' '.join(args)} failed: {result.stderr.decode()}")
+    return result
+
+
+def cat_json(data_dir: Path, *args: str) -> list[dict]:
+    """Every record `archiver cat --json` gives back."""
+    out = archiver_cli("cat", "--json", "--data-dir", str(data_dir), *args).stdout
+    return [orjson.loads(line) for line in out.splitlines()]
