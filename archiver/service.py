@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from .config import Config
-from .ingest.http import HttpLimits, create_app
+from .ingest.http import SERVER_OPTIONS, HttpLimits, create_app
 from .layout import DataDir
 from .manifest import Manifest
 from .rotation import RotationPolicy
@@ -130,6 +130,7 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
         shutdown_timeout=config.server.shutdown_timeout,
         max_line_size=config.server.max_line_bytes,
         max_field_size=config.server.max_line_bytes,
+        **SERVER_OPTIONS,
     )
     await runner.setup()
     try:

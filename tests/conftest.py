@@ -27,13 +27,13 @@ class Sink:
     url: str = ""
 
     def start(self, timeout: float = 20.0) -> "Sink":
-        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "archiver", "serve", "--data-dir", str(self.data_dir), "--port", "0", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-        )
+        with open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "archiver", "serve", "--data-dir", str(self.data_dir), "--port", "0", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )
         sink_file = self.data_dir / "sink.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -42,6 +42,9 @@ DEFAULT_STREAM = "default"
 # Bodies above this are decoded on a worker thread so small requests keep flowing.
 OFFLOAD_BYTES = 256 * 1024
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
+# For the AppRunner: bodies are decompressed by records.decompress (magic bytes, size limit,
+# truncation check); aiohttp's own decompression would skip all three.
+SERVER_OPTIONS = {"auto_decompress": False}
 
 
 @dataclass(frozen=True)
