@@ -9,8 +9,11 @@ STAMP  := $(VENV)/.installed-stamp
 run: $(STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/python -m mypy archiver
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak

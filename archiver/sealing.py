@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import orjson
 
@@ -53,11 +53,12 @@ class _HashingWriter:
 
 
 def _compressor(kind: str, level: int, sink: _HashingWriter) -> BinaryIO:
+    target = cast(BinaryIO, sink)
     if kind == "gzip":
-        return gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=level, mtime=0)  # type: ignore[arg-type]
+        return cast(BinaryIO, gzip.GzipFile(filename="", mode="wb", fileobj=target, compresslevel=level, mtime=0))
     import zstandard  # optional dependency, checked when the config is loaded
 
-    return zstandard.ZstdCompressor(level=level).stream_writer(sink, closefd=False)  # type: ignore[return-value]
+    return cast(BinaryIO, zstandard.ZstdCompressor(level=level).stream_writer(target, closefd=False))
 
 
 def fsync_dir(path: Path) -> None:
@@ -133,4 +134,4 @@ def open_sealed(path: Path, compression: str) -> BinaryIO:
     import zstandard
 
     reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return io.BufferedReader(reader)  # type: ignore[arg-type]
+    return io.BufferedReader(reader)

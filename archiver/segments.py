@@ -241,7 +241,7 @@ class SegmentWriter:
             retiring, self._retiring = self._retiring, []
             try:
                 await loop.run_in_executor(self._fsync_pool, _sync_round, dirty, retiring)
-            except OSError as err:
+            except Exception as err:  # noqa: BLE001 - waiters must never hang
                 log.error("fsync failed, records of this round are not acknowledged: %s", err)
                 self.stats.last_error = f"fsync failed: {err}"
                 # After a failed fsync the page cache cannot be trusted: start new files.

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from .config import Config
-from .ingest.http import SERVER_OPTIONS, HttpLimits, create_app
+from .ingest.http import HttpLimits, create_app, make_runner
 from .layout import DataDir
 from .manifest import Manifest
 from .rotation import RotationPolicy
@@ -124,13 +124,10 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
     await writer.start()
     info: dict[str, Any] = {"pid": os.getpid(), "sink_id": sink_id, "started": format_ts(time.time())}
     limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
-    runner = web.AppRunner(
+    runner = make_runner(
         create_app(writer, limits, lambda: info),
-        access_log=None,
+        max_line_bytes=config.server.max_line_bytes,
         shutdown_timeout=config.server.shutdown_timeout,
-        max_line_size=config.server.max_line_bytes,
-        max_field_size=config.server.max_line_bytes,
-        **SERVER_OPTIONS,
     )
     await runner.setup()
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import Mapping
 
 _SIZE_UNITS = {
     "": 1,
@@ -28,7 +29,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
-def _quantity(value: str, units: dict[str, float], kind: str) -> float:
+def _quantity(value: str, units: Mapping[str, float], kind: str) -> float:
     match = _QUANTITY.match(value)
     if not match or match.group(2).lower() not in units:
         names = ", ".join(sorted(u for u in units if u))

@@ -51,6 +51,17 @@ async def one_request(port: int, payload: bytes) -> bool:
         writer.close()
 
 
+async def timed_request(port: int, payload: bytes, since: float, latencies: list[float]) -> int:
+    """One request; its latency from ``since`` goes to ``latencies``. Returns 1 on error."""
+    try:
+        ok = await one_request(port, payload)
+    except OSError:
+        ok = False
+    if ok:
+        latencies.append(time.perf_counter() - since)
+    return 0 if ok else 1
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
@@ -65,15 +76,7 @@ async def max_rate(port: int, duration: float, concurrency: int) -> dict[str, fl
     async def client() -> None:
         nonlocal errors
         while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            try:
-                ok = await one_request(port, payload)
-            except OSError:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
+            errors += await timed_request(port, payload, time.perf_counter(), latencies)
 
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -85,19 +88,7 @@ async def max_rate(port: int, duration: float, concurrency: int) -> dict[str, fl
 async def fixed_rate(port: int, rate: float, duration: float) -> dict[str, float]:
     payload = httphandler_request(port)
     latencies: list[float] = []
-    errors = 0
     began = time.perf_counter()
-
-    async def timed(scheduled: float) -> None:
-        nonlocal errors
-        try:
-            ok = await one_request(port, payload)
-        except OSError:
-            ok = False
-        if ok:
-            latencies.append(time.perf_counter() - scheduled)
-        else:
-            errors += 1
 
     tasks = []
     for n in range(int(rate * duration)):
@@ -105,8 +96,8 @@ async def fixed_rate(port: int, rate: float, duration: float) -> dict[str, float
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed(scheduled)))
-    await asyncio.gather(*tasks)
+        tasks.append(asyncio.create_task(timed_request(port, payload, scheduled, latencies)))
+    errors = sum(await asyncio.gather(*tasks))
     return {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99), "errors": errors}
 
 

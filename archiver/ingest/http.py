@@ -42,9 +42,7 @@ DEFAULT_STREAM = "default"
 # Bodies above this are decoded on a worker thread so small requests keep flowing.
 OFFLOAD_BYTES = 256 * 1024
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
-# For the AppRunner: bodies are decompressed by records.decompress (magic bytes, size limit,
-# truncation check); aiohttp's own decompression would skip all three.
-SERVER_OPTIONS = {"auto_decompress": False}
+
 
 
 @dataclass(frozen=True)
@@ -94,6 +92,20 @@ def create_app(
     app.router.add_get("/{stream:.*}", _receive)
     app.router.add_post("/{stream:.*}", _receive)
     return app
+
+
+def make_runner(app: web.Application, *, max_line_bytes: int, shutdown_timeout: float) -> web.AppRunner:
+    """The runner for ``app``. HTTPHandler's GET mode needs long request lines; bodies are
+    decompressed by records.decompress (magic bytes, size limit, truncation check), which
+    aiohttp's own decompression would bypass."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        max_line_size=max_line_bytes,
+        max_field_size=max_line_bytes,
+        auto_decompress=False,
+    )
 
 
 async def _health(request: web.Request) -> web.Response:
