@@ -3,23 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# tahoe-lafs lives in its own venv: its dependency pins must not meet ours.
+TAHOE_VENV  := .venv-tahoe
+TAHOE_STAMP := $(TAHOE_VENV)/.installed-stamp
+TAHOE_PIN   := tahoe-lafs==1.20.0
 
 .PHONY: run test soak bench lint clean
 
 run: $(STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
 
-test: $(STAMP) lint
+test: $(STAMP) $(TAHOE_STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/python -m mypy archiver
 
-soak: $(STAMP)
+soak: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python -m pytest -m soak
 
-bench: $(STAMP)
+bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/ingest_http.py
+	$(BIN)/python bench/store.py
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -30,5 +35,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(TAHOE_STAMP):
+	test -x $(TAHOE_VENV)/bin/python || $(PYTHON) -m venv $(TAHOE_VENV)
+	$(TAHOE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TAHOE_VENV)/bin/python -m pip install --quiet '$(TAHOE_PIN)'
+	touch $@
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TAHOE_VENV) build *.egg-info .pytest_cache .hypothesis

@@ -165,3 +165,75 @@ def _human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+@main.group("grid")
+def grid_group() -> None:
+    """A local Tahoe-LAFS grid (introducer + storage nodes on 127.0.0.1)."""
+
+
+def _grid_call(action: Callable[[], Any]) -> Any:
+    from .grid import GridError
+
+    try:
+        return action()
+    except GridError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@grid_group.command("create")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--nodes", default=1, show_default=True, help="Storage nodes.")
+@click.option("--needed", type=int, help="Shares needed to read (K). Default: half the total, rounded up.")
+@click.option("--happy", type=int, help="Servers an upload must reach. Default: min(nodes, total).")
+@click.option("--total", type=int, help="Shares written (N). Default: --nodes.")
+@click.option("--start/--no-start", default=False, help="Start the grid once created.")
+def grid_create(directory: Path, nodes: int, needed: int | None, happy: int | None, total: int | None, start: bool) -> None:
+    """Create an introducer and storage nodes in DIRECTORY."""
+    from .grid import LocalGrid
+
+    grid = _grid_call(lambda: LocalGrid.create(directory, nodes=nodes, needed=needed, happy=happy, total=total))
+    click.echo(f"created {nodes} storage node(s), {grid.spec.needed}-of-{grid.spec.total}, happy {grid.spec.happy}; gateway {grid.gateway_url}")
+    if start:
+        _grid_call(grid.start)
+        click.echo("started")
+
+
+@grid_group.command("start")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+def grid_start(directory: Path) -> None:
+    """Start the grid's nodes and wait until uploads can succeed."""
+    from .grid import LocalGrid
+
+    grid = _grid_call(lambda: LocalGrid(directory))
+    _grid_call(grid.start)
+    click.echo(f"grid up: {grid.servers_connected()} storage server(s) connected; web UI {grid.gateway_url}")
+
+
+@grid_group.command("stop")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+def grid_stop(directory: Path) -> None:
+    """Stop every node of the grid (by PID)."""
+    from .grid import LocalGrid
+
+    _grid_call(lambda: LocalGrid(directory).stop())
+    click.echo("grid stopped")
+
+
+@grid_group.command("status")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def grid_status(directory: Path, as_json: bool) -> None:
+    """Nodes, PIDs, ports and connected servers."""
+    from .grid import LocalGrid
+
+    status = _grid_call(lambda: LocalGrid(directory).status())
+    if as_json:
+        _emit(iter([orjson.dumps(status, option=orjson.OPT_INDENT_2) + b"\n"]))
+        return
+    encoding = status["encoding"]
+    click.echo(f"grid {status['dir']}: {encoding['needed']}-of-{encoding['total']}, happy {encoding['happy']}")
+    click.echo(f"gateway {status['gateway']}: {status['servers_connected']} storage server(s) connected")
+    for node in status["nodes"]:
+        state = f"running (pid {node['pid']})" if node["pid"] else "stopped"
+        click.echo(f"  {node['name']:<12} {state:<22} tub {node['tub_port']}  web {node['web_port'] or '-'}")

@@ -9,11 +9,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import orjson
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from archiver.grid import LocalGrid
 
 
 @dataclass
@@ -104,3 +107,32 @@ def cat_json(data_dir: Path, *args: str) -> list[dict]:
     """Every record `archiver cat --json` gives back."""
     out = archiver_cli("cat", "--json", "--data-dir", str(data_dir), *args).stdout
     return [orjson.loads(line) for line in out.splitlines()]
+
+
+# -- real Tahoe grids, one per shape for the whole session ------------------------------------
+
+
+def _grid(tmp_path_factory: pytest.TempPathFactory, name: str, **shape: int) -> Iterator["LocalGrid"]:
+    from archiver.grid import GridError, LocalGrid
+
+    try:
+        grid = LocalGrid.create(tmp_path_factory.mktemp(name), **shape)
+    except GridError as err:  # never a skip: a missing tahoe fails the run (make test installs it)
+        pytest.fail(f"a real Tahoe grid is required: {err}")
+    try:
+        grid.start()
+        yield grid
+    finally:
+        grid.stop()
+
+
+@pytest.fixture(scope="session")
+def grid1(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalGrid"]:
+    """One storage node, 1-of-1."""
+    yield from _grid(tmp_path_factory, "grid1", nodes=1, needed=1, happy=1, total=1)
+
+
+@pytest.fixture(scope="session")
+def grid3(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalGrid"]:
+    """Three storage nodes, 2-of-3, happy 3."""
+    yield from _grid(tmp_path_factory, "grid3", nodes=3, needed=2, happy=3, total=3)

@@ -1,0 +1,193 @@
+"""TahoeFS on real grids: streaming, other processes, read-only caps, faults, the Tahoe CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import fs
+import psutil
+import pytest
+from fs import errors
+
+from archiver.grid import LocalGrid
+from archiver.store import open_store
+from archiver.store.tahoe import NotEnoughShares, TahoeFS, UploadUnhappy, redact
+
+MB = 1024 * 1024
+
+
+def _peak_rss_growth(action: Callable[[], None]) -> int:
+    """How far this process's RSS rose above its starting point while ``action`` ran."""
+    process = psutil.Process()
+    start = process.memory_info().rss
+    peak = start
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return peak - start
+
+
+def test_50mb_streams_both_ways_in_bounded_memory(grid1: LocalGrid, tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(source, "wb") as handle:
+        for n in range(50):
+            block = os.urandom(MB)
+            digest.update(block)
+            handle.write(block)
+    tahoe = grid1.create_root()
+    tahoe.makedir("big")
+    with open(source, "rb") as handle:
+        grew_up = _peak_rss_growth(lambda: tahoe.upload("big/file.bin", handle))
+    target = tmp_path / "back.bin"
+    with open(target, "wb") as handle:
+        grew_down = _peak_rss_growth(lambda: tahoe.download("big/file.bin", handle))
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == digest.hexdigest()
+    assert tahoe.getsize("big/file.bin") == 50 * MB
+    read_back = hashlib.sha256()
+
+    def read_stream() -> None:
+        with tahoe.openbin("big/file.bin") as handle:
+            while chunk := handle.read(MB):
+                read_back.update(chunk)
+
+    grew_read = _peak_rss_growth(read_stream)
+    assert read_back.hexdigest() == digest.hexdigest()
+    print(f"RSS growth: upload {grew_up / MB:.1f} MB, download {grew_down / MB:.1f} MB, read {grew_read / MB:.1f} MB")
+    assert grew_up < 20 * MB and grew_down < 20 * MB and grew_read < 20 * MB
+
+
+def test_ranges_are_clamped(grid1: LocalGrid) -> None:
+    tahoe = grid1.create_root()
+    payload = bytes(range(256)) * 400
+    tahoe.writebytes("r.bin", payload)
+    with tahoe.openbin("r.bin") as handle:
+        handle.seek(len(payload) - 10)
+        assert handle.read(100) == payload[-10:]
+        handle.seek(len(payload) + 5000)  # past the end: Tahoe would send the whole file
+        assert handle.read(100) == b""
+        handle.seek(1000)
+        assert handle.read(5) == payload[1000:1005]
+
+
+def test_a_fresh_interpreter_reads_what_another_process_wrote(grid1: LocalGrid) -> None:
+    url = grid1.create_root().geturl("/", purpose="fs")
+    write = "import fs, sys; f = fs.open_fs(sys.argv[1]); f.makedirs('x/y'); f.writetext('x/y/note.txt', 'written elsewhere')"
+    read = "import fs, sys; print(fs.open_fs(sys.argv[1]).readtext('x/y/note.txt'))"
+    subprocess.run([sys.executable, "-c", write, url], check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", read, url], check=True, timeout=120, capture_output=True, text=True)
+    assert out.stdout == "written elsewhere\n"
+    sub = subprocess.run([sys.executable, "-c", "import fs, sys; print(fs.open_fs(sys.argv[1]).listdir('/'))",
+                          url + "/x/y"], check=True, timeout=120, capture_output=True, text=True)
+    assert sub.stdout.strip() == "['note.txt']"
+
+
+def test_read_only_cap_reads_but_never_writes(grid1: LocalGrid) -> None:
+    tahoe = grid1.create_root()
+    tahoe.makedirs("logs/2026")
+    tahoe.writebytes("logs/2026/a.jsonl", b'{"m": 1}\n' * 100)
+    read_cap = tahoe.getinfo("/", namespaces=["tahoe"]).raw["tahoe"]["read_cap"]
+    assert read_cap.startswith("URI:DIR2-RO:")
+    reader = fs.open_fs(f"tahoe://{tahoe.node_url.split('://')[1]}/{read_cap}")
+    assert reader.getmeta()["read_only"] is True
+    assert reader.listdir("logs/2026") == ["a.jsonl"]
+    assert reader.readbytes("logs/2026/a.jsonl") == b'{"m": 1}\n' * 100
+    info = reader.getinfo("logs/2026/a.jsonl", namespaces=["tahoe"]).raw["tahoe"]
+    assert info["write_cap"] is None and info["read_cap"].startswith("URI:CHK:")
+    for write in (
+        lambda: reader.writebytes("logs/new.txt", b"x"),
+        lambda: reader.makedir("more"),
+        lambda: reader.makedirs("a/b"),
+        lambda: reader.remove("logs/2026/a.jsonl"),
+        lambda: reader.removetree("logs"),
+        lambda: reader.upload("u.bin", io.BytesIO(b"x")),
+        lambda: reader.openbin("logs/2026/a.jsonl", "a"),
+    ):
+        with pytest.raises(errors.ResourceReadOnly):
+            write()
+    assert tahoe.readbytes("logs/2026/a.jsonl") == b'{"m": 1}\n' * 100
+
+
+def test_capabilities_never_appear_in_errors_or_reprs(grid1: LocalGrid) -> None:
+    tahoe = grid1.create_root()
+    cap = tahoe.root_cap
+    secret = cap.split(":")[2]
+    texts = [repr(tahoe), str(tahoe)]
+    for failing in (lambda: tahoe.readbytes("missing"), lambda: tahoe.listdir("nope"),
+                    lambda: TahoeFS("http://127.0.0.1:1", cap).listdir("/")):
+        with pytest.raises(errors.FSError) as err:
+            failing()
+        texts += [str(err.value), repr(err.value)]
+    with pytest.raises(errors.CreateFailed) as failed:
+        open_store(f"tahoe://127.0.0.1:1/{cap[:-3]}")
+    texts.append(str(failed.value))
+    assert not any(secret in text for text in texts), texts
+    assert secret not in redact(f"see {cap} and {cap}")
+
+
+def test_open_store_local_fallback(tmp_path: Path) -> None:
+    store = open_store(f"osfs://{tmp_path / 'archive'}")
+    store.makedirs("app/2026/11/23")
+    store.writebytes("app/2026/11/23/seg.jsonl.gz", b"x")
+    assert (tmp_path / "archive" / "app" / "2026" / "11" / "23" / "seg.jsonl.gz").read_bytes() == b"x"
+
+
+def test_the_tahoe_cli_sees_what_tahoefs_wrote(grid1: LocalGrid) -> None:
+    tahoe = grid1.create_root()
+    tahoe.makedirs("app/2026/11")
+    tahoe.writebytes("app/2026/11/seg.jsonl", b'{"message": "from TahoeFS"}\n' * 10)
+    grid1.add_alias("archive", tahoe.root_cap)
+    node = str(grid1.node_dir(grid1.gateway_node))
+    listing = subprocess.run([grid1.tahoe, "-d", node, "ls", "archive:app/2026/11"],
+                             capture_output=True, text=True, timeout=120, check=True)
+    assert listing.stdout.split() == ["seg.jsonl"]
+    got = subprocess.run([grid1.tahoe, "-d", node, "get", "archive:app/2026/11/seg.jsonl", "-"],
+                         capture_output=True, timeout=120, check=True)
+    assert got.stdout == b'{"message": "from TahoeFS"}\n' * 10
+
+
+def test_node_loss_on_a_2_of_3_grid(grid3: LocalGrid) -> None:
+    tahoe = grid3.create_root()
+    payload = os.urandom(200_000)
+    tahoe.writebytes("before.bin", payload)
+    grid3.stop_node("storage2")
+    try:
+        grid3.wait_ready(60, servers=2)
+        time.sleep(1)
+        assert tahoe.readbytes("before.bin") == payload  # 2 of 3 shares are enough to read
+        with pytest.raises(UploadUnhappy) as unhappy:
+            tahoe.writebytes("during.bin", os.urandom(200_000))
+        message = str(unhappy.value)
+        assert "2 storage server(s) connected" in message and "shares.happy is 3" in message, message
+        grid3.stop_node("storage1")
+        deadline = time.monotonic() + 60
+        while (grid3.servers_connected() or 0) > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with pytest.raises(NotEnoughShares):
+            tahoe.readbytes("before.bin")
+    finally:
+        grid3.start_node("storage1")
+        grid3.start_node("storage2")
+    grid3.wait_ready(60)
+    tahoe.writebytes("after.bin", payload)
+    assert tahoe.readbytes("after.bin") == payload and tahoe.readbytes("before.bin") == payload
