@@ -177,13 +177,31 @@ class TahoeFS(FS):
         kind, data = child
         return kind, data, data.get("metadata", {})
 
+    def _kind(self, path: str, shown: str) -> str | None:
+        """"dirnode", "filenode" or None (missing), from the node's read-only cap: one small
+        answer, where a t=json of the parent would list every sibling."""
+        try:
+            response = self._check(self._request("GET", self._url(path, t="readonly-uri"), shown), shown)
+        except errors.ResourceNotFound:
+            return None
+        return "dirnode" if response.text.startswith("URI:DIR2") else "filenode"
+
+    def exists(self, path: str) -> bool:
+        return self._kind(self.validatepath(path), path) is not None
+
+    def isdir(self, path: str) -> bool:
+        return self._kind(self.validatepath(path), path) == "dirnode"
+
+    def isfile(self, path: str) -> bool:
+        return self._kind(self.validatepath(path), path) == "filenode"
+
     def _require_writable(self, path: str) -> None:
         if self._read_only:
             raise errors.ResourceReadOnly(path)
 
     def _require_parent_dir(self, path: str, shown: str) -> None:
         parent = dirname(path)
-        if parent not in ("", "/") and not self._node(parent, shown)[0] == "dirnode":
+        if parent not in ("", "/") and self._kind(parent, shown) != "dirnode":
             raise errors.ResourceNotFound(shown)
 
     # -- pyFilesystem2 abstract methods ----------------------------------------------------
@@ -497,9 +515,17 @@ class _Chunks:
             yield chunk
 
 
+class _BigBlockAdapter(requests.adapters.HTTPAdapter):
+    """Streams request bodies in 1 MiB writes instead of urllib3's 16 KiB."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["blocksize"] = CHUNK
+        super().init_poolmanager(*args, **kwargs)
+
+
 def _new_session() -> requests.Session:
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+    adapter = _BigBlockAdapter(pool_connections=4, pool_maxsize=16)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["Accept"] = "text/plain, application/json"
