@@ -181,18 +181,39 @@ def _grid_call(action: Callable[[], Any]) -> Any:
         raise click.ClickException(str(err)) from None
 
 
+def _grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+        envvar="ARCHIVER_CONFIG", help="TOML config file (for grid.tahoe).",
+    )(func)
+    return click.argument("directory", type=click.Path(path_type=Path, file_okay=False))(func)
+
+
+def _open_grid(directory: Path, config_path: Path | None) -> Any:
+    from .grid import LocalGrid
+
+    tahoe = _load(config_path, {}).grid.tahoe or None
+    return _grid_call(lambda: LocalGrid(directory, tahoe))
+
+
 @grid_group.command("create")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@_grid_options
 @click.option("--nodes", default=1, show_default=True, help="Storage nodes.")
 @click.option("--needed", type=int, help="Shares needed to read (K). Default: half the total, rounded up.")
 @click.option("--happy", type=int, help="Servers an upload must reach. Default: min(nodes, total).")
 @click.option("--total", type=int, help="Shares written (N). Default: --nodes.")
 @click.option("--start/--no-start", default=False, help="Start the grid once created.")
-def grid_create(directory: Path, nodes: int, needed: int | None, happy: int | None, total: int | None, start: bool) -> None:
+def grid_create(
+    directory: Path, config_path: Path | None, nodes: int, needed: int | None, happy: int | None,
+    total: int | None, start: bool,
+) -> None:
     """Create an introducer and storage nodes in DIRECTORY."""
     from .grid import LocalGrid
 
-    grid = _grid_call(lambda: LocalGrid.create(directory, nodes=nodes, needed=needed, happy=happy, total=total))
+    tahoe = _load(config_path, {}).grid.tahoe or None
+    grid = _grid_call(
+        lambda: LocalGrid.create(directory, nodes=nodes, needed=needed, happy=happy, total=total, tahoe=tahoe)
+    )
     click.echo(f"created {nodes} storage node(s), {grid.spec.needed}-of-{grid.spec.total}, happy {grid.spec.happy}; gateway {grid.gateway_url}")
     if start:
         _grid_call(grid.start)
@@ -200,34 +221,28 @@ def grid_create(directory: Path, nodes: int, needed: int | None, happy: int | No
 
 
 @grid_group.command("start")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-def grid_start(directory: Path) -> None:
+@_grid_options
+def grid_start(directory: Path, config_path: Path | None) -> None:
     """Start the grid's nodes and wait until uploads can succeed."""
-    from .grid import LocalGrid
-
-    grid = _grid_call(lambda: LocalGrid(directory))
+    grid = _open_grid(directory, config_path)
     _grid_call(grid.start)
     click.echo(f"grid up: {grid.servers_connected()} storage server(s) connected; web UI {grid.gateway_url}")
 
 
 @grid_group.command("stop")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-def grid_stop(directory: Path) -> None:
+@_grid_options
+def grid_stop(directory: Path, config_path: Path | None) -> None:
     """Stop every node of the grid (by PID)."""
-    from .grid import LocalGrid
-
-    _grid_call(lambda: LocalGrid(directory).stop())
+    _grid_call(_open_grid(directory, config_path).stop)
     click.echo("grid stopped")
 
 
 @grid_group.command("status")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@_grid_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def grid_status(directory: Path, as_json: bool) -> None:
+def grid_status(directory: Path, config_path: Path | None, as_json: bool) -> None:
     """Nodes, PIDs, ports and connected servers."""
-    from .grid import LocalGrid
-
-    status = _grid_call(lambda: LocalGrid(directory).status())
+    status = _grid_call(_open_grid(directory, config_path).status)
     if as_json:
         _emit(iter([orjson.dumps(status, option=orjson.OPT_INDENT_2) + b"\n"]))
         return

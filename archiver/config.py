@@ -61,6 +61,11 @@ class SegmentsConfig:
 
 
 @dataclass(frozen=True)
+class GridConfig:
+    tahoe: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("data")
     sink_id: str = ""
@@ -68,9 +73,15 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
 
 
-SECTIONS: dict[str, type] = {"server": ServerConfig, "spool": SpoolConfig, "segments": SegmentsConfig}
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "spool": SpoolConfig,
+    "segments": SegmentsConfig,
+    "grid": GridConfig,
+}
 
 
 def load_config(

@@ -36,9 +36,15 @@ class GridError(RuntimeError):
 
 
 def find_tahoe(configured: str | None = None) -> str:
-    """The ``tahoe`` executable: config, then $ARCHIVER_TAHOE, then PATH, then the project's
-    ``.venv-tahoe`` (beside the source tree or in the working directory)."""
-    candidates = [configured, os.environ.get("ARCHIVER_TAHOE"), shutil.which("tahoe")]
+    """The ``tahoe`` executable: config (grid.tahoe), then $ARCHIVER_TAHOE, then PATH, then the
+    project's ``.venv-tahoe`` (beside the source tree or in the working directory). A named
+    executable that is not there is an error, not a reason to look elsewhere."""
+    for origin, named in (("grid.tahoe", configured), ("ARCHIVER_TAHOE", os.environ.get("ARCHIVER_TAHOE"))):
+        if named:
+            if os.access(named, os.X_OK) and Path(named).is_file():
+                return named
+            raise GridError(f"{origin} = {named} is not an executable file")
+    candidates = [shutil.which("tahoe")]
     for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
         candidates.append(str(base / ".venv-tahoe" / "bin" / "tahoe"))
     for candidate in candidates:
@@ -46,7 +52,7 @@ def find_tahoe(configured: str | None = None) -> str:
             return candidate
     raise GridError(
         f"tahoe not found: install tahoe-lafs=={TAHOE_VERSION} (make test does it into .venv-tahoe) "
-        "or set ARCHIVER_TAHOE"
+        "or set grid.tahoe / ARCHIVER_TAHOE"
     )
 
 
@@ -97,11 +103,13 @@ class LocalGrid:
             raw["needed"], raw["happy"], raw["total"], NodeSpec(**raw["introducer"]),
             [NodeSpec(**node) for node in raw["nodes"]],
         )
-        self._tahoe = tahoe
+        self._configured_tahoe = tahoe
+        self._tahoe: str | None = None
 
     @property
     def tahoe(self) -> str:
-        self._tahoe = self._tahoe or find_tahoe()
+        if self._tahoe is None:
+            self._tahoe = find_tahoe(self._configured_tahoe)
         return self._tahoe
 
     @classmethod
@@ -127,8 +135,8 @@ class LocalGrid:
         root = Path(directory).resolve()
         if (root / cls.SPEC_FILE).exists():
             raise GridError(f"{root} already holds a grid")
+        executable = find_tahoe(tahoe)
         root.mkdir(parents=True, exist_ok=True)
-        executable = tahoe or find_tahoe()
         taken: set[int] = set()
         intro = NodeSpec("introducer", free_port(taken))
         _run_tahoe(

@@ -40,3 +40,11 @@ def test_impossible_shapes_are_refused(tmp_path: Path) -> None:
         LocalGrid.create(tmp_path / "g", nodes=3, needed=4, total=3)
     missing = archiver_cli("grid", "start", str(tmp_path / "nothing"), check=False)
     assert missing.returncode == 1 and b"holds no grid" in missing.stderr
+
+
+def test_the_configured_tahoe_is_used_or_refused(tmp_path: Path) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text('[grid]\ntahoe = "/nonexistent/bin/tahoe"\n')
+    refused = archiver_cli("grid", "create", str(tmp_path / "g"), "-c", str(config), check=False)
+    assert refused.returncode == 1 and b"grid.tahoe = /nonexistent/bin/tahoe is not an executable" in refused.stderr
+    assert not (tmp_path / "g" / "grid.json").exists()
