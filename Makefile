@@ -10,7 +10,7 @@ TAHOE_PIN   := tahoe-lafs==1.20.0
 
 .PHONY: run test soak bench lint clean
 
-run: $(STAMP)
+run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
 
 test: $(STAMP) $(TAHOE_STAMP) lint

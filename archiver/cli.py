@@ -15,7 +15,9 @@ import orjson
 
 from . import __version__
 from .config import Config, ConfigError, load_config
-from .reader import Archive, open_archive
+from .manifest import ManifestError
+from .reader import Archive, StoreArchive, open_archive
+from .store import redact
 from .service import StartupError, serve
 from .units import parse_time
 
@@ -54,6 +56,7 @@ def serve_command(config_path: Path | None, data_dir: Path | None, host: str | N
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job run at INFO
     try:
         asyncio.run(serve(config))
     except StartupError as err:
@@ -61,12 +64,14 @@ def serve_command(config_path: Path | None, data_dir: Path | None, host: str | N
         sys.exit(1)
 
 
-def _archive(config_path: Path | None, data_dir: Path | None) -> Archive:
-    config = _load(config_path, {"data_dir": data_dir})
+def _archive(config_path: Path | None, data_dir: Path | None, archive: str | None = None) -> Archive | StoreArchive:
+    """The archive named by --archive (a config, a data dir or a store URL), else the config's."""
+    from fs.errors import FSError
+
     try:
-        return open_archive(config.data_dir)
-    except FileNotFoundError as err:
-        raise click.ClickException(str(err)) from None
+        return open_archive(archive or _load(config_path, {"data_dir": data_dir}).data_dir)
+    except (FileNotFoundError, FSError, ManifestError) as err:
+        raise click.ClickException(redact(str(err))) from None
 
 
 def _time_option(value: str | None) -> str | None:
@@ -81,6 +86,7 @@ def _time_option(value: str | None) -> str | None:
 def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
+            click.option("--archive", help="A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...)."),
             click.option("--stream", help="Only this stream."),
             click.option("--since", help="From this time, inclusive: ISO-8601 or an age (15m, 2h, 7d)."),
             click.option("--until", help="Before this time, exclusive: ISO-8601 or an age."),
@@ -95,11 +101,11 @@ def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_config_options
 @_filter_options
 def ls_command(
-    config_path: Path | None, data_dir: Path | None, stream: str | None, since: str | None,
+    config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None, since: str | None,
     until: str | None, as_json: bool,
 ) -> None:
     """List sealed segments (answered from the manifest; nothing is read)."""
-    rows = _archive(config_path, data_dir).segments(stream, _time_option(since), _time_option(until))
+    rows = _archive(config_path, data_dir, archive).segments(stream, _time_option(since), _time_option(until))
     if as_json:
         _emit(iter([orjson.dumps([row.__dict__ for row in rows], option=orjson.OPT_INDENT_2) + b"\n"]))
         return
@@ -121,12 +127,12 @@ def ls_command(
 @_filter_options
 @click.option("--include-open", is_flag=True, help="Also read segments still being written.")
 def cat_command(
-    config_path: Path | None, data_dir: Path | None, stream: str | None, since: str | None,
+    config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None, since: str | None,
     until: str | None, as_json: bool, include_open: bool,
 ) -> None:
     """Print records: the classic one-line form, or JSON lines with --json."""
-    archive = _archive(config_path, data_dir)
-    records = archive.records(stream, _time_option(since), _time_option(until), include_open)
+    source = _archive(config_path, data_dir, archive)
+    records = source.records(stream, _time_option(since), _time_option(until), include_open)
     if as_json:
         _emit(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
     else:
@@ -165,6 +171,114 @@ def _human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def _running_sink(config_path: Path | None, data_dir: Path | None) -> dict[str, Any] | None:
+    """DATA/sink.json of the running sink, or None when none runs on that data dir."""
+    config = _load(config_path, {"data_dir": data_dir})
+    try:
+        info: dict[str, Any] = orjson.loads((config.data_dir / "sink.json").read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    try:
+        os.kill(info["pid"], 0)
+    except (ProcessLookupError, KeyError):
+        return None  # left by a sink that was killed
+    return info
+
+
+def _admin_headers() -> dict[str, str]:
+    token = os.environ.get("ARCHIVER_ADMIN_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@main.command("flush")
+@_config_options
+def flush_command(config_path: Path | None, data_dir: Path | None) -> None:
+    """Seal open segments and upload now, on the running sink; returns when done."""
+    import requests
+
+    sink = _running_sink(config_path, data_dir)
+    if sink is None:
+        raise click.ClickException("no sink is running on this data dir")
+    response = requests.post(f"{sink['http']}/_admin/flush", headers=_admin_headers(), timeout=3600)
+    if response.status_code != 200:
+        raise click.ClickException(f"flush failed ({response.status_code}): {response.text.strip()}")
+    result = response.json()
+    click.echo(f"uploaded {result['uploaded']}, failed {result['failed']}, backlog {result['backlog']}")
+    if result["failed"]:
+        sys.exit(1)
+
+
+@main.command("status")
+@_config_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_command(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """The running sink: streams, segments by state, backlog, last upload and error, grid."""
+    import requests
+
+    sink = _running_sink(config_path, data_dir)
+    if sink is None:
+        raise click.ClickException("no sink is running on this data dir")
+    status = requests.get(f"{sink['http']}/_status", timeout=60).json()
+    if as_json:
+        _emit(iter([orjson.dumps(status, option=orjson.OPT_INDENT_2) + b"\n"]))
+        return
+    store = status.get("store") or {}
+    segments = status["segments"]
+    lines = [
+        f"archiver {status['sink_id']} (pid {status['pid']}) on {status['http']}",
+        f"streams: {', '.join(status['streams'] + [s for s in status['open'] if s not in status['streams']]) or '-'}",
+        f"segments: {len(status['open'])} open, " + ", ".join(f"{n} {state}" for state, n in segments.items()),
+        f"backlog: {_human_bytes(status['backlog_bytes'])}; spool {_human_bytes(status['spool_bytes'])}",
+        f"last upload: {status['last_upload'] or '-'}",
+        f"last error: {status['last_error'] or '-'}",
+        f"store: {store.get('url') or '-'}; servers connected: {store.get('servers_connected')}",
+        f"root read cap: {store.get('root_read_cap') or '-'}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@main.group("manifest")
+def manifest_group() -> None:
+    """The manifest of segments and directory caps."""
+
+
+@manifest_group.command("export")
+@_config_options
+@click.option("--include-write-caps", is_flag=True, help="Also print write caps: the keys to the data.")
+def manifest_export(config_path: Path | None, data_dir: Path | None, include_write_caps: bool) -> None:
+    """Print the manifest as JSON (read caps only unless asked)."""
+    from .manifest import Manifest
+
+    config = _load(config_path, {"data_dir": data_dir})
+    if not (config.data_dir / Manifest.FILENAME).exists():
+        raise click.ClickException(f"{config.data_dir} is not an archiver data dir")
+    manifest = Manifest(config.data_dir)
+    try:
+        document = manifest.document(include_write_caps=include_write_caps)
+    finally:
+        manifest.close()
+    _emit(iter([orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"]))
+
+
+@manifest_group.command("rebuild")
+@_config_options
+@click.option("--archive", required=True, help="The store URL with the root cap (a read cap is enough).")
+@click.option("--sink-id", help="Whose manifest, when several sinks share the root.")
+def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: str, sink_id: str | None) -> None:
+    """Rebuild a lost data dir's manifest from the published manifests, else by reading the tree."""
+    from fs.errors import FSError
+
+    from .rebuild import RebuildError, rebuild_manifest
+    from .store import open_store
+
+    config = _load(config_path, {"data_dir": data_dir})
+    try:
+        result = rebuild_manifest(config.data_dir, open_store(archive), sink_id)
+    except (RebuildError, FSError, ManifestError) as err:
+        raise click.ClickException(redact(str(err))) from None
+    click.echo(f"rebuilt {result['segments']} segment(s) of sink {result['sink_id']} from the {result['source']}")
 
 
 @main.group("grid")

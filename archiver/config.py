@@ -19,6 +19,9 @@ from .segments import FSYNC_POLICIES
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "ARCHIVER_"
+# ARCHIVER_* variables that are not config keys: the config file itself, the tahoe executable
+# (grid.find_tahoe) and test failpoints (failpoints.py).
+NOT_CONFIG_ENV = {"ARCHIVER_CONFIG", "ARCHIVER_TAHOE", "ARCHIVER_FAILPOINTS"}
 
 
 class ConfigError(ValueError):
@@ -61,6 +64,29 @@ class SegmentsConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    url: str = ""
+    shares_happy: int = 1
+
+
+@dataclass(frozen=True)
+class UploaderConfig:
+    interval: float = _duration(30.0)
+    publish_delay: float = _duration(5.0)
+    verify_interval: float = _duration(60.0)
+    prune_interval: float = _duration(60.0)
+    keep_local: float = _duration(7 * 86400.0)
+    repair: bool = False
+    backoff_base: float = _duration(5.0)
+    backoff_max: float = _duration(600.0)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class GridConfig:
     tahoe: str = ""
 
@@ -73,6 +99,9 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    uploader: UploaderConfig = field(default_factory=UploaderConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     grid: GridConfig = field(default_factory=GridConfig)
 
 
@@ -80,6 +109,9 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "spool": SpoolConfig,
     "segments": SegmentsConfig,
+    "store": StoreConfig,
+    "uploader": UploaderConfig,
+    "admin": AdminConfig,
     "grid": GridConfig,
 }
 
@@ -148,7 +180,7 @@ def _flatten(document: dict[str, Any], origin: str) -> dict[str, Any]:
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG_ENV:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         for section in SECTIONS:
@@ -170,6 +202,8 @@ def _convert(spec: dataclasses.Field[Any], raw: Any, dotted: str, origin: str) -
             if isinstance(raw, bool):
                 raise ValueError("expected an integer")
             return int(raw)
+        if kind in ("bool", bool):
+            return _boolean(raw)
         if kind in ("Path", Path):
             return Path(str(raw)).expanduser()
         if not isinstance(raw, str):
@@ -177,6 +211,17 @@ def _convert(spec: dataclasses.Field[Any], raw: Any, dotted: str, origin: str) -
         return raw
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{dotted} = {raw!r} (from {origin}): {err}") from None
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def validate(config: Config) -> None:
@@ -196,6 +241,11 @@ def validate(config: Config) -> None:
         (config.segments.max_bytes > 0, "segments.max_bytes must be positive"),
         (config.segments.max_records > 0, "segments.max_records must be positive"),
         (config.segments.max_age > 0, "segments.max_age must be positive"),
+        (config.store.shares_happy >= 1, "store.shares_happy must be at least 1"),
+        (config.uploader.interval > 0, "uploader.interval must be positive"),
+        (config.uploader.verify_interval > 0, "uploader.verify_interval must be positive"),
+        (config.uploader.prune_interval > 0, "uploader.prune_interval must be positive"),
+        (config.uploader.backoff_base > 0, "uploader.backoff_base must be positive"),
         (
             config.segments.compression in COMPRESSIONS,
             f"segments.compression must be one of {', '.join(COMPRESSIONS)}",

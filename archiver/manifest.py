@@ -1,8 +1,12 @@
-"""The sink's own record of its segments: ``DATA/manifest.sqlite`` (WAL, mode 0600).
+"""The sink's own record: ``DATA/manifest.sqlite`` (WAL, mode 0600), and its published copy.
 
-One connection per thread: the sealer thread writes, readers and the CLI open their own.
-The schema is versioned with ``PRAGMA user_version`` and migrated forward on open; a file
-from a newer archiver is refused rather than misread.
+Segments with their state (sealed -> uploaded -> verified -> pruned), the directories the sink
+created in the store with their write and read caps (the manifest of directory URIs), the
+root caps and the sink id. One connection per thread. The schema is versioned with
+``PRAGMA user_version`` and migrated forward on open; a file from a newer archiver is refused.
+
+The published manifest (``_manifest/<sink-id>.json`` in the store) is built here from the
+SQLite state and carries READ caps only.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any, Iterator
 
 import orjson
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PUBLISHED_FORMAT = 1
+STATES = ("sealed", "uploaded", "verified", "pruned")
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,7 +42,30 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX segments_stream_time ON segments (stream, first_ts, last_ts);
     """,
+    2: """
+    ALTER TABLE segments ADD COLUMN store_path   TEXT;     -- path under the store root
+    ALTER TABLE segments ADD COLUMN read_cap     TEXT;     -- Tahoe read cap of the stored file
+    ALTER TABLE segments ADD COLUMN verify_cap   TEXT;
+    ALTER TABLE segments ADD COLUMN attempts     INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE segments ADD COLUMN last_error   TEXT;     -- capabilities redacted
+    ALTER TABLE segments ADD COLUMN next_attempt REAL NOT NULL DEFAULT 0;  -- epoch seconds
+    ALTER TABLE segments ADD COLUMN uploaded_at  TEXT;
+    ALTER TABLE segments ADD COLUMN verified_at  TEXT;
+    ALTER TABLE segments ADD COLUMN pruned_at    TEXT;
+    ALTER TABLE segments ADD COLUMN health       TEXT;     -- JSON summary of the last check
+    CREATE INDEX segments_state ON segments (state, next_attempt);
+    CREATE TABLE dirs (
+        path       TEXT PRIMARY KEY,                     -- under the store root, '/' separated
+        write_cap  TEXT,                                 -- NULL for stores without caps
+        read_cap   TEXT,
+        created_at TEXT NOT NULL
+    );
+    """,
 }
+SEALED_COLUMNS = (
+    "id", "stream", "state", "local_path", "compression", "raw_bytes", "stored_bytes", "sha256",
+    "records", "first_ts", "last_ts", "levels", "sealed_at",
+)
 
 
 class ManifestError(RuntimeError):
@@ -60,6 +89,16 @@ class SegmentRow:
     last_ts: str | None
     levels: dict[str, int]
     sealed_at: str
+    store_path: str | None = None
+    read_cap: str | None = None
+    verify_cap: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt: float = 0.0
+    uploaded_at: str | None = None
+    verified_at: str | None = None
+    pruned_at: str | None = None
+    health: str | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> "SegmentRow":
@@ -114,12 +153,94 @@ class Manifest:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def add_sealed(self, row: SegmentRow) -> None:
-        """Insert or replace: resealing after a crash rewrites the same segment id, never a second."""
-        values: dict[str, Any] = dict(row.__dict__)
+        """An upsert: resealing after a crash rewrites the same segment id, never a second,
+        and keeps whatever the uploader already recorded (the sealed bytes are identical)."""
+        values: dict[str, Any] = {name: getattr(row, name) for name in SEALED_COLUMNS}
         values["levels"] = orjson.dumps(row.levels).decode()
-        columns = ", ".join(values)
-        marks = ", ".join(f":{name}" for name in values)
-        self._db.execute(f"INSERT OR REPLACE INTO segments ({columns}) VALUES ({marks})", values)
+        columns = ", ".join(SEALED_COLUMNS)
+        marks = ", ".join(f":{name}" for name in SEALED_COLUMNS)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in SEALED_COLUMNS if name not in ("id", "state"))
+        self._db.execute(
+            f"INSERT INTO segments ({columns}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}", values
+        )
+
+    def update_segment(self, segment: str, **changes: Any) -> None:
+        """Set columns of one segment (state transitions, upload results, errors)."""
+        if "state" in changes and changes["state"] not in STATES:
+            raise ValueError(f"unknown segment state {changes['state']!r}")
+        assignments = ", ".join(f"{name} = :{name}" for name in changes)
+        self._db.execute(f"UPDATE segments SET {assignments} WHERE id = :id", {**changes, "id": segment})
+
+    def in_state(self, state: str, due_before: float | None = None) -> list[SegmentRow]:
+        """Segments in ``state`` (and due for an attempt by ``due_before``), oldest first."""
+        query = "SELECT * FROM segments WHERE state = ?"
+        params: list[Any] = [state]
+        if due_before is not None:
+            query += " AND next_attempt <= ?"
+            params.append(due_before)
+        return [SegmentRow.from_sql(row) for row in self._db.execute(query + " ORDER BY id", params)]
+
+    def streams(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT stream FROM segments ORDER BY stream")]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        counts.update(self._db.execute("SELECT state, count(*) FROM segments GROUP BY state").fetchall())
+        return counts
+
+    def backlog_bytes(self) -> int:
+        """Bytes sealed but not yet uploaded."""
+        row = self._db.execute("SELECT coalesce(sum(stored_bytes), 0) FROM segments WHERE state = 'sealed'")
+        return int(row.fetchone()[0])
+
+    def last_event(self) -> dict[str, Any]:
+        """The latest upload and the latest error, for status."""
+        upload = self._db.execute("SELECT max(uploaded_at) FROM segments").fetchone()[0]
+        error = self._db.execute(
+            "SELECT id, last_error FROM segments WHERE last_error IS NOT NULL ORDER BY next_attempt DESC LIMIT 1"
+        ).fetchone()
+        return {"last_upload": upload, "last_error": None if error is None else f"{error[0]}: {error[1]}"}
+
+    def add_dir(self, path: str, write_cap: str | None, read_cap: str | None, created_at: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO dirs (path, write_cap, read_cap, created_at) VALUES (?, ?, ?, ?)",
+            (path, write_cap, read_cap, created_at),
+        )
+
+    def dirs(self) -> dict[str, dict[str, Any]]:
+        return {
+            row["path"]: {"write_cap": row["write_cap"], "read_cap": row["read_cap"], "created_at": row["created_at"]}
+            for row in self._db.execute("SELECT * FROM dirs ORDER BY path")
+        }
+
+    def document(self, *, include_write_caps: bool = False, uploaded_only: bool = False) -> dict[str, Any]:
+        """The manifest as JSON: what ``manifest export`` prints and, with uploaded segments and
+        read caps only, what is published to ``_manifest/<sink-id>.json``."""
+        root: dict[str, Any] = {"read_cap": self.get_meta("root_read_cap")}
+        if include_write_caps:
+            root["write_cap"] = self.get_meta("root_write_cap")
+        dirs = {}
+        for path, caps in self.dirs().items():
+            dirs[path] = {"read_cap": caps["read_cap"]}
+            if include_write_caps:
+                dirs[path]["write_cap"] = caps["write_cap"]
+        segments = []
+        for row in self.segments():
+            if uploaded_only and row.store_path is None:
+                continue
+            entry = {name: getattr(row, name) for name in PUBLISHED_SEGMENT_FIELDS}
+            if not uploaded_only:
+                entry.update(local_path=row.local_path, attempts=row.attempts, last_error=row.last_error)
+            segments.append(entry)
+        return {
+            "format": "archiver-manifest",
+            "version": PUBLISHED_FORMAT,
+            "sink_id": self.get_meta("sink_id"),
+            "root": root,
+            "dirs": dirs,
+            "segments": segments,
+        }
+
 
     def segments(
         self, stream: str | None = None, since: str | None = None, until: str | None = None
@@ -142,3 +263,26 @@ class Manifest:
 
     def segment_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT id FROM segments")]
+
+
+PUBLISHED_SEGMENT_FIELDS = (
+    "id", "stream", "state", "store_path", "read_cap", "verify_cap", "compression", "raw_bytes",
+    "stored_bytes", "sha256", "records", "first_ts", "last_ts", "levels", "sealed_at", "uploaded_at",
+    "verified_at",
+)
+
+
+def parse_published(data: bytes, origin: str) -> dict[str, Any]:
+    """A published manifest, checked: an unknown format version is refused, not guessed at."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise ManifestError(f"{origin} is not JSON: {err}") from None
+    if not isinstance(document, dict) or document.get("format") != "archiver-manifest":
+        raise ManifestError(f"{origin} is not an archiver manifest")
+    if document.get("version") != PUBLISHED_FORMAT:
+        raise ManifestError(
+            f"{origin} has manifest format version {document.get('version')!r}; this archiver reads "
+            f"version {PUBLISHED_FORMAT}: upgrade archiver"
+        )
+    return document

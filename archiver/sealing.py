@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -70,68 +70,91 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class SegmentTally:
+    """Counts a segment's records as its lines go by: the earliest and latest ``ts`` and the
+    level counts come from the records themselves. Lines that are not whole JSON records are
+    set aside."""
+
+    def __init__(self) -> None:
+        self.levels: Counter[str] = Counter()
+        self.bad_lines: list[bytes] = []
+        self.records = 0
+        self.raw_bytes = 0
+        self.first_ts: str | None = None
+        self.last_ts: str | None = None
+
+    def add(self, line: bytes) -> bool:
+        """Count ``line``; False (and kept in bad_lines) when it is not a whole record."""
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("torn line")
+            record = orjson.loads(line)
+            ts, level_name = record["ts"], record["level"]
+        except (ValueError, KeyError, TypeError):
+            self.bad_lines.append(line)
+            return False
+        self.records += 1
+        self.raw_bytes += len(line)
+        self.levels[level_name or "NOTSET"] += 1
+        if self.first_ts is None or ts < self.first_ts:
+            self.first_ts = ts
+        if self.last_ts is None or ts > self.last_ts:
+            self.last_ts = ts
+        return True
+
+    def row(self, segment: str, stream: str, local_path: str, compression: str, stored_bytes: int, sha256: str) -> SegmentRow:
+        return SegmentRow(
+            id=segment, stream=stream, state="sealed", local_path=local_path, compression=compression,
+            raw_bytes=self.raw_bytes, stored_bytes=stored_bytes, sha256=sha256, records=self.records,
+            first_ts=self.first_ts, last_ts=self.last_ts, levels=dict(self.levels), sealed_at=format_ts(time.time()),
+        )
+
+
 def seal_segment(
     data_dir: DataDir, stream: str, segment: str, source: Path, compression: str, level: int
 ) -> SealOutcome:
-    """Compress ``source`` into the sealed spool and return its manifest row.
-
-    Every line is checked to be a JSON object; the earliest and latest ``ts`` and the level
-    counts come from the records themselves.
-    """
+    """Compress ``source`` into the sealed spool and return its manifest row and bad lines."""
     target = data_dir.sealed_path(stream, segment, compression)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
-    levels: Counter[str] = Counter()
-    bad_lines: list[bytes] = []
-    records = raw_bytes = 0
-    first_ts = last_ts = None
+    tally = SegmentTally()
     with open(source, "rb") as src, open(temporary, "wb") as out:
         hashing = _HashingWriter(out)
         with _compressor(compression, level, hashing) as packed:
             for line in src:
-                try:
-                    if not line.endswith(b"\n"):
-                        raise ValueError("torn line")
-                    record = orjson.loads(line)
-                    ts, level_name = record["ts"], record["level"]
-                except (ValueError, KeyError, TypeError):
-                    bad_lines.append(line)
-                    continue
-                packed.write(line)
-                records += 1
-                raw_bytes += len(line)
-                levels[level_name or "NOTSET"] += 1
-                if first_ts is None or ts < first_ts:
-                    first_ts = ts
-                if last_ts is None or ts > last_ts:
-                    last_ts = ts
+                if tally.add(line):
+                    packed.write(line)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, target)
     fsync_dir(target.parent)
-    row = SegmentRow(
-        id=segment,
-        stream=stream,
-        state="sealed",
-        local_path=str(target.relative_to(data_dir.root)),
-        compression=compression,
-        raw_bytes=raw_bytes,
-        stored_bytes=hashing.size,
-        sha256=hashing.sha256.hexdigest(),
-        records=records,
-        first_ts=first_ts,
-        last_ts=last_ts,
-        levels=dict(levels),
-        sealed_at=format_ts(time.time()),
-    )
-    return SealOutcome(row, bad_lines)
+    local_path = str(target.relative_to(data_dir.root))
+    row = tally.row(segment, stream, local_path, compression, hashing.size, hashing.sha256.hexdigest())
+    return SealOutcome(row, tally.bad_lines)
+
+
+class _GzipReader(gzip.GzipFile):
+    """A GzipFile that also closes the stream it reads from."""
+
+    def close(self) -> None:
+        source: Any = self.fileobj
+        try:
+            super().close()
+        finally:
+            if source is not None:
+                source.close()
+
+
+def open_compressed(raw: BinaryIO, compression: str) -> BinaryIO:
+    """A binary stream of the JSON lines inside a compressed stream (closed with it),
+    decompressed on the fly."""
+    if compression == "gzip":
+        return cast(BinaryIO, _GzipReader(fileobj=raw, mode="rb"))
+    import zstandard
+
+    return cast(BinaryIO, io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)))
 
 
 def open_sealed(path: Path, compression: str) -> BinaryIO:
     """A binary stream of the JSON lines inside a sealed file, decompressed on the fly."""
-    if compression == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    import zstandard
-
-    reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-    return io.BufferedReader(reader)
+    return open_compressed(open(path, "rb"), compression)

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .layout import DataDir, segment_id, segment_seq
 from .manifest import Manifest
@@ -73,6 +73,7 @@ class SegmentWriter:
         compression: str = "gzip",
         compression_level: int = 6,
         spool_limit: int = 2**62,
+        on_sealed: Callable[[], None] = lambda: None,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
@@ -84,6 +85,7 @@ class SegmentWriter:
         self.compression = compression
         self.compression_level = compression_level
         self.spool_limit = spool_limit
+        self.on_sealed = on_sealed
         self.stats = WriterStats()
         self._open: dict[str, OpenSegment] = {}
         self._dirty: set[OpenSegment] = set()
@@ -306,6 +308,11 @@ class SegmentWriter:
             return
         self.stats.segments_sealed += 1
         self._spool_bytes += outcome.row.stored_bytes - segment.size
+        self.on_sealed()
+
+    def release(self, size: int) -> None:
+        """A sealed copy of ``size`` bytes left the spool (pruned after upload). Loop thread only."""
+        self._spool_bytes -= size
 
     def _seal_in_thread(self, segment: OpenSegment) -> Any:
         manifest = getattr(self._seal_local, "manifest", None)
@@ -334,7 +341,7 @@ class SegmentWriter:
             "commits_waited": self.stats.commits_waited,
             "segments_sealed": self.stats.segments_sealed,
             "seal_errors": self.stats.seal_errors,
-            "last_error": self.stats.last_error,
+            "spool_error": self.stats.last_error,
         }
 
 

@@ -21,15 +21,23 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from fs.base import FS
+
 from .config import Config
+from .grid import GridError, LocalGrid
 from .ingest.http import HttpLimits, create_app, make_runner
 from .layout import DataDir
 from .manifest import Manifest
 from .rotation import RotationPolicy
+from .scheduler import Jobs
 from .segments import SegmentWriter
+from .store import open_store, redact
+from .store.tahoe import TahoeFS, create_root, split_tahoe_url
+from .uploader import UploadSettings, Uploader
 from .units import format_ts
 
 log = logging.getLogger("archiver")
+EMBEDDED = "embedded"
 
 
 class StartupError(RuntimeError):
@@ -111,6 +119,10 @@ async def serve(config: Config) -> None:
 
 async def _serve_locked(config: Config, data: DataDir) -> None:
     sink_id = sink_identity(data.root, config.sink_id)
+    loop = asyncio.get_running_loop()
+    grid = await loop.run_in_executor(None, start_embedded_grid, config, data) if config.store.url == EMBEDDED else None
+    store_url = grid_store_url(grid) if grid else config.store.url
+    uploader = jobs = None
     writer = SegmentWriter(
         data,
         sink_id,
@@ -121,14 +133,33 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
         compression_level=config.segments.compression_level,
         spool_limit=config.spool.max_bytes,
     )
+    if store_url:
+        uploader = Uploader(
+            data, sink_id, lambda: open_rooted_store(store_url, data, grid), _upload_settings(config),
+            on_pruned=lambda size: _call_soon(loop, writer.release, size),
+        )
+        jobs = Jobs(
+            uploader, upload_interval=config.uploader.interval, publish_delay=config.uploader.publish_delay,
+            verify_interval=config.uploader.verify_interval, prune_interval=config.uploader.prune_interval,
+        )
+        writer.on_sealed = jobs.wake_upload
     await writer.start()
     info: dict[str, Any] = {"pid": os.getpid(), "sink_id": sink_id, "started": format_ts(time.time())}
     limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
-    runner = make_runner(
-        create_app(writer, limits, lambda: info),
-        max_line_bytes=config.server.max_line_bytes,
-        shutdown_timeout=config.server.shutdown_timeout,
+
+    async def flush() -> dict[str, Any]:
+        await writer.flush()
+        if uploader is None:
+            return {"uploaded": 0, "failed": 0, "backlog": 0, "store": None}
+        result = await loop.run_in_executor(None, uploader.upload_due, True)
+        if result["uploaded"]:
+            await loop.run_in_executor(None, uploader.publish)
+        return result
+
+    app = create_app(
+        writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush, admin_token=config.admin.token
     )
+    runner = make_runner(app, max_line_bytes=config.server.max_line_bytes, shutdown_timeout=config.server.shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True, backlog=1024)
@@ -140,17 +171,141 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
             ) from None
         host, port = runner.addresses[0][:2]
         info["http"] = f"http://{host}:{port}"
-        _write_json_atomically(
-            data.sink_file, {**info, "tcp": None, "data_dir": str(data.root)}
-        )
+        _write_json_atomically(data.sink_file, {**info, "tcp": None, "data_dir": str(data.root)})
+        if jobs is not None:
+            jobs.start()
         log.info("archiver %s listening on %s (data dir %s)", sink_id, info["http"], data.root)
+        if grid is not None and uploader is not None:
+            await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now
+            _announce_embedded(grid, info["http"], data)
         await _wait_for_stop_signal()
         log.info("stopping: finishing in-flight requests")
     finally:
         await runner.cleanup()
         log.info("sealing open segments")
         await writer.close()
+        if jobs is not None:
+            await loop.run_in_executor(None, jobs.shutdown)
+        if uploader is not None:
+            uploader.close()
+        if grid is not None:
+            await loop.run_in_executor(None, grid.stop)
     log.info("stopped")
+
+
+def _open_quietly(uploader: Uploader) -> None:
+    try:
+        uploader.store()
+    except Exception as err:  # noqa: BLE001 - the upload job retries and reports it
+        log.warning("the store is not reachable yet: %s", redact(str(err)))
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, func: Any, *args: Any) -> None:
+    loop.call_soon_threadsafe(func, *args)
+
+
+def _upload_settings(config: Config) -> UploadSettings:
+    up = config.uploader
+    return UploadSettings(
+        interval=up.interval, backoff_base=up.backoff_base, backoff_max=up.backoff_max,
+        keep_local=up.keep_local, shares_happy=config.store.shares_happy, repair=up.repair,
+    )
+
+
+def start_embedded_grid(config: Config, data: DataDir) -> LocalGrid:
+    """The one-node grid under DATA/grid: created on first start, reused after."""
+    grid_dir = data.root / "grid"
+    tahoe = config.grid.tahoe or None
+    try:
+        if (grid_dir / LocalGrid.SPEC_FILE).exists():
+            grid = LocalGrid(grid_dir, tahoe)
+        else:
+            log.info("creating the embedded Tahoe grid in %s", grid_dir)
+            grid = LocalGrid.create(grid_dir, nodes=1, needed=1, happy=1, total=1, tahoe=tahoe)
+        grid.start()
+    except GridError as err:
+        raise StartupError(f"the embedded grid cannot start: {err}") from None
+    return grid
+
+
+def grid_store_url(grid: LocalGrid) -> str:
+    return "tahoe://" + grid.gateway_url.split("://", 1)[1]
+
+
+def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) -> FS:
+    """The store at ``url``. For ``tahoe://HOST:PORT`` alone, the root directory is created on
+    first use and its caps kept in the manifest (root_write_cap, root_read_cap)."""
+    manifest = Manifest(data.root)
+    try:
+        if not url.startswith("tahoe://"):
+            store = open_store(url)
+            manifest.set_meta("store_url", url)
+            return store
+        node_url, cap, sub = split_tahoe_url(url)
+        cap = cap or manifest.get_meta("root_write_cap")
+        tahoe = TahoeFS(node_url, cap) if cap else create_root(node_url)
+        caps: Any = tahoe.getinfo("/", namespaces=["tahoe"]).raw["tahoe"]
+        if caps["write_cap"]:
+            manifest.set_meta("root_write_cap", caps["write_cap"])
+        manifest.set_meta("root_read_cap", caps["read_cap"])
+        manifest.set_meta("store_url", "tahoe://" + node_url.split("://", 1)[1])
+        if grid is not None and caps["write_cap"]:
+            grid.add_alias("archive", caps["write_cap"])
+        return tahoe.opendir(sub) if sub else tahoe
+    finally:
+        manifest.close()
+
+
+def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, store_url: str) -> dict[str, Any]:
+    """What /_status and `archiver status` show beyond the writer's own figures. No write caps."""
+    manifest = Manifest(data.root)
+    try:
+        events = manifest.last_event()
+        store: dict[str, Any] = {"url": public_store_url(store_url), "root_read_cap": manifest.get_meta("root_read_cap")}
+        status = {
+            **info,
+            "streams": manifest.streams(),
+            "segments": manifest.counts(),
+            "backlog_bytes": manifest.backlog_bytes(),
+            "last_upload": events["last_upload"],
+            "last_error": (uploader.last_error if uploader else None) or events["last_error"],
+        }
+    finally:
+        manifest.close()
+    connected = None
+    if uploader is not None and uploader.opened is not None:
+        connected = getattr(uploader.opened, "servers_connected", lambda: None)()
+    store["servers_connected"] = connected
+    status["store"] = store
+    return status
+
+
+def public_store_url(url: str) -> str | None:
+    """A store URL fit for status output: a tahoe:// URL loses its capability."""
+    if not url:
+        return None
+    if url.startswith("tahoe://"):
+        return "tahoe://" + split_tahoe_url(url)[0].split("://", 1)[1]
+    return redact(url)
+
+
+def _announce_embedded(grid: LocalGrid, http: str, data: DataDir) -> None:
+    manifest = Manifest(data.root)
+    try:
+        read_cap = manifest.get_meta("root_read_cap")
+    finally:
+        manifest.close()
+    print(
+        f"""
+archiver is serving on {http}, uploading to the embedded Tahoe grid.
+  grid web UI:    {grid.gateway_url}
+  root read cap:  {read_cap or '(created with the first upload)'}
+  send a record:  curl -X POST -d abc=def {http}/app
+  from Python:    logging.handlers.HTTPHandler("{http.split('://', 1)[1]}", "/app", method="POST")
+  read it back:   .venv/bin/archiver cat --data-dir {data.root} --include-open
+""",
+        flush=True,
+    )
 
 
 async def _wait_for_stop_signal() -> None:

@@ -14,7 +14,7 @@ import requests
 
 from conftest import cat_json
 
-ROUNDS = int(os.environ.get("ARCHIVER_CRASH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("TEST_CRASH_ROUNDS", "5"))
 WORKERS = 6
 
 
@@ -40,7 +40,7 @@ def _load(url: str, round_no: int, worker: int, acked: set[str], lock: threading
 
 
 def test_acked_records_survive_sigkill(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    seed = int(os.environ.get("ARCHIVER_CRASH_SEED", str(random.randrange(1 << 30))))
+    seed = int(os.environ.get("TEST_CRASH_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     data_dir = tmp_path / "data"
     env = {"ARCHIVER_SEGMENTS_MAX_RECORDS": "40"}  # constant sealing, so kills land mid-seal too

@@ -12,10 +12,11 @@ segment writer.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -65,9 +66,17 @@ class _Refused(Exception):
 class _State:
     """Per-app counters and settings, kept off module globals so several apps can coexist."""
 
-    def __init__(self, limits: HttpLimits, info: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        limits: HttpLimits,
+        info: Callable[[], dict[str, Any]],
+        flush: Callable[[], Awaitable[dict[str, Any]]] | None,
+        admin_token: str,
+    ) -> None:
         self.limits = limits
         self.info = info
+        self.flush = flush
+        self.admin_token = admin_token
         self.responses: Counter[int] = Counter()
         self.records: Counter[str] = Counter()
         self.rejected = 0
@@ -80,11 +89,16 @@ def create_app(
     writer: SegmentWriter,
     limits: HttpLimits | None = None,
     info: Callable[[], dict[str, Any]] = dict,
+    *,
+    flush: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    admin_token: str = "",
 ) -> web.Application:
-    """The ingest application over ``writer``; ``info`` adds sink facts to /_status."""
+    """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
+    block: it runs on a worker thread); ``flush`` serves /_admin/flush."""
     app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes)
     app[WRITER_KEY] = writer
-    app[STATE_KEY] = _State(limits or HttpLimits(), info)
+    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token)
+    app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
     app.router.add_get("/_metrics", _metrics)
@@ -115,15 +129,17 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.Response(body=orjson.dumps(_status_document(request.app)), content_type="application/json")
+    document = await _status_document(request.app)
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
-def _status_document(app: web.Application) -> dict[str, Any]:
+async def _status_document(app: web.Application) -> dict[str, Any]:
     state: _State = app[STATE_KEY]
+    info = await asyncio.get_running_loop().run_in_executor(None, state.info)
     return {
         "version": __version__,
-        **state.info(),
         **app[WRITER_KEY].status(),
+        **info,
         "records": dict(state.records),
         "rejected": state.rejected,
         "responses": {str(code): count for code, count in sorted(state.responses.items())},
@@ -148,6 +164,24 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
+async def _admin_flush(request: web.Request) -> web.Response:
+    """Seal every open segment and upload now; answers when done. Loopback or token only."""
+    state: _State = request.app[STATE_KEY]
+    if not _admin_allowed(request, state.admin_token):
+        raise web.HTTPForbidden(text="error: /_admin is for localhost, or needs admin.token as a Bearer token\n")
+    if state.flush is None:
+        raise web.HTTPNotFound(text="error: this sink has no flush\n")
+    result = await state.flush()
+    return web.Response(body=orjson.dumps(result), content_type="application/json")
+
+
+def _admin_allowed(request: web.Request, token: str) -> bool:
+    if request.remote in ("127.0.0.1", "::1"):
+        return True
+    offered = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(offered.encode(), f"Bearer {token}".encode())
+
+
 async def _reserved(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(text=f"error: {request.path} is not a known reserved path\n")
 
@@ -155,7 +189,7 @@ async def _reserved(request: web.Request) -> web.Response:
 async def _receive(request: web.Request) -> web.Response:
     if request.method == "GET" and not request.rel_url.raw_query_string:
         if request.match_info["stream"] == "":
-            return _status_page(request.app)
+            return await _status_page(request.app)
     state: _State = request.app[STATE_KEY]
     writer = request.app[WRITER_KEY]
     stream = request.match_info["stream"] or DEFAULT_STREAM
@@ -266,8 +300,8 @@ def _spool_error(state: _State, err: OSError) -> web.Response:
     )
 
 
-def _status_page(app: web.Application) -> web.Response:
-    status = _status_document(app)
+async def _status_page(app: web.Application) -> web.Response:
+    status = await _status_document(app)
     lines = [f"archiver {status['version']}: an archiving log sink", ""]
     lines.append(f"spool: {status['spool_bytes']} of {status['spool_limit']} bytes, fsync={status['fsync']}")
     for stream, segment in status["open"].items():

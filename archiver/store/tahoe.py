@@ -20,7 +20,7 @@ import re
 import tempfile
 import threading
 from typing import Any, BinaryIO, Collection, Iterator, Mapping, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import requests
 from fs import errors
@@ -380,6 +380,19 @@ class TahoeFS(FS):
             )
             self._check(self._request("POST", url, src_path), src_path)
 
+    def check_health(self, path: str, *, verify: bool = True, repair: bool = False) -> dict[str, Any]:
+        """Tahoe's ``t=check`` of a file or directory (``verify`` reads every share back;
+        ``repair`` re-uploads missing shares): the node's JSON answer."""
+        _path = self.validatepath(path)
+        params = {"t": "check", "output": "JSON"}
+        if verify:
+            params["verify"] = "true"
+        if repair:
+            params["repair"] = "true"
+        response = self._check(self._request("POST", self._url(_path, **params), path), path)
+        result: dict[str, Any] = response.json()
+        return result
+
     def close(self) -> None:
         if not self.isclosed():
             self._session.close()
@@ -565,6 +578,37 @@ def _info(name: str, kind: str, data: Mapping[str, Any], metadata: Mapping[str, 
     return Info(raw)
 
 
+def split_tahoe_url(url: str) -> tuple[str, str | None, str]:
+    """``tahoe://HOST:PORT[/CAP[/sub/path]]`` -> (node URL, cap or None, sub path)."""
+    if not url.startswith("tahoe://"):
+        raise ValueError("not a tahoe:// URL")
+    host, _, rest = url[len("tahoe://"):].partition("/")
+    rest, _, query = rest.partition("?")
+    scheme = "https" if query in ("tls=1", "tls=true", "tls=yes") else "http"
+    if not host:
+        raise ValueError("a tahoe:// URL needs HOST:PORT")
+    if not rest:
+        return f"{scheme}://{host}", None, ""
+    if not rest.startswith("URI:"):
+        raise ValueError("expected tahoe://HOST:PORT/URI:DIR2:...[/path]: a node and a directory capability")
+    cap, _, sub = rest.partition("/")
+    return f"{scheme}://{host}", cap, unquote(sub)
+
+
+def create_root(node_url: str, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> TahoeFS:
+    """A new, empty directory on the grid (POST /uri?t=mkdir), as a TahoeFS at its write cap."""
+    session = _new_session()
+    try:
+        response = session.post(f"{node_url}/uri?t=mkdir", timeout=timeout)
+    except requests.RequestException as err:
+        session.close()
+        raise errors.RemoteConnectionError(msg=f"cannot reach the Tahoe node at {node_url}: {type(err).__name__}") from None
+    if response.status_code != 200:
+        session.close()
+        raise TahoeError("/", msg=f"creating a root directory failed: {redact(_error_text(response))}")
+    return TahoeFS(node_url, response.text.strip(), timeout=timeout, session=session)
+
+
 class TahoeOpener(Opener):
     """``tahoe://HOST:PORT/URI:DIR2:...[/sub/path]``: the FS at that path under that cap.
 
@@ -575,12 +619,13 @@ class TahoeOpener(Opener):
     protocols = ["tahoe"]
 
     def open_fs(self, fs_url: str, parse_result: ParseResult, writeable: bool, create: bool, cwd: str) -> FS:
-        host, _, rest = parse_result.resource.partition("/")
-        if not host or not rest.startswith("URI:"):
+        try:
+            node_url, cap, sub = split_tahoe_url(fs_url)
+        except ValueError as err:
+            raise OpenerError(str(err)) from None
+        if cap is None:
             raise OpenerError("expected tahoe://HOST:PORT/URI:DIR2:...[/path]: a node and a directory capability")
-        cap, _, sub = rest.partition("/")
-        scheme = "https" if parse_result.params.get("tls") in ("1", "true", "yes") else "http"
-        tahoe = TahoeFS(f"{scheme}://{host}", cap)
+        tahoe = TahoeFS(node_url, cap)
         try:
             tahoe.getinfo("/")  # fail now, not at first use, on a bad cap or an unreachable node
         except errors.FSError as err:
@@ -588,9 +633,7 @@ class TahoeOpener(Opener):
             raise errors.CreateFailed(f"cannot open {redact(fs_url)}: {err}") from None
         if not sub:
             return tahoe
-        from urllib.parse import unquote
-
-        sub_path = join("/", unquote(sub))
+        sub_path = join("/", sub)
         if create:
             tahoe.makedirs(sub_path, recreate=True)
         return tahoe.opendir(sub_path, factory=_ClosingSubFS)

@@ -1,0 +1,109 @@
+"""Rebuilding a lost data dir's manifest from the store: from the published manifests when
+there are any, else by walking the tree and reading every segment back."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from fs.base import FS
+
+from .layout import COMPRESSION_SUFFIX, SEGMENT_ID
+from .manifest import Manifest
+from .reader import StoreArchive, published_row
+from .sealing import SegmentTally, open_compressed
+from .uploader import MANIFEST_DIR
+from .units import format_ts
+
+_SUFFIXES = {suffix: kind for kind, suffix in COMPRESSION_SUFFIX.items()}
+
+
+class RebuildError(RuntimeError):
+    """The manifest cannot be rebuilt as asked; the message says why."""
+
+
+class _HashingReader:
+    """Reads through to ``raw`` while hashing exactly the stored bytes."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def rebuild_manifest(data_dir: Path, store: FS, sink_id: str | None = None) -> dict[str, Any]:
+    """Write DATA/manifest.sqlite for ``sink_id`` (the only sink, when there is one) from ``store``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    manifest = Manifest(data_dir)
+    try:
+        if manifest.segment_ids():
+            raise RebuildError(f"{data_dir} already has a manifest with segments; rebuild into an empty data dir")
+        documents = StoreArchive(store).published()
+        sinks = sorted({document["sink_id"] for document in documents})
+        if documents:
+            chosen = _choose(sinks, sink_id)
+            document = next(d for d in documents if d["sink_id"] == chosen)
+            for entry in document["segments"]:
+                manifest.add_sealed(published_row(entry))
+                manifest.update_segment(entry["id"], **{k: entry[k] for k in ("state", "store_path", "read_cap", "verify_cap", "uploaded_at", "verified_at")})
+            for path, caps in document["dirs"].items():
+                manifest.add_dir(path, None, caps["read_cap"], format_ts(time.time()))
+            source, count = "published", len(document["segments"])
+        else:
+            chosen, count = _walk(manifest, store, sink_id)
+            source = "walk"
+        manifest.set_meta("sink_id", chosen)
+        root: Any = store.getinfo("/", namespaces=["tahoe"]).raw.get("tahoe", {})
+        if root.get("read_cap"):
+            manifest.set_meta("root_read_cap", root["read_cap"])
+    finally:
+        manifest.close()
+    return {"sink_id": chosen, "segments": count, "source": source}
+
+
+def _choose(sinks: list[str], wanted: str | None) -> str:
+    if wanted is not None:
+        if wanted not in sinks:
+            raise RebuildError(f"no published manifest for sink {wanted!r} (found: {', '.join(sinks) or 'none'})")
+        return wanted
+    if len(sinks) != 1:
+        raise RebuildError(f"several sinks publish to this root ({', '.join(sinks)}): choose one with --sink-id")
+    return sinks[0]
+
+
+def _walk(manifest: Manifest, store: FS, wanted: str | None) -> tuple[str, int]:
+    """No published manifest: find every segment file and read it back to recount it."""
+    found: dict[str, list[tuple[str, str, str, str]]] = {}
+    for path in store.walk.files(exclude_dirs=[MANIFEST_DIR.strip("/")]):
+        name = path.rsplit("/", 1)[1]
+        suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
+        match = SEGMENT_ID.fullmatch(name[: -len(suffix)]) if suffix else None
+        if match is None or suffix is None:
+            continue
+        stream = path.strip("/").split("/", 1)[0]
+        found.setdefault(match.group(2), []).append((path, name[: -len(suffix)], stream, _SUFFIXES[suffix]))
+    chosen = _choose(sorted(found), wanted)
+    for path, segment, stream, compression in found[chosen]:
+        hashing = _HashingReader(store.openbin(path))
+        tally = SegmentTally()
+        with open_compressed(hashing, compression) as lines:  # type: ignore[arg-type]
+            for line in lines:
+                tally.add(line)
+        caps = store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {})
+        manifest.add_sealed(tally.row(segment, stream, "", compression, hashing.size, hashing.sha256.hexdigest()))
+        manifest.update_segment(
+            segment, state="uploaded", store_path=path, read_cap=caps.get("read_cap"), verify_cap=caps.get("verify_cap"),
+        )
+    return chosen, len(found[chosen])

@@ -1,0 +1,265 @@
+"""The jobs that move sealed segments to the store: upload, publish, verify, prune.
+
+Knows only ``fs.base.FS`` and the manifest. Ordering (docs/format.md): a segment is uploaded,
+then the manifest row says so, then it is verified, and only then, after ``keep_local``, is the
+local copy removed. Store paths are fixed by the segment id, and Tahoe's CHK caps are derived
+from the content, so uploading a segment again after a crash (between the PUT and the
+manifest update) writes the same file under the same name: never a second entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+from fs import errors
+from fs.base import FS
+from fs.path import dirname, join
+
+from .failpoints import failpoint
+from .layout import COMPRESSION_SUFFIX, DataDir
+from .manifest import Manifest, SegmentRow
+from .store import redact
+from .store.tahoe import NotEnoughShares, UploadUnhappy
+from .units import format_ts
+
+log = logging.getLogger(__name__)
+
+MANIFEST_DIR = "/_manifest"
+# Failures of the store as a whole: the rest of the batch would fail the same way.
+STORE_DOWN = (errors.RemoteConnectionError, errors.OperationTimeout, UploadUnhappy, NotEnoughShares)
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    interval: float = 30.0
+    backoff_base: float = 5.0
+    backoff_max: float = 600.0
+    keep_local: float = 7 * 86400.0
+    shares_happy: int = 1
+    repair: bool = False
+
+
+def store_path(segment: SegmentRow) -> str:
+    """``/<stream>/<YYYY>/<MM>/<DD>/<segment-id>.jsonl.gz``, the day taken from the segment id."""
+    day = segment.id[:8]
+    return f"/{segment.stream}/{day[:4]}/{day[4:6]}/{day[6:8]}/{segment.id}{COMPRESSION_SUFFIX[segment.compression]}"
+
+
+def retry_delay(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: about base * 2^(attempts-1), at most ``cap``."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay * (0.5 + rng.random() / 2)
+
+
+def _caps(store: FS, path: str) -> dict[str, Any]:
+    """write/read/verify caps of a stored path; all None for stores without capabilities."""
+    tahoe: Any = store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {})
+    return {"write_cap": tahoe.get("write_cap"), "read_cap": tahoe.get("read_cap"), "verify_cap": tahoe.get("verify_cap")}
+
+
+class Uploader:
+    """Runs on scheduler threads; each run opens its own manifest connection."""
+
+    def __init__(
+        self,
+        data_dir: DataDir,
+        sink_id: str,
+        open_store: Callable[[], FS],
+        settings: UploadSettings,
+        on_pruned: Callable[[int], None] = lambda size: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = data_dir
+        self.sink_id = sink_id
+        self.settings = settings
+        self._open_store = open_store
+        self._store: FS | None = None
+        self._on_pruned = on_pruned
+        self._clock = clock
+        self._rng = random.Random()
+        self._upload_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._known_dirs: set[str] = set()
+        self.unpublished = 0
+        self.last_error: str | None = None
+
+    def store(self) -> FS:
+        """The store, opened (and its root created) on first use, so a grid that is down at
+        start only delays uploads."""
+        if self._store is None:
+            self._store = self._open_store()
+        return self._store
+
+    @property
+    def opened(self) -> FS | None:
+        """The store if it has been opened, without trying to open it."""
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    # -- upload ----------------------------------------------------------------------------
+
+    def upload_due(self, force: bool = False) -> dict[str, int]:
+        """Upload every sealed segment whose retry time has come (all of them with ``force``)."""
+        uploaded = failed = 0
+        with self._upload_lock:
+            manifest = Manifest(self.data_dir.root)
+            try:
+                now = self._clock()
+                for row in manifest.in_state("sealed", None if force else now):
+                    try:
+                        self._upload_one(manifest, row)
+                        uploaded += 1
+                    except STORE_DOWN as err:
+                        failed += 1
+                        self._failed(manifest, row, err, cap=self.settings.interval)
+                        break  # the store is down: the next run tries again
+                    except (errors.FSError, OSError) as err:
+                        failed += 1
+                        self._failed(manifest, row, err, cap=self.settings.backoff_max)
+                backlog = len(manifest.in_state("sealed"))
+            finally:
+                manifest.close()
+        self.unpublished += uploaded
+        return {"uploaded": uploaded, "failed": failed, "backlog": backlog}
+
+    def _upload_one(self, manifest: Manifest, row: SegmentRow) -> None:
+        store = self.store()
+        path = store_path(row)
+        self._ensure_dirs(manifest, dirname(path))
+        with open(self.data_dir.root / row.local_path, "rb") as local:
+            try:
+                store.upload(path, local)
+            except errors.ResourceNotFound:  # a directory we knew was removed from the store
+                self._known_dirs.clear()
+                self._ensure_dirs(manifest, dirname(path))
+                local.seek(0)
+                store.upload(path, local)
+        failpoint("after-upload-put")
+        caps = _caps(store, path)
+        manifest.update_segment(
+            row.id, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
+            uploaded_at=format_ts(self._clock()), last_error=None, next_attempt=0,
+        )
+        log.info("uploaded %s (%d bytes)", path, row.stored_bytes)
+
+    def _ensure_dirs(self, manifest: Manifest, path: str) -> None:
+        """Create each missing directory of ``path`` and record its caps in the manifest."""
+        if not self._known_dirs:
+            self._known_dirs = set(manifest.dirs())
+        store = self.store()
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current = join(current or "/", part)
+            if current in self._known_dirs:
+                continue
+            store.makedirs(current, recreate=True)
+            caps = _caps(store, current)
+            manifest.add_dir(current, caps["write_cap"], caps["read_cap"], format_ts(self._clock()))
+            self._known_dirs.add(current)
+
+    def _failed(self, manifest: Manifest, row: SegmentRow, err: Exception, cap: float) -> None:
+        attempts = row.attempts + 1
+        message = redact(f"{type(err).__name__}: {err}")
+        delay = retry_delay(attempts, self.settings.backoff_base, min(cap, self.settings.backoff_max), self._rng)
+        manifest.update_segment(row.id, attempts=attempts, last_error=message, next_attempt=self._clock() + delay)
+        self.last_error = f"{row.id}: {message}"
+        log.warning("upload of %s failed (attempt %d, next in %.0f s): %s", row.id, attempts, delay, message)
+
+    # -- publish ---------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Rewrite ``_manifest/<sink-id>.json``: uploaded segments and READ caps only."""
+        with self._publish_lock:
+            manifest = Manifest(self.data_dir.root)
+            try:
+                pending = self.unpublished
+                document = manifest.document(uploaded_only=True)
+                self._ensure_dirs(manifest, MANIFEST_DIR)
+                body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+                self.store().upload(f"{MANIFEST_DIR}/{self.sink_id}.json", io.BytesIO(body))
+                self.unpublished -= pending
+            finally:
+                manifest.close()
+        log.info("published manifest with %d segment(s)", len(document["segments"]))
+
+    # -- verify ----------------------------------------------------------------------------
+
+    def verify_due(self, repair: bool | None = None) -> dict[str, int]:
+        """Check every uploaded, not yet verified segment in the store."""
+        healthy = unhealthy = 0
+        manifest = Manifest(self.data_dir.root)
+        try:
+            for row in manifest.in_state("uploaded"):
+                try:
+                    ok, health = self.check(row, self.settings.repair if repair is None else repair)
+                except (errors.FSError, OSError) as err:
+                    ok, health = False, {"error": redact(str(err))}
+                changes: dict[str, Any] = {"health": orjson.dumps(health).decode()}
+                if ok:
+                    healthy += 1
+                    changes.update(state="verified", verified_at=format_ts(self._clock()))
+                else:
+                    unhealthy += 1
+                    changes["last_error"] = f"unhealthy: {health}"
+                manifest.update_segment(row.id, **changes)
+        finally:
+            manifest.close()
+        if healthy:
+            self.unpublished += healthy
+        return {"verified": healthy, "unhealthy": unhealthy}
+
+    def check(self, row: SegmentRow, repair: bool = False) -> tuple[bool, dict[str, Any]]:
+        """Tahoe stores: ``t=check&verify=true``, healthy only when count-happiness reaches
+        shares_happy. Other stores: the stored bytes hash to the manifest's sha256."""
+        store = self.store()
+        path = row.store_path or store_path(row)
+        check = getattr(store, "check_health", None)
+        if check is None:
+            digest = hashlib.sha256()
+            with store.openbin(path) as stored:
+                while chunk := stored.read(1024 * 1024):
+                    digest.update(chunk)
+            return digest.hexdigest() == row.sha256, {"sha256_matches": digest.hexdigest() == row.sha256}
+        answer = check(path, verify=True, repair=repair)
+        results = answer.get("post-repair-results", answer)["results"]
+        health = {
+            "healthy": results.get("healthy"),
+            "count-happiness": results.get("count-happiness"),
+            "count-shares-good": results.get("count-shares-good"),
+            "count-shares-expected": results.get("count-shares-expected"),
+            "repaired": answer.get("repair-successful"),
+        }
+        happy = (results.get("count-happiness") or 0) >= self.settings.shares_happy
+        return bool(results.get("healthy")) and happy, health
+
+    # -- prune -----------------------------------------------------------------------------
+
+    def prune_due(self) -> dict[str, int]:
+        """Remove local sealed copies of verified segments older than ``keep_local``."""
+        pruned = 0
+        cutoff = format_ts(self._clock() - self.settings.keep_local)
+        manifest = Manifest(self.data_dir.root)
+        try:
+            for row in manifest.in_state("verified"):
+                if row.uploaded_at is None or row.uploaded_at > cutoff:
+                    continue
+                local = self.data_dir.root / row.local_path
+                size = local.stat().st_size if local.exists() else 0
+                local.unlink(missing_ok=True)
+                manifest.update_segment(row.id, state="pruned", pruned_at=format_ts(self._clock()))
+                self._on_pruned(size)
+                pruned += 1
+        finally:
+            manifest.close()
+        return {"pruned": pruned}

@@ -1,0 +1,179 @@
+"""Sealed segments reach a real grid, findable from the manifest, through crashes and outages."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import logging.handlers
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import orjson
+import pytest
+import requests
+
+from archiver.grid import LocalGrid
+from archiver.store.tahoe import TahoeFS
+from conftest import Sink, archiver_cli, cat_json
+
+INTERVAL = 3.0
+OUTAGE = float(os.environ.get("TEST_OUTAGE_SECONDS", "30"))
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # stdlib HTTPHandler
+
+
+def sink_env(grid: LocalGrid, **extra: str) -> dict[str, str]:
+    return {
+        "ARCHIVER_STORE_URL": "tahoe://" + grid.gateway_url.split("://")[1],
+        "ARCHIVER_UPLOADER_INTERVAL": f"{INTERVAL}s",
+        "ARCHIVER_UPLOADER_VERIFY_INTERVAL": "1s",
+        "ARCHIVER_UPLOADER_PUBLISH_DELAY": "200ms",
+        "ARCHIVER_UPLOADER_BACKOFF_BASE": "1s",
+        **extra,
+    }
+
+
+def export(data_dir: Path, *args: str) -> dict:
+    return orjson.loads(archiver_cli("manifest", "export", "--data-dir", str(data_dir), *args).stdout)
+
+
+def status(data_dir: Path) -> dict:
+    return orjson.loads(archiver_cli("status", "--json", "--data-dir", str(data_dir)).stdout)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def log_through_httphandler(sink: Sink, stream: str, messages: list[str]) -> None:
+    logger = logging.getLogger(f"e2e.{stream}.{time.monotonic_ns()}")
+    logger.propagate = False
+    handler = logging.handlers.HTTPHandler(sink.url.split("://")[1], f"/{stream}", method="POST")
+    logger.addHandler(handler)
+    for message in messages:
+        logger.warning("%s", message)
+    logger.removeHandler(handler)
+
+
+def read_url(grid: LocalGrid, read_cap: str) -> str:
+    return f"tahoe://{grid.gateway_url.split('://')[1]}/{read_cap}"
+
+
+def test_records_reach_the_grid_and_get_verified(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(tmp_path / "data", env=sink_env(grid1))
+    messages = [f"e2e record {n}" for n in range(5)]
+    log_through_httphandler(sink, "app", messages)
+    flushed = archiver_cli("flush", "--data-dir", str(sink.data_dir)).stdout.decode()
+    assert "failed 0, backlog 0" in flushed
+    document = export(sink.data_dir)
+    [segment] = document["segments"]
+    day = segment["id"][:8]
+    assert segment["store_path"] == f"/app/{day[:4]}/{day[4:6]}/{day[6:]}/{segment['id']}.jsonl.gz"
+    assert segment["state"] in ("uploaded", "verified") and segment["read_cap"].startswith("URI:CHK:")
+    reader = TahoeFS(grid1.gateway_url, document["root"]["read_cap"])
+    assert hashlib.sha256(reader.readbytes(segment["store_path"])).hexdigest() == segment["sha256"]
+    wait_until(lambda: status(sink.data_dir)["segments"]["verified"] == 1, 30, "verification")
+    assert export(sink.data_dir)["segments"][0]["verified_at"]
+    assert sorted(r["message"] for r in cat_json(sink.data_dir, "--archive", read_url(grid1, document["root"]["read_cap"]))) == messages
+
+    write_cap = export(sink.data_dir, "--include-write-caps")["root"]["write_cap"]
+    assert write_cap.startswith("URI:DIR2:")
+    assert sink.stop() == 0
+    secret = write_cap.split(":")[2]
+    published = reader.readbytes(f"/_manifest/{document['sink_id']}.json")
+    outputs = [sink.log_text(), str(document), published.decode(), archiver_cli("ls", "--data-dir", str(sink.data_dir)).stdout.decode()]
+    assert not any(secret in text for text in outputs)
+
+
+def test_grid_outage_keeps_ingesting_and_drains_after(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(tmp_path / "data", env=sink_env(grid1, ARCHIVER_SEGMENTS_MAX_AGE="1s"))
+    log_through_httphandler(sink, "app", ["before the outage"])
+    archiver_cli("flush", "--data-dir", str(sink.data_dir))
+    read_cap = export(sink.data_dir)["root"]["read_cap"]
+    sent: list[str] = []
+    answers: list[int] = []
+    grid1.stop_node(grid1.gateway_node)
+    try:
+        deadline = time.monotonic() + OUTAGE
+        n = 0
+        while time.monotonic() < deadline:
+            message = f"during outage {n}"
+            answers.append(requests.post(f"{sink.url}/app", data=f"msg={message}", timeout=10).status_code)
+            sent.append(message)
+            n += 1
+            time.sleep(0.05)
+        wait_until(lambda: status(sink.data_dir)["segments"]["sealed"] > 1, 10, "sealing during the outage")
+        assert status(sink.data_dir)["last_error"]
+    finally:
+        grid1.start_node(grid1.gateway_node)
+    assert set(answers) == {200} and len(sent) > 50
+    wait_until(lambda: status(sink.data_dir)["backlog_bytes"] == 0, 2 * INTERVAL + 5, "draining the backlog")
+    archiver_cli("flush", "--data-dir", str(sink.data_dir))
+    archived = {r["message"] for r in cat_json(sink.data_dir, "--archive", read_url(grid1, read_cap))}
+    assert set(sent) | {"before the outage"} <= archived
+
+
+def test_sigkill_between_put_and_manifest_write(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data_dir = tmp_path / "data"
+    doomed = start_sink(data_dir, env=sink_env(grid1, ARCHIVER_FAILPOINTS="after-upload-put"))
+    messages = [f"crash {n}" for n in range(10)]
+    log_through_httphandler(doomed, "app", messages)
+    archiver_cli("flush", "--data-dir", str(data_dir), check=False)
+    assert doomed.proc.wait(60) == -9  # killed right after the PUT, before the manifest update
+    assert {s["state"] for s in export(data_dir)["segments"]} == {"sealed"}
+    sink = start_sink(data_dir, env=sink_env(grid1))
+    archiver_cli("flush", "--data-dir", str(data_dir))
+    document = export(data_dir)
+    [segment] = document["segments"]
+    assert segment["state"] in ("uploaded", "verified")
+    reader = TahoeFS(grid1.gateway_url, document["root"]["read_cap"])
+    folder = segment["store_path"].rsplit("/", 1)[0]
+    assert reader.listdir(folder) == [segment["id"] + ".jsonl.gz"]
+    published = orjson.loads(reader.readbytes(f"/_manifest/{document['sink_id']}.json"))
+    assert [s["id"] for s in published["segments"]] == [segment["id"]]
+    assert sorted(r["message"] for r in cat_json(data_dir, "--archive", read_url(grid1, document["root"]["read_cap"]))) == messages
+    assert sink.stop() == 0
+
+
+def test_read_cap_alone_lists_and_rebuilds_and_two_sinks_share_a_root(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = start_sink(tmp_path / "a", env=sink_env(grid1, ARCHIVER_SEGMENTS_MAX_RECORDS="3"))
+    log_through_httphandler(first, "app", [f"a{n}" for n in range(7)])
+    log_through_httphandler(first, "jobs", ["j0"])
+    archiver_cli("flush", "--data-dir", str(first.data_dir))
+    original = export(first.data_dir)
+    write_cap = export(first.data_dir, "--include-write-caps")["root"]["write_cap"]
+    gateway = grid1.gateway_url.split("://")[1]
+    second = start_sink(tmp_path / "b", env=sink_env(grid1, ARCHIVER_STORE_URL=f"tahoe://{gateway}/{write_cap}", ARCHIVER_SINK_ID="sinkb"))
+    log_through_httphandler(second, "app", ["b0", "b1"])
+    archiver_cli("flush", "--data-dir", str(second.data_dir))
+    assert first.stop() == 0 and second.stop() == 0
+
+    url = read_url(grid1, original["root"]["read_cap"])
+    listing = orjson.loads(archiver_cli("ls", "--json", "--archive", url).stdout)
+    sinks = {row["id"].split("-", 1)[1].rsplit("-", 1)[0] for row in listing}
+    assert sinks == {original["sink_id"], "sinkb"}
+    assert {row["id"] for row in listing} >= {s["id"] for s in original["segments"]}
+    assert len(listing) == len(original["segments"]) + 1
+
+    compared = ("id", "stream", "store_path", "read_cap", "sha256", "records", "first_ts", "last_ts", "levels", "raw_bytes", "stored_bytes")
+
+    def key(document: dict) -> list[tuple]:
+        return sorted(tuple(orjson.dumps(s[f]) for f in compared) for s in document["segments"])
+
+    rebuilt = tmp_path / "rebuilt"
+    ambiguous = archiver_cli("manifest", "rebuild", "--data-dir", str(rebuilt), "--archive", url, check=False)
+    assert ambiguous.returncode == 1 and b"--sink-id" in ambiguous.stderr
+    archiver_cli("manifest", "rebuild", "--data-dir", str(rebuilt), "--archive", url, "--sink-id", original["sink_id"])
+    assert key(export(rebuilt)) == key(original)
+
+    TahoeFS(grid1.gateway_url, write_cap).removetree("/_manifest")  # no published manifests: walk the tree
+    walked = tmp_path / "walked"
+    archiver_cli("manifest", "rebuild", "--data-dir", str(walked), "--archive", url, "--sink-id", original["sink_id"])
+    assert key(export(walked)) == key(original)
