@@ -25,6 +25,7 @@ soak: $(STAMP) $(TAHOE_STAMP)
 bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/ingest_http.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/read.py
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml

@@ -16,9 +16,8 @@ import orjson
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .manifest import ManifestError
-from .reader import Archive, StoreArchive, open_archive
+from .reader import Archive, Filters, open_archive
 from .store import redact
-from .service import StartupError, serve
 from .units import parse_time
 
 
@@ -57,6 +56,8 @@ def serve_command(config_path: Path | None, data_dir: Path | None, host: str | N
         stream=sys.stderr,
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job run at INFO
+    from .service import StartupError, serve  # the server's imports cost the reading commands time
+
     try:
         asyncio.run(serve(config))
     except StartupError as err:
@@ -64,7 +65,7 @@ def serve_command(config_path: Path | None, data_dir: Path | None, host: str | N
         sys.exit(1)
 
 
-def _archive(config_path: Path | None, data_dir: Path | None, archive: str | None = None) -> Archive | StoreArchive:
+def _archive(config_path: Path | None, data_dir: Path | None, archive: str | None = None) -> Archive:
     """The archive named by --archive (a config, a data dir or a store URL), else the config's."""
     from fs.errors import FSError
 
@@ -125,18 +126,80 @@ def ls_command(
 @main.command("cat")
 @_config_options
 @_filter_options
+@click.option("--level", help="Minimum level (ERROR also shows CRITICAL); other names match exactly.")
+@click.option("--logger", "logger_glob", help="Logger name glob, e.g. 'app.db.*'.")
+@click.option("--grep", "contains", help="Only records whose message contains this text.")
 @click.option("--include-open", is_flag=True, help="Also read segments still being written.")
 def cat_command(
     config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None, since: str | None,
-    until: str | None, as_json: bool, include_open: bool,
+    until: str | None, as_json: bool, level: str | None, logger_glob: str | None, contains: str | None,
+    include_open: bool,
 ) -> None:
     """Print records: the classic one-line form, or JSON lines with --json."""
     source = _archive(config_path, data_dir, archive)
-    records = source.records(stream, _time_option(since), _time_option(until), include_open)
+    query = Filters(stream, _time_option(since), _time_option(until), level, logger_glob, contains)
     if as_json:
-        _emit(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
+        _emit(source.json_chunks(query, include_open))
     else:
-        _emit(classic_line(record).encode() for record in records)
+        _emit(classic_line(record).encode() for record in source.records(**query.__dict__, include_open=include_open))
+
+
+@main.command("verify")
+@_config_options
+@click.option("--archive", help="A config, a data dir, or a store URL with a root cap.")
+@click.option("--repair", is_flag=True, help="Ask Tahoe to repair unhealthy segments while checking.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify_command(config_path: Path | None, data_dir: Path | None, archive: str | None, repair: bool, as_json: bool) -> None:
+    """Check every segment: local and stored copies against their sha256, grid health.
+    Exits 1 when anything is missing, corrupt or unhealthy."""
+    from fs.errors import FSError
+
+    source = _archive(config_path, data_dir, archive)
+    try:
+        report = source.verify(repair=repair)
+    except (FSError, OSError) as err:
+        raise click.ClickException(redact(str(err))) from None
+    if as_json:
+        document = {"checked": report.checked, "ok": report.ok, "problems": [p.__dict__ for p in report.problems]}
+        _emit(iter([orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"]))
+    else:
+        for problem in report.problems:
+            click.echo(f"{problem.segment}  {problem.where}: {problem.problem}")
+        click.echo(f"{report.checked} segment(s) checked, {len(report.problems)} problem(s)")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command("restore")
+@click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
+@_config_options
+@click.option("--archive", help="A config, a data dir, or a store URL with a root cap.")
+@click.option("--stream", help="Only this stream.")
+@click.option("--since", help="From this time, inclusive: ISO-8601 or an age (15m, 2h, 7d).")
+@click.option("--until", help="Before this time, exclusive: ISO-8601 or an age.")
+def restore_command(
+    dest: Path, config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None,
+    since: str | None, until: str | None,
+) -> None:
+    """Copy matching segments byte for byte into DEST (checked against their sha256)."""
+    from fs.errors import FSError
+
+    source = _archive(config_path, data_dir, archive)
+    start, end = _time_option(since), _time_option(until)
+    total = sum(row.stored_bytes for row in source.segments(stream, start, end))
+    try:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+            columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+            with Progress(*columns, transient=True) as bar:
+                task = bar.add_task("restore", total=total)
+                restored = source.restore(dest, stream, start, end, progress=lambda n: bar.advance(task, n))
+        else:
+            restored = source.restore(dest, stream, start, end)
+    except (FSError, OSError, ValueError) as err:
+        raise click.ClickException(redact(str(err))) from None
+    click.echo(f"restored {len(restored)} segment(s), {_human_bytes(total)} into {dest}", err=True)
 
 
 def classic_line(record: dict[str, Any]) -> str:

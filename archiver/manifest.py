@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import orjson
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PUBLISHED_FORMAT = 1
 STATES = ("sealed", "uploaded", "verified", "pruned")
 _MIGRATIONS: dict[int, str] = {
@@ -60,6 +60,9 @@ _MIGRATIONS: dict[int, str] = {
         read_cap   TEXT,
         created_at TEXT NOT NULL
     );
+    """,
+    3: """
+    CREATE INDEX segments_time ON segments (last_ts, first_ts);
     """,
 }
 SEALED_COLUMNS = (

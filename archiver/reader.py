@@ -1,132 +1,305 @@
-"""Reading archives back: from a data dir (the local manifest and spool) or from a store URL
-holding a root capability, read-only caps included (the published manifests).
+"""Reading archives back: list, filter, stream records, restore, verify.
 
-Time bounds are ``since`` inclusive and ``until`` exclusive, compared on the record's ``ts``.
-#5 grows this into the full reader (filters, restore, verify).
+``open_archive(source)`` takes a config file, a data dir, or a store URL holding a root
+capability (read-only caps work). From a data dir the sink's own manifest answers, and each
+segment is read from its local copy while there is one (the newest data: sealed, not yet
+uploaded), else from the store; from a store URL the published manifests of every sink under
+that root answer.
+
+Time bounds: ``since`` is inclusive and ``until`` exclusive, compared with the record's ``ts``.
+``level`` is a minimum for the standard levels (``ERROR`` also yields ``CRITICAL``); any other
+level name matches only itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 from fs.base import FS
+from fs.errors import FSError
 
 from .layout import DataDir
 from .manifest import Manifest, SegmentRow, parse_published
-from .sealing import open_compressed, open_sealed
+from .sealing import open_compressed
+from .store import redact
 from .uploader import MANIFEST_DIR
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
+LEVEL_ORDER = {"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+Where = Callable[[dict[str, Any]], bool]
+# (stream, since, until) -> rows that may overlap; a superset is fine, Filters decide exactly.
+RowSource = Callable[[str | None, str | None, str | None], list[SegmentRow]]
+_Source = tuple[SegmentRow | None, Callable[[], Iterator[bytes]], bool]
 
 
-def _overlaps(row: SegmentRow, stream: str | None, since: str | None, until: str | None) -> bool:
-    if stream is not None and row.stream != stream:
-        return False
-    if since is not None and (row.last_ts or "") < since:
-        return False
-    return until is None or (row.first_ts or "") < until
+@dataclass(frozen=True)
+class Filters:
+    """What ``records`` keeps; every given condition must hold."""
 
+    stream: str | None = None
+    since: str | None = None
+    until: str | None = None
+    level: str | None = None
+    logger: str | None = None
+    contains: str | None = None
+    where: Where | None = None
 
-def _records(sources: Iterable[Iterator[bytes]], since: str | None, until: str | None) -> Iterator[dict[str, Any]]:
-    for lines in sources:
-        for line in lines:
-            record = orjson.loads(line)
-            ts = record["ts"]
-            if (since is None or ts >= since) and (until is None or ts < until):
-                yield record
+    def segment_may_match(self, row: SegmentRow) -> bool:
+        """False when the manifest alone proves no record of the segment can match."""
+        if self.stream is not None and row.stream != self.stream:
+            return False
+        if self.since is not None and (row.last_ts or "") < self.since:
+            return False
+        if self.until is not None and (row.first_ts or "") >= self.until:
+            return False
+        return self.level is None or any(self._level_ok(name) for name in row.levels)
+
+    def whole_segment_matches(self, row: SegmentRow) -> bool:
+        """True when every record of the segment matches, so none needs to be parsed."""
+        per_record = (self.level, self.logger, self.contains, self.where)
+        if any(condition is not None for condition in per_record):
+            return False
+        if self.since is not None and (row.first_ts is None or row.first_ts < self.since):
+            return False
+        return self.until is None or (row.last_ts is not None and row.last_ts < self.until)
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        ts = record["ts"]
+        if (self.since is not None and ts < self.since) or (self.until is not None and ts >= self.until):
+            return False
+        if self.level is not None and not self._level_ok(record.get("level") or "NOTSET"):
+            return False
+        if self.logger is not None and not fnmatch.fnmatchcase(record.get("logger") or "", self.logger):
+            return False
+        if self.contains is not None and self.contains not in (record.get("message") or ""):
+            return False
+        return self.where is None or bool(self.where(record))
+
+    def _level_ok(self, name: str) -> bool:
+        wanted = (self.level or "").upper()
+        if wanted in LEVEL_ORDER and name in LEVEL_ORDER:
+            return LEVEL_ORDER[name] >= LEVEL_ORDER[wanted]
+        return name == wanted
 
 
 @dataclass
-class Archive:
-    """One sink's archive as its data dir knows it."""
+class Problem:
+    """One thing `verify` found wrong with a segment."""
 
-    data_dir: DataDir
+    segment: str
+    where: str  # "local" or "store"
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Archive:
+    """An archive: the segments a manifest lists, readable from a local spool and/or a store."""
+
+    def __init__(
+        self,
+        rows: RowSource,
+        *,
+        data_dir: DataDir | None = None,
+        store: Callable[[], FS | None] = lambda: None,
+        shares_happy: int = 1,
+    ) -> None:
+        self._rows = rows
+        self.data_dir = data_dir
+        self._store_factory = store
+        self._store: FS | None = None
+        self.shares_happy = shares_happy
+
+    @property
+    def store(self) -> FS | None:
+        """The store, opened on first need (listing never needs it)."""
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def streams(self) -> list[str]:
-        return sorted({row.stream for row in self.segments()})
+        return sorted({row.stream for row in self._rows(None, None, None)})
 
-    def segments(
-        self, stream: str | None = None, since: str | None = None, until: str | None = None
-    ) -> list[SegmentRow]:
-        """Sealed segments overlapping [since, until), from the manifest alone."""
-        manifest = Manifest(self.data_dir.root)
-        try:
-            return list(manifest.segments(stream, since, until))
-        finally:
-            manifest.close()
+    def segments(self, stream: str | None = None, since: str | None = None, until: str | None = None) -> list[SegmentRow]:
+        """Segments whose time range overlaps [since, until), oldest first; nothing is downloaded."""
+        wanted = Filters(stream=stream, since=since, until=until)
+        return [row for row in self._rows(stream, since, until) if wanted.segment_may_match(row)]
 
     def records(
         self,
         stream: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        level: str | None = None,
+        logger: str | None = None,
+        contains: str | None = None,
+        where: Where | None = None,
         include_open: bool = False,
     ) -> Iterator[dict[str, Any]]:
-        """Records of the matching segments, segment by segment, decompressed on the fly."""
-        sources: list[Iterator[bytes]] = [
-            _sealed_lines(self.data_dir.root / row.local_path, row.compression)
-            for row in self.segments(stream, since, until)
+        """Matching records, segment by segment (oldest first), decompressed on the fly: memory
+        stays bounded whatever the archive's size. Segments whose time range or level counts
+        cannot match are never opened."""
+        wanted = Filters(stream, since, until, level, logger, contains, where)
+        for row, lines, whole in self._sources(wanted, include_open):
+            for line in lines():
+                record = orjson.loads(line)
+                if whole or wanted.matches(record):
+                    yield record
+
+    def json_chunks(self, wanted: Filters = Filters(), include_open: bool = False) -> Iterator[bytes]:
+        """The matching records as stored (canonical JSON lines), as byte chunks that join into
+        whole lines. Segments that match whole are copied through in 1 MiB blocks, never parsed."""
+        for row, lines, whole in self._sources(wanted, include_open):
+            if row is not None and whole:
+                with open_compressed(self.open_segment(row), row.compression) as stream:
+                    while block := stream.read(1024 * 1024):
+                        yield block
+            else:
+                for line in lines():
+                    if wanted.matches(orjson.loads(line)):
+                        yield line
+
+    def _sources(self, wanted: Filters, include_open: bool) -> list[_Source]:
+        """(row, its lines, whether all of them match) for every segment that may match; open
+        segments have no row."""
+        sources: list[_Source] = [
+            (row, partial(self._lines, row), wanted.whole_segment_matches(row))
+            for row in self._rows(wanted.stream, wanted.since, wanted.until)
+            if wanted.segment_may_match(row)
         ]
-        if include_open:
+        if include_open and self.data_dir is not None:
             sources += [
-                _whole_lines(path)
+                (None, partial(_whole_lines, path), False)
                 for seg_stream, _, path in self.data_dir.open_segments()
-                if stream is None or seg_stream == stream
+                if wanted.stream is None or seg_stream == wanted.stream
             ]
-        return _records(sources, since, until)
+        return sources
 
-
-@dataclass
-class StoreArchive:
-    """Every sink's archive under one store root, from the published manifests."""
-
-    store: FS
-
-    def published(self) -> list[dict[str, Any]]:
-        """The published manifests of every sink sharing this root."""
-        if not self.store.isdir(MANIFEST_DIR):
-            return []
-        documents = []
-        for name in sorted(self.store.listdir(MANIFEST_DIR)):
-            if name.endswith(".json"):
-                path = f"{MANIFEST_DIR}/{name}"
-                documents.append(parse_published(self.store.readbytes(path), path))
-        return documents
-
-    def streams(self) -> list[str]:
-        return sorted({row.stream for row in self.segments()})
-
-    def segments(
-        self, stream: str | None = None, since: str | None = None, until: str | None = None
-    ) -> list[SegmentRow]:
-        rows = [published_row(entry) for document in self.published() for entry in document["segments"]]
-        rows = [row for row in rows if _overlaps(row, stream, since, until)]
-        return sorted(rows, key=lambda row: (row.first_ts or "", row.id))
-
-    def records(
-        self, stream: str | None = None, since: str | None = None, until: str | None = None, include_open: bool = False
-    ) -> Iterator[dict[str, Any]]:
-        sources = (self._lines(row) for row in self.segments(stream, since, until))
-        return _records(sources, since, until)
+    def open_segment(self, row: SegmentRow) -> BinaryIO:
+        """The stored (compressed) bytes of a segment: the local copy if present, else the store's."""
+        local = self._local(row)
+        if local is not None:
+            return open(local, "rb")
+        store = self.store
+        if store is None or row.store_path is None:
+            raise FileNotFoundError(f"segment {row.id} has no local copy and no store to read it from")
+        open_cap = getattr(store, "open_cap", None)
+        if open_cap is not None and row.read_cap:
+            return open_cap(row.read_cap, row.stored_bytes, row.store_path)
+        return store.openbin(row.store_path)
 
     def _lines(self, row: SegmentRow) -> Iterator[bytes]:
-        assert row.store_path is not None
-        with open_compressed(self.store.openbin(row.store_path), row.compression) as stream:
-            yield from stream
+        with open_compressed(self.open_segment(row), row.compression) as lines:
+            yield from lines
+    def _local(self, row: SegmentRow) -> Path | None:
+        if self.data_dir is None or not row.local_path:
+            return None
+        path = self.data_dir.root / row.local_path
+        return path if path.exists() else None
+
+    def restore(
+        self,
+        dest: Path | str,
+        stream: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> list[Path]:
+        """Copy the matching segments, byte for byte, to ``dest/<store path>``; each copy is
+        checked against the manifest's sha256 before it is kept."""
+        restored = []
+        for row in self.segments(stream, since, until):
+            target = Path(dest) / (row.store_path or _default_path(row)).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            digest = hashlib.sha256()
+            with self.open_segment(row) as source, open(partial, "wb") as out:
+                while chunk := source.read(1024 * 1024):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    progress(len(chunk))
+            if digest.hexdigest() != row.sha256:
+                partial.unlink()
+                raise ValueError(f"segment {row.id} does not match its sha256 in the manifest; not restored")
+            partial.replace(target)
+            restored.append(target)
+        return restored
+
+    def verify(self, repair: bool = False, progress: Callable[[int], None] = lambda n: None) -> VerifyReport:
+        """Hash every local copy and every stored copy against the manifest; on Tahoe also
+        check the grid's health (count-happiness >= shares_happy), repairing if asked."""
+        report = VerifyReport()
+        store = self.store
+        for row in self._rows(None, None, None):
+            report.checked += 1
+            local = self._local(row)
+            if local is not None and _sha256_of(open(local, "rb"), progress) != row.sha256:
+                report.problems.append(Problem(row.id, "local", "the local copy does not match its sha256"))
+            if row.store_path is None:
+                continue
+            if store is None:
+                report.problems.append(Problem(row.id, "store", "uploaded, but no store is configured to check it"))
+                continue
+            report.problems += _verify_stored(store, row, repair, self.shares_happy, progress)
+        return report
 
 
-def published_row(entry: dict[str, Any]) -> SegmentRow:
-    """A manifest row from a published segment entry (it has no local copy)."""
-    values = {key: value for key, value in entry.items() if key in _ROW_FIELDS}
-    return SegmentRow(**{"local_path": "", **values})
+def _verify_stored(store: FS, row: SegmentRow, repair: bool, shares_happy: int, progress: Callable[[int], None]) -> list[Problem]:
+    assert row.store_path is not None
+    try:
+        if _sha256_of(store.openbin(row.store_path), progress) != row.sha256:
+            return [Problem(row.id, "store", "the stored copy does not match its sha256")]
+        check = getattr(store, "check_health", None)
+        if check is None:
+            return []
+        answer = check(row.store_path, verify=True, repair=repair)
+        results = answer.get("post-repair-results", answer)["results"]
+        happiness = results.get("count-happiness") or 0
+        if not results.get("healthy") or happiness < shares_happy:
+            return [Problem(row.id, "store", f"unhealthy: count-happiness {happiness} < shares.happy {shares_happy}"
+                            if results.get("healthy") else f"unhealthy: {results.get('summary', 'not healthy')}")]
+    except FSError as err:
+        return [Problem(row.id, "store", redact(str(err)))]
+    return []
 
 
-def _sealed_lines(path: Path, compression: str) -> Iterator[bytes]:
-    with open_sealed(path, compression) as stream:
-        yield from stream
+def _sha256_of(stream: BinaryIO, progress: Callable[[int], None]) -> str:
+    digest = hashlib.sha256()
+    with stream:
+        while chunk := stream.read(1024 * 1024):
+            digest.update(chunk)
+            progress(len(chunk))
+    return digest.hexdigest()
+
+
+def _default_path(row: SegmentRow) -> str:
+    from .uploader import store_path
+
+    return store_path(row)
 
 
 def _whole_lines(path: Path) -> Iterator[bytes]:
@@ -140,20 +313,78 @@ def _whole_lines(path: Path) -> Iterator[bytes]:
         return
 
 
-def open_archive(source: str | Path) -> Archive | StoreArchive:
-    """An archive from a data dir, a config file naming one, or a store URL with a root cap."""
+def published_row(entry: dict[str, Any]) -> SegmentRow:
+    """A manifest row from a published segment entry (it has no local copy)."""
+    values = {key: value for key, value in entry.items() if key in _ROW_FIELDS}
+    return SegmentRow(**{"local_path": "", **values})
+
+
+def published_manifests(store: FS) -> list[dict[str, Any]]:
+    """The published manifests of every sink sharing this root."""
+    if not store.isdir(MANIFEST_DIR):
+        return []
+    documents = []
+    for name in sorted(store.listdir(MANIFEST_DIR)):
+        if name.endswith(".json"):
+            path = f"{MANIFEST_DIR}/{name}"
+            documents.append(parse_published(store.readbytes(path), path))
+    return documents
+
+
+def store_archive(store: FS) -> Archive:
+    """Every sink's segments under one store root, from the published manifests."""
+
+    def rows(stream: str | None, since: str | None, until: str | None) -> list[SegmentRow]:
+        merged = [published_row(entry) for document in published_manifests(store) for entry in document["segments"]]
+        return sorted(merged, key=lambda row: (row.first_ts or "", row.id))
+
+    return Archive(rows, store=lambda: store)
+
+
+def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_happy: int = 1) -> Archive:
+    """One sink's archive: its manifest, its local spool, and its store for pruned segments."""
+
+    def rows(stream: str | None, since: str | None, until: str | None) -> list[SegmentRow]:
+        manifest = Manifest(data_dir.root)
+        try:
+            return list(manifest.segments(stream, since, until))
+        finally:
+            manifest.close()
+
+    def store() -> FS | None:
+        manifest = Manifest(data_dir.root)
+        try:
+            url = store_url or manifest.get_meta("store_url")
+            cap = manifest.get_meta("root_read_cap")
+        finally:
+            manifest.close()
+        if not url:
+            return None
+        from .store import open_store
+
+        if url.startswith("tahoe://") and cap and "/URI:" not in url:
+            url = f"{url}/{cap}"
+        return open_store(url)
+
+    return Archive(rows, data_dir=data_dir, store=store, shares_happy=shares_happy)
+
+
+def open_archive(source: str | Path) -> Archive:
+    """An Archive from a config file, a data dir, or a store URL holding a root capability."""
     text = str(source)
     if "://" in text:
         from .store import open_store
 
-        return StoreArchive(open_store(text))
+        return store_archive(open_store(text))
     path = Path(source)
+    store_url, shares_happy = None, 1
     if path.is_file():
         from .config import load_config
 
-        path = load_config(path).data_dir
+        config = load_config(path)
+        path, shares_happy = config.data_dir, config.store.shares_happy
+        store_url = config.store.url if config.store.url not in ("", "embedded") else None
     if not (path / Manifest.FILENAME).exists():
         raise FileNotFoundError(f"{path} is not an archiver data dir (no {Manifest.FILENAME})")
-    return Archive(DataDir(path))
-
+    return data_dir_archive(DataDir(path), store_url, shares_happy)
 

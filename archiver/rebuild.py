@@ -12,7 +12,7 @@ from fs.base import FS
 
 from .layout import COMPRESSION_SUFFIX, SEGMENT_ID
 from .manifest import Manifest
-from .reader import StoreArchive, published_row
+from .reader import published_manifests, published_row
 from .sealing import SegmentTally, open_compressed
 from .uploader import MANIFEST_DIR
 from .units import format_ts
@@ -50,7 +50,7 @@ def rebuild_manifest(data_dir: Path, store: FS, sink_id: str | None = None) -> d
     try:
         if manifest.segment_ids():
             raise RebuildError(f"{data_dir} already has a manifest with segments; rebuild into an empty data dir")
-        documents = StoreArchive(store).published()
+        documents = published_manifests(store)
         sinks = sorted({document["sink_id"] for document in documents})
         if documents:
             chosen = _choose(sinks, sink_id)

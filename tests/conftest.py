@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import orjson
+import psutil
 import pytest
 import requests
 
@@ -94,6 +96,28 @@ def start_sink(sinks: list[Sink], tmp_path: Path):  # type: ignore[no-untyped-de
         return sink.start()
 
     return start
+
+
+def peak_rss_growth(action: Callable[[], None]) -> int:
+    """How far this process's RSS rose above its starting point while ``action`` ran."""
+    process = psutil.Process()
+    start = peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        action()
+    finally:
+        done.set()
+        sampler.join()
+    return peak - start
 
 
 def archiver_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:

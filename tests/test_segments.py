@@ -14,7 +14,7 @@ import pytest
 
 from archiver.layout import DataDir, segment_seq
 from archiver.manifest import Manifest
-from archiver.reader import Archive
+from archiver.reader import data_dir_archive
 from archiver.records import Context, encode_record, json_record
 from archiver.rotation import RotationPolicy
 from archiver.segments import SegmentWriter
@@ -44,7 +44,7 @@ def sealed(tmp_path: Path, stream: str = "app") -> list:
 
 
 def all_messages(tmp_path: Path, stream: str = "app") -> list[str]:
-    return [r["message"] for r in Archive(DataDir(tmp_path)).records(stream)]
+    return [r["message"] for r in data_dir_archive(DataDir(tmp_path)).records(stream)]
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_recovery_seals_leftovers_and_keeps_torn_line_in_rejected(tmp_path: Path
     new_id = run_writer(tmp_path, body)
     assert segment_seq(new_id) == 43  # numbering continues after the leftover (42 went to _rejected)
     assert all_messages(tmp_path) == ["m1", "m2", "m3"]
-    [torn] = list(Archive(data).records("_rejected"))
+    [torn] = list(data_dir_archive(data).records("_rejected"))
     assert torn["fields"]["raw"] == '{"ts":"2027-01-15T08:0'
     assert torn["fields"]["segment"] == "20270101T000000Z-sink1-000041"
     assert not left.exists() and not (data.sealed_dir / "app" / ".stale.jsonl.gz.tmp").exists()
@@ -206,7 +206,7 @@ def test_failed_write_is_cut_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     run_writer(tmp_path, body)
     assert all_messages(tmp_path) == ["m1", "m3"]
-    assert not list(Archive(DataDir(tmp_path)).records("_rejected"))
+    assert not list(data_dir_archive(DataDir(tmp_path)).records("_rejected"))
 
 
 def test_spool_limit_and_accounting(tmp_path: Path) -> None:

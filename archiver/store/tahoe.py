@@ -267,22 +267,22 @@ class TahoeFS(FS):
             self._require_writable(path)
         with self._lock:
             try:
-                info = self.getinfo(_path, namespaces=["details"])
+                kind, data = self._json(_path, path)  # the node itself: no listing of its siblings
             except errors.ResourceNotFound:
                 if not _mode.create:
                     raise
                 self._require_parent_dir(_path, path)
-                info = None
-            if info is not None:
-                if info.is_dir:
-                    raise errors.FileExpected(path)
-                if _mode.exclusive:
-                    raise errors.FileExists(path)
+                kind, data = "", {}
+            if kind == "dirnode":
+                raise errors.FileExpected(path)
+            exists = kind == "filenode"
+            if exists and _mode.exclusive:
+                raise errors.FileExists(path)
             if not _mode.writing:
-                reader = _RangeReader(self, _path, info.size if info else 0)
+                reader = _RangeReader(self, self._url(_path), _path, data.get("size") or 0)
                 return RawWrapper(io.BufferedReader(reader, CHUNK), mode=_mode.to_platform_bin(), name=_path)  # type: ignore[return-value]
             spool = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=8 * CHUNK, mode="w+b"))
-            if info is not None and not _mode.truncate:
+            if exists and not _mode.truncate:
                 self.download(_path, spool)
                 if not _mode.appending:
                     spool.seek(0)
@@ -380,6 +380,14 @@ class TahoeFS(FS):
             )
             self._check(self._request("POST", url, src_path), src_path)
 
+    def open_cap(self, cap: str, size: int, name: str = "") -> BinaryIO:
+        """Read an immutable file by its read cap (``/uri/CAP``): no directory is traversed,
+        which is how a reader holding the manifest fetches segments."""
+        if not cap.startswith(("URI:CHK:", "URI:LIT:", "URI:MDMF-RO:", "URI:SSK-RO:")):
+            raise errors.ResourceNotFound(name or redact(cap))
+        reader = _RangeReader(self, f"{self.node_url}/uri/{quote(cap, safe=':')}", name or redact(cap), size)
+        return RawWrapper(io.BufferedReader(reader, CHUNK), mode="rb", name=name)  # type: ignore[return-value]
+
     def check_health(self, path: str, *, verify: bool = True, repair: bool = False) -> dict[str, Any]:
         """Tahoe's ``t=check`` of a file or directory (``verify`` reads every share back;
         ``repair`` re-uploads missing shares): the node's JSON answer."""
@@ -415,9 +423,10 @@ class TahoeFS(FS):
 class _RangeReader(io.RawIOBase):
     """Sequential reads stream one GET; a seek starts a new, clamped Range request."""
 
-    def __init__(self, tahoe: TahoeFS, path: str, size: int) -> None:
+    def __init__(self, tahoe: TahoeFS, url: str, path: str, size: int) -> None:
         super().__init__()
         self._fs = tahoe
+        self._url = url
         self._path = path
         self._size = size
         self._pos = 0
@@ -455,8 +464,8 @@ class _RangeReader(io.RawIOBase):
                 return 0
             if self._response is None:
                 # Never open-ended: Tahoe answers a range starting past the end with the whole file.
-                headers = {"Range": f"bytes={self._pos}-{self._size - 1}"}
-                response = self._fs._request("GET", self._fs._url(self._path), self._path, headers=headers, stream=True)
+                headers = {"Range": f"bytes={self._pos}-{self._size - 1}"} if self._pos else {}
+                response = self._fs._request("GET", self._url, self._path, headers=headers, stream=True)
                 self._response = self._fs._check(response, self._path)
             data = self._response.raw.read(len(buffer))
             if not data:

@@ -7,44 +7,19 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import fs
-import psutil
 import pytest
 from fs import errors
 
 from archiver.grid import LocalGrid
+from conftest import peak_rss_growth
 from archiver.store import open_store
 from archiver.store.tahoe import NotEnoughShares, TahoeFS, UploadUnhappy, redact
 
 MB = 1024 * 1024
-
-
-def _peak_rss_growth(action: Callable[[], None]) -> int:
-    """How far this process's RSS rose above its starting point while ``action`` ran."""
-    process = psutil.Process()
-    start = process.memory_info().rss
-    peak = start
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, process.memory_info().rss)
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        action()
-    finally:
-        done.set()
-        sampler.join()
-    return peak - start
 
 
 def test_50mb_streams_both_ways_in_bounded_memory(grid1: LocalGrid, tmp_path: Path) -> None:
@@ -58,10 +33,10 @@ def test_50mb_streams_both_ways_in_bounded_memory(grid1: LocalGrid, tmp_path: Pa
     tahoe = grid1.create_root()
     tahoe.makedir("big")
     with open(source, "rb") as handle:
-        grew_up = _peak_rss_growth(lambda: tahoe.upload("big/file.bin", handle))
+        grew_up = peak_rss_growth(lambda: tahoe.upload("big/file.bin", handle))
     target = tmp_path / "back.bin"
     with open(target, "wb") as handle:
-        grew_down = _peak_rss_growth(lambda: tahoe.download("big/file.bin", handle))
+        grew_down = peak_rss_growth(lambda: tahoe.download("big/file.bin", handle))
     assert hashlib.sha256(target.read_bytes()).hexdigest() == digest.hexdigest()
     assert tahoe.getsize("big/file.bin") == 50 * MB
     read_back = hashlib.sha256()
@@ -71,7 +46,7 @@ def test_50mb_streams_both_ways_in_bounded_memory(grid1: LocalGrid, tmp_path: Pa
             while chunk := handle.read(MB):
                 read_back.update(chunk)
 
-    grew_read = _peak_rss_growth(read_stream)
+    grew_read = peak_rss_growth(read_stream)
     assert read_back.hexdigest() == digest.hexdigest()
     print(f"RSS growth: upload {grew_up / MB:.1f} MB, download {grew_down / MB:.1f} MB, read {grew_read / MB:.1f} MB")
     assert grew_up < 20 * MB and grew_down < 20 * MB and grew_read < 20 * MB

@@ -177,3 +177,28 @@ def test_read_cap_alone_lists_and_rebuilds_and_two_sinks_share_a_root(start_sink
     walked = tmp_path / "walked"
     archiver_cli("manifest", "rebuild", "--data-dir", str(walked), "--archive", url, "--sink-id", original["sink_id"])
     assert key(export(walked)) == key(original)
+
+
+def test_reading_from_a_read_cap_and_verifying_against_the_grid(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(tmp_path / "data", env=sink_env(grid1, ARCHIVER_SEGMENTS_MAX_RECORDS="2"))
+    log_through_httphandler(sink, "app", ["one", "two", "three failed", "four"])
+    archiver_cli("flush", "--data-dir", str(sink.data_dir))
+    wait_until(lambda: status(sink.data_dir)["segments"]["verified"] == 2, 30, "verification")
+    assert sink.stop() == 0
+    document = export(sink.data_dir)
+    url = read_url(grid1, document["root"]["read_cap"])
+
+    from archiver import open_archive
+
+    with open_archive(url) as archive:  # another machine: nothing but the read cap
+        assert [r["message"] for r in archive.records(contains="failed", level="WARNING")] == ["three failed"]
+        restored = archive.restore(tmp_path / "restored")
+        assert len(restored) == 2 and archive.verify().ok
+    out = archiver_cli("cat", "--archive", url, "--grep", "four").stdout.decode()
+    assert out.endswith("WARNING four\n")
+
+    write_cap = export(sink.data_dir, "--include-write-caps")["root"]["write_cap"]
+    missing = document["segments"][0]
+    TahoeFS(grid1.gateway_url, write_cap).remove(missing["store_path"])
+    report = orjson.loads(archiver_cli("verify", "--json", "--data-dir", str(sink.data_dir), check=False).stdout)
+    assert not report["ok"] and [(p["segment"], p["where"]) for p in report["problems"]] == [(missing["id"], "store")]
