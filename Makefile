@@ -8,12 +8,12 @@ TAHOE_VENV  := .venv-tahoe
 TAHOE_STAMP := $(TAHOE_VENV)/.installed-stamp
 TAHOE_PIN   := tahoe-lafs==1.20.0
 
-.PHONY: run test soak bench lint clean
+.PHONY: run test soak bench lint clean syslog-ng
 
 run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
 
-test: $(STAMP) $(TAHOE_STAMP) lint
+test: $(STAMP) $(TAHOE_STAMP) syslog-ng lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -26,6 +26,8 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/ingest_http.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/read.py
+	$(BIN)/python bench/handlers.py
+	$(BIN)/python bench/ingest_bulk.py
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -35,6 +37,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+# syslog-ng is a real client in the tests: Debian's packages, installed when missing.
+syslog-ng:
+	@if command -v syslog-ng >/dev/null 2>&1 && ls /usr/lib/syslog-ng/*/libhttp.so >/dev/null 2>&1; then :; else \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends syslog-ng-core syslog-ng-mod-http; \
+	fi
 
 $(TAHOE_STAMP):
 	test -x $(TAHOE_VENV)/bin/python || $(PYTHON) -m venv $(TAHOE_VENV)

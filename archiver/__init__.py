@@ -5,7 +5,16 @@ The public API is what ``__all__`` lists; modules are implementation details.
 
 __version__ = "0.1.0"
 
+from .client import ArchiveHandler, FormattingHTTPHandler  # noqa: E402
 from .manifest import SegmentRow as Segment  # noqa: E402
 from .reader import Archive, VerifyReport, open_archive  # noqa: E402
 
-__all__ = ["Archive", "Segment", "VerifyReport", "__version__", "open_archive"]
+__all__ = [
+    "Archive",
+    "ArchiveHandler",
+    "FormattingHTTPHandler",
+    "Segment",
+    "VerifyReport",
+    "__version__",
+    "open_archive",
+]

@@ -47,9 +47,17 @@ def main() -> None:
 @_config_options
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="HTTP port (default 8000; 0 picks a free one).")
-def serve_command(config_path: Path | None, data_dir: Path | None, host: str | None, port: int | None) -> None:
-    """Receive records over HTTP and append them durably to segments."""
-    config = _load(config_path, {"data_dir": data_dir, "server.host": host, "server.port": port})
+@click.option("--tcp-port", type=int, help="Also listen for JSON lines on this TCP port (0 picks a free one).")
+@click.option("--store", "store_url", help="Where sealed segments go: embedded, tahoe://HOST:PORT[/CAP], osfs://DIR.")
+def serve_command(
+    config_path: Path | None, data_dir: Path | None, host: str | None, port: int | None, tcp_port: int | None,
+    store_url: str | None,
+) -> None:
+    """Receive records over HTTP (and TCP) and append them durably to segments."""
+    overrides: dict[str, Any] = {"data_dir": data_dir, "server.host": host, "server.port": port, "store.url": store_url}
+    if tcp_port is not None:
+        overrides.update({"tcp.enabled": True, "tcp.port": tcp_port})
+    config = _load(config_path, overrides)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .layout import SINK_ID
+from .records import valid_stream_name
 from .sealing import COMPRESSIONS
 from .segments import FSYNC_POLICIES
 from .units import parse_duration, parse_size
@@ -44,6 +45,16 @@ class ServerConfig:
     max_decoded_bytes: int = _size(64 * 1024**2)
     max_line_bytes: int = _size(256 * 1024)
     shutdown_timeout: float = _duration(30.0)
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5170
+    stream: str = "tcp"
+    stream_field: str = ""
+    max_line_bytes: int = _size(1024**2)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class Config:
     sink_id: str = ""
     log_level: str = "INFO"
     server: ServerConfig = field(default_factory=ServerConfig)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -107,6 +119,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
+    "tcp": TcpConfig,
     "spool": SpoolConfig,
     "segments": SegmentsConfig,
     "store": StoreConfig,
@@ -235,6 +248,8 @@ def validate(config: Config) -> None:
             "server.max_decoded_bytes must be at least server.max_body_bytes",
         ),
         (config.server.max_line_bytes >= 8190, "server.max_line_bytes must be at least 8190"),
+        (0 <= config.tcp.port <= 65535, "tcp.port must be 0-65535 (0 picks a free port)"),
+        (valid_stream_name(config.tcp.stream), "tcp.stream must be a valid stream name"),
         (config.spool.fsync in FSYNC_POLICIES, f"spool.fsync must be one of {', '.join(FSYNC_POLICIES)}"),
         (config.spool.fsync_interval > 0, "spool.fsync_interval must be positive"),
         (config.spool.max_bytes > 0, "spool.max_bytes must be positive"),

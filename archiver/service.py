@@ -26,6 +26,7 @@ from fs.base import FS
 from .config import Config
 from .grid import GridError, LocalGrid
 from .ingest.http import HttpLimits, create_app, make_runner
+from .ingest.tcp import TcpSettings, TcpSource
 from .layout import DataDir
 from .manifest import Manifest
 from .rotation import RotationPolicy
@@ -156,6 +157,7 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
             await loop.run_in_executor(None, uploader.publish)
         return result
 
+    tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes)) if config.tcp.enabled else None
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush, admin_token=config.admin.token
     )
@@ -171,7 +173,14 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
             ) from None
         host, port = runner.addresses[0][:2]
         info["http"] = f"http://{host}:{port}"
-        _write_json_atomically(data.sink_file, {**info, "tcp": None, "data_dir": str(data.root)})
+        if tcp is not None:
+            try:
+                tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
+            except OSError as err:
+                raise StartupError(f"cannot listen on tcp {config.tcp.host}:{config.tcp.port}: {err.strerror}") from None
+            info["tcp"] = f"tcp://{tcp_host}:{tcp_port}"
+            log.info("tcp JSON lines on %s", info["tcp"])
+        _write_json_atomically(data.sink_file, {"tcp": None, **info, "data_dir": str(data.root)})
         if jobs is not None:
             jobs.start()
         log.info("archiver %s listening on %s (data dir %s)", sink_id, info["http"], data.root)
@@ -182,6 +191,8 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
         log.info("stopping: finishing in-flight requests")
     finally:
         await runner.cleanup()
+        if tcp is not None:
+            await tcp.close()
         log.info("sealing open segments")
         await writer.close()
         if jobs is not None:

@@ -6,7 +6,9 @@ Pure functions; every parser raises ``ValueError`` with a message fit to show a 
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Mapping
 
 _SIZE_UNITS = {
@@ -57,8 +59,16 @@ def parse_duration(value: int | float | str) -> float:
 
 def format_ts(epoch: float) -> str:
     """The canonical record timestamp: UTC, microseconds, ``Z`` suffix."""
-    moment = datetime.fromtimestamp(epoch, timezone.utc)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    seconds, micros = divmod(round(epoch * 1_000_000), 1_000_000)
+    return f"{_second_text(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    """Records arrive in bursts within the same second: format each second once."""
+    if not -62135596800 <= seconds <= 253402300799:  # years 1 to 9999, as datetime allows
+        raise ValueError(f"{seconds} is out of the range of timestamps")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).rjust(19, "0")
 
 
 def parse_time(value: str, now: float) -> str:

@@ -17,6 +17,8 @@ import psutil
 import pytest
 import requests
 
+ROOT = Path(__file__).resolve().parent.parent
+
 if TYPE_CHECKING:
     from archiver.grid import LocalGrid
 
