@@ -258,8 +258,10 @@ def _running_sink(config_path: Path | None, data_dir: Path | None) -> dict[str, 
     return info
 
 
-def _admin_headers() -> dict[str, str]:
-    token = os.environ.get("ARCHIVER_ADMIN_TOKEN", "")
+def _credentials(config_path: Path | None, data_dir: Path | None) -> dict[str, str]:
+    """The Authorization header the CLI sends its sink: admin.token, else the first auth token."""
+    config = _load(config_path, {"data_dir": data_dir})
+    token = config.admin.token or next(iter(config.auth.tokens), "")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -272,7 +274,7 @@ def flush_command(config_path: Path | None, data_dir: Path | None) -> None:
     sink = _running_sink(config_path, data_dir)
     if sink is None:
         raise click.ClickException("no sink is running on this data dir")
-    response = requests.post(f"{sink['http']}/_admin/flush", headers=_admin_headers(), timeout=3600)
+    response = requests.post(f"{sink['http']}/_admin/flush", headers=_credentials(config_path, data_dir), timeout=3600)
     if response.status_code != 200:
         raise click.ClickException(f"flush failed ({response.status_code}): {response.text.strip()}")
     result = response.json()
@@ -291,7 +293,10 @@ def status_command(config_path: Path | None, data_dir: Path | None, as_json: boo
     sink = _running_sink(config_path, data_dir)
     if sink is None:
         raise click.ClickException("no sink is running on this data dir")
-    status = requests.get(f"{sink['http']}/_status", timeout=60).json()
+    response = requests.get(f"{sink['http']}/_status", headers=_credentials(config_path, data_dir), timeout=60)
+    if response.status_code != 200:
+        raise click.ClickException(f"status failed ({response.status_code}): {response.text.strip()}")
+    status = response.json()
     if as_json:
         _emit(iter([orjson.dumps(status, option=orjson.OPT_INDENT_2) + b"\n"]))
         return

@@ -45,6 +45,14 @@ class ServerConfig:
     max_decoded_bytes: int = _size(64 * 1024**2)
     max_line_bytes: int = _size(256 * 1024)
     shutdown_timeout: float = _duration(30.0)
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[str, ...] = ()
+    basic: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class Config:
     log_level: str = "INFO"
     server: ServerConfig = field(default_factory=ServerConfig)
     tcp: TcpConfig = field(default_factory=TcpConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -120,6 +129,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "tcp": TcpConfig,
+    "auth": AuthConfig,
     "spool": SpoolConfig,
     "segments": SegmentsConfig,
     "store": StoreConfig,
@@ -217,6 +227,11 @@ def _convert(spec: dataclasses.Field[Any], raw: Any, dotted: str, origin: str) -
             return int(raw)
         if kind in ("bool", bool):
             return _boolean(raw)
+        if kind == "tuple[str, ...]":
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+                raise ValueError("expected a list of strings (or, in the environment, comma-separated)")
+            return tuple(item.strip() for item in items if item.strip())
         if kind in ("Path", Path):
             return Path(str(raw)).expanduser()
         if not isinstance(raw, str):
@@ -248,6 +263,8 @@ def validate(config: Config) -> None:
             "server.max_decoded_bytes must be at least server.max_body_bytes",
         ),
         (config.server.max_line_bytes >= 8190, "server.max_line_bytes must be at least 8190"),
+        (bool(config.server.tls_cert) == bool(config.server.tls_key), "server.tls_cert and server.tls_key go together"),
+        (all(":" in entry for entry in config.auth.basic), "auth.basic entries are \"user:password\""),
         (0 <= config.tcp.port <= 65535, "tcp.port must be 0-65535 (0 picks a free port)"),
         (valid_stream_name(config.tcp.stream), "tcp.stream must be a valid stream name"),
         (config.spool.fsync in FSYNC_POLICIES, f"spool.fsync must be one of {', '.join(FSYNC_POLICIES)}"),

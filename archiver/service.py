@@ -14,6 +14,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from fs.base import FS
 
 from .config import Config
 from .grid import GridError, LocalGrid
+from .ingest.auth import Authenticator
 from .ingest.http import HttpLimits, create_app, make_runner
 from .ingest.tcp import TcpSettings, TcpSource
 from .layout import DataDir
@@ -159,12 +161,16 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
 
     tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes)) if config.tcp.enabled else None
     app = create_app(
-        writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush, admin_token=config.admin.token
+        writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
+        admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic),
     )
     runner = make_runner(app, max_line_bytes=config.server.max_line_bytes, shutdown_timeout=config.server.shutdown_timeout)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True, backlog=1024)
+        tls = _tls_context(config)
+        site = web.TCPSite(
+            runner, config.server.host, config.server.port, reuse_address=True, backlog=1024, ssl_context=tls
+        )
         try:
             await site.start()
         except OSError as err:
@@ -172,7 +178,7 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
                 f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror}"
             ) from None
         host, port = runner.addresses[0][:2]
-        info["http"] = f"http://{host}:{port}"
+        info["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
         if tcp is not None:
             try:
                 tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
@@ -202,6 +208,17 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
         if grid is not None:
             await loop.run_in_executor(None, grid.stop)
     log.info("stopped")
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    if not config.server.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        raise StartupError(f"cannot load server.tls_cert/tls_key: {err}") from None
+    return context
 
 
 def _open_quietly(uploader: Uploader) -> None:

@@ -12,7 +12,6 @@ segment writer.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ..records import (
     valid_stream_name,
 )
 from ..segments import SegmentWriter
+from .auth import Authenticator
 
 DEFAULT_STREAM = "default"
 # Bodies above this are decoded on a worker thread so small requests keep flowing.
@@ -72,11 +72,13 @@ class _State:
         info: Callable[[], dict[str, Any]],
         flush: Callable[[], Awaitable[dict[str, Any]]] | None,
         admin_token: str,
+        auth: Authenticator,
     ) -> None:
         self.limits = limits
         self.info = info
         self.flush = flush
-        self.admin_token = admin_token
+        self.admin = Authenticator(tokens=[admin_token] if admin_token else [])
+        self.auth = auth
         self.responses: Counter[int] = Counter()
         self.records: Counter[str] = Counter()
         self.rejected = 0
@@ -92,12 +94,14 @@ def create_app(
     *,
     flush: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     admin_token: str = "",
+    auth: Authenticator | None = None,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
-    block: it runs on a worker thread); ``flush`` serves /_admin/flush."""
-    app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes)
+    block: it runs on a worker thread); ``flush`` serves /_admin/flush; ``auth``, when it has
+    credentials, guards every route but /_health."""
+    app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
-    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token)
+    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token, auth or Authenticator())
     app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
@@ -106,6 +110,21 @@ def create_app(
     app.router.add_get("/{stream:.*}", _receive)
     app.router.add_post("/{stream:.*}", _receive)
     return app
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+    state: _State = request.app[STATE_KEY]
+    header = request.headers.get("Authorization")
+    exempt = request.path == "/_health" or (request.path.startswith("/_admin/") and state.admin.allows(header))
+    if state.auth.enabled and not exempt and not state.auth.allows(header):
+        state.responses[401] += 1
+        return web.Response(
+            status=401, text="error: authentication required (a bearer token or Basic credentials)\n",
+            headers={"WWW-Authenticate": 'Basic realm="archiver"'},
+        )
+    response: web.StreamResponse = await handler(request)
+    return response
 
 
 def make_runner(app: web.Application, *, max_line_bytes: int, shutdown_timeout: float) -> web.AppRunner:
@@ -167,7 +186,7 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _admin_flush(request: web.Request) -> web.Response:
     """Seal every open segment and upload now; answers when done. Loopback or token only."""
     state: _State = request.app[STATE_KEY]
-    if not _admin_allowed(request, state.admin_token):
+    if not _admin_allowed(request, state.admin):
         raise web.HTTPForbidden(text="error: /_admin is for localhost, or needs admin.token as a Bearer token\n")
     if state.flush is None:
         raise web.HTTPNotFound(text="error: this sink has no flush\n")
@@ -175,11 +194,8 @@ async def _admin_flush(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(result), content_type="application/json")
 
 
-def _admin_allowed(request: web.Request, token: str) -> bool:
-    if request.remote in ("127.0.0.1", "::1"):
-        return True
-    offered = request.headers.get("Authorization", "")
-    return bool(token) and hmac.compare_digest(offered.encode(), f"Bearer {token}".encode())
+def _admin_allowed(request: web.Request, admin: Authenticator) -> bool:
+    return request.remote in ("127.0.0.1", "::1") or admin.allows(request.headers.get("Authorization"))
 
 
 async def _reserved(request: web.Request) -> web.Response:
