@@ -63,7 +63,9 @@ def serve_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job run at INFO
+    # APScheduler logs every run at INFO and every run skipped behind a long upload at WARNING;
+    # the uploader logs what matters itself.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     from .service import StartupError, serve  # the server's imports cost the reading commands time
 
     try:

@@ -2,14 +2,16 @@
 
 Every job has max_instances=1 and coalesce, so a slow grid never stacks runs; a missed run
 within the grace time still happens once. Upload runs every interval and at once when a
-segment is sealed; publishing is debounced: the first upload of a batch schedules one publish
-``publish_delay`` later.
+segment is sealed; publish runs every ``publish_delay`` and writes only when something changed,
+so a batch of uploads is published once. Jobs never call the scheduler: its shutdown holds a
+lock while it waits for running jobs.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+import threading
+from datetime import datetime, timezone
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -34,7 +36,7 @@ class Jobs:
         prune_interval: float,
     ) -> None:
         self.uploader = uploader
-        self.publish_delay = publish_delay
+        self._uploading = threading.Event()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -42,6 +44,7 @@ class Jobs:
         )
         now = datetime.now(timezone.utc)
         self.scheduler.add_job(self._upload, "interval", seconds=upload_interval, id="upload", next_run_time=now)
+        self.scheduler.add_job(self._publish, "interval", seconds=publish_delay, id="publish")
         self.scheduler.add_job(self._run, "interval", seconds=verify_interval, id="verify", args=["verify_due"])
         self.scheduler.add_job(self._run, "interval", seconds=prune_interval, id="prune", args=["prune_due"])
 
@@ -49,25 +52,31 @@ class Jobs:
         self.scheduler.start()
 
     def shutdown(self) -> None:
-        """Wait for running jobs, then publish what was not yet published."""
+        """Let running jobs finish their current segment, then publish what was not yet published."""
+        self.uploader.stopping.set()
         self.scheduler.shutdown(wait=True)
         if self.uploader.unpublished:
             self._run("publish")
 
     def wake_upload(self) -> None:
-        """Run the upload job now (a segment was just sealed). Thread-safe."""
-        if self.scheduler.running:
+        """Run the upload job now (a segment was just sealed), unless it is running: a running
+        job goes round again while it finds work. Thread-safe."""
+        if self.scheduler.running and not self._uploading.is_set():
             self.scheduler.modify_job("upload", next_run_time=datetime.now(timezone.utc))
 
     def _upload(self) -> None:
-        result = self._run("upload_due")
-        if result and (result["uploaded"] or self.uploader.unpublished):
-            self.schedule_publish()
+        self._uploading.set()
+        try:
+            while not self.uploader.stopping.is_set():
+                result = self._run("upload_due")
+                if not result or not result["uploaded"]:
+                    break
+        finally:
+            self._uploading.clear()
 
-    def schedule_publish(self) -> None:
-        if self.scheduler.get_job("publish") is None:
-            when = datetime.now(timezone.utc) + timedelta(seconds=self.publish_delay)
-            self.scheduler.add_job(self._run, "date", run_date=when, id="publish", args=["publish"])
+    def _publish(self) -> None:
+        if self.uploader.unpublished:
+            self._run("publish")
 
     def _run(self, name: str) -> Any:
         try:

@@ -90,6 +90,7 @@ class Uploader:
         self._known_dirs: set[str] = set()
         self.unpublished = 0
         self.last_error: str | None = None
+        self.stopping = threading.Event()  # set at shutdown: runs end after the current segment
 
     def store(self) -> FS:
         """The store, opened (and its root created) on first use, so a grid that is down at
@@ -117,6 +118,8 @@ class Uploader:
             try:
                 now = self._clock()
                 for row in manifest.in_state("sealed", None if force else now):
+                    if self.stopping.is_set():
+                        break
                     try:
                         self._upload_one(manifest, row)
                         uploaded += 1
@@ -201,6 +204,8 @@ class Uploader:
         manifest = Manifest(self.data_dir.root)
         try:
             for row in manifest.in_state("uploaded"):
+                if self.stopping.is_set():
+                    break
                 try:
                     ok, health = self.check(row, self.settings.repair if repair is None else repair)
                 except (errors.FSError, OSError) as err:
