@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from typing import Iterator
 from urllib.parse import urlsplit
 

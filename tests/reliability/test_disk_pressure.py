@@ -1,0 +1,64 @@
+"""Disk pressure: at the spool limit HTTP answers 503 + Retry-After and TCP reading pauses;
+nothing acknowledged is lost, and ingestion resumes once uploads and pruning free space."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import requests
+
+from archiver import open_archive
+from conftest import Sink
+
+
+def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        "ARCHIVER_SPOOL_MAX_BYTES": "150KB",
+        "ARCHIVER_SPOOL_RETRY_AFTER": "1s",
+        "ARCHIVER_SEGMENTS_MAX_AGE": "300ms",
+        "ARCHIVER_STORE_URL": f"osfs://{tmp_path / 'store'}",
+        "ARCHIVER_UPLOADER_INTERVAL": "500ms",
+        "ARCHIVER_UPLOADER_VERIFY_INTERVAL": "300ms",
+        "ARCHIVER_UPLOADER_PRUNE_INTERVAL": "300ms",
+        "ARCHIVER_UPLOADER_KEEP_LOCAL": "0s",
+    }
+    sink: Sink = start_sink(tmp_path / "data", "--tcp-port", "0", env=env)
+    tcp_port = int(orjson.loads((sink.data_dir / "sink.json").read_bytes())["tcp"].rsplit(":", 1)[1])
+    tcp_lines = [orjson.dumps({"message": f"tcp {n}", "pad": "p" * 300}) for n in range(3000)]  # ~1 MB
+
+    def tcp_sender() -> None:
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=120) as conn:
+            conn.sendall(b"\n".join(tcp_lines) + b"\n")  # blocks while the sink stops reading
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(4096):
+                pass
+
+    sender = threading.Thread(target=tcp_sender)
+    sender.start()
+    acked, refusals, retry_after = [], 0, set()
+    n = 0
+    deadline = time.monotonic() + 120
+    while len(acked) < 400 and time.monotonic() < deadline:
+        message = f"http {n} " + "h" * 300
+        response = requests.post(f"{sink.url}/app", data=f"msg={message}", timeout=30)
+        if response.status_code == 503:
+            refusals += 1
+            retry_after.add(response.headers["Retry-After"])
+            time.sleep(0.2)
+            continue
+        assert response.status_code == 200
+        acked.append(message)
+        n += 1
+    sender.join(120)
+    assert len(acked) == 400 and refusals > 0 and retry_after == {"1"}
+    assert not sender.is_alive()
+    assert sink.stop() == 0
+    archive = open_archive(sink.data_dir)
+    messages = {r["message"] for r in archive.records()}
+    assert set(acked) <= messages
+    assert {f"tcp {n}" for n in range(3000)} <= messages
+    assert archive.verify().ok
