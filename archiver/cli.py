@@ -267,19 +267,25 @@ def _credentials(config_path: Path | None, data_dir: Path | None) -> dict[str, s
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-@main.command("flush")
-@_config_options
-def flush_command(config_path: Path | None, data_dir: Path | None) -> None:
-    """Seal open segments and upload now, on the running sink; returns when done."""
+def _ask_sink(config_path: Path | None, data_dir: Path | None, method: str, path: str, timeout: float) -> Any:
+    """A request to the sink running on the data dir, with the CLI's credentials; its JSON."""
     import requests
 
     sink = _running_sink(config_path, data_dir)
     if sink is None:
         raise click.ClickException("no sink is running on this data dir")
-    response = requests.post(f"{sink['http']}/_admin/flush", headers=_credentials(config_path, data_dir), timeout=3600)
+    headers = _credentials(config_path, data_dir)
+    response = requests.request(method, f"{sink['http']}{path}", headers=headers, timeout=timeout)
     if response.status_code != 200:
-        raise click.ClickException(f"flush failed ({response.status_code}): {response.text.strip()}")
-    result = response.json()
+        raise click.ClickException(f"{path} failed ({response.status_code}): {response.text.strip()}")
+    return response.json()
+
+
+@main.command("flush")
+@_config_options
+def flush_command(config_path: Path | None, data_dir: Path | None) -> None:
+    """Seal open segments and upload now, on the running sink; returns when done."""
+    result = _ask_sink(config_path, data_dir, "POST", "/_admin/flush", timeout=3600)
     click.echo(f"uploaded {result['uploaded']}, failed {result['failed']}, backlog {result['backlog']}")
     if result["failed"]:
         sys.exit(1)
@@ -290,15 +296,7 @@ def flush_command(config_path: Path | None, data_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """The running sink: streams, segments by state, backlog, last upload and error, grid."""
-    import requests
-
-    sink = _running_sink(config_path, data_dir)
-    if sink is None:
-        raise click.ClickException("no sink is running on this data dir")
-    response = requests.get(f"{sink['http']}/_status", headers=_credentials(config_path, data_dir), timeout=60)
-    if response.status_code != 200:
-        raise click.ClickException(f"status failed ({response.status_code}): {response.text.strip()}")
-    status = response.json()
+    status = _ask_sink(config_path, data_dir, "GET", "/_status", timeout=60)
     if as_json:
         _emit(iter([orjson.dumps(status, option=orjson.OPT_INDENT_2) + b"\n"]))
         return
