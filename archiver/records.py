@@ -480,10 +480,7 @@ def normalize_level(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
-        text = value.strip().upper()
-        if text.lstrip("-").isdigit():
-            return normalize_level(int(text))
-        return _LEVEL_ALIASES.get(text, text) or None
+        return _level_name(value) if len(value) <= 64 else value.strip().upper()
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, int):
@@ -491,6 +488,15 @@ def normalize_level(value: Any) -> str | None:
             return _SYSLOG_SEVERITIES[value]
         return _PYTHON_LEVELS.get(value, f"Level {value}")
     return str(value)
+
+
+@lru_cache(maxsize=1024)
+def _level_name(value: str) -> str | None:
+    """Level texts repeat on every record: each is worked out once."""
+    text = value.strip().upper()
+    if text.lstrip("-").isdigit():
+        return normalize_level(int(text))
+    return _LEVEL_ALIASES.get(text, text) or None
 
 
 def rejected_record(item: Rejected, ctx: Context, source: str, meta: dict[str, Any]) -> dict[str, Any]:
