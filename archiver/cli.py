@@ -66,6 +66,7 @@ def serve_command(
     # APScheduler logs every run at INFO and every run skipped behind a long upload at WARNING;
     # the uploader logs what matters itself.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))  # its DEBUG lines hold caps
     from .service import StartupError, serve  # the server's imports cost the reading commands time
 
     try:

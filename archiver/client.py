@@ -84,6 +84,7 @@ class ArchiveHandler(logging.Handler):
             self.buffer_dir.mkdir(parents=True, exist_ok=True)
         self.dropped = 0
         self.sent = 0
+        self.refused = 0  # records the sink refused for good (4xx)
         self._queue: collections.deque[bytes] = collections.deque()
         self._wakeup = threading.Condition()
         self._in_flight = 0
@@ -146,20 +147,31 @@ class ArchiveHandler(logging.Handler):
                     attempt += 1
                     self._keep(batch)
                     self._backoff(attempt)
+            except Exception:  # noqa: BLE001 - e.g. a full disk for the buffer: never kill the thread
+                self.dropped += len(batch)
+                attempt += 1
+                self._backoff(attempt)
             finally:
                 with self._wakeup:
                     self._in_flight = 0
                     self._wakeup.notify_all()
 
     def _post(self, body: bytes) -> bool:
+        """True when the batch is done with: taken (200), or refused for good (a 4xx other than
+        408/429: retrying the same bytes could never succeed; the sink keeps them in _rejected
+        where it can). False when it should be retried."""
         try:
             response = self._session.post(
                 self.url, data=body, headers={"Content-Type": "application/x-ndjson"}, timeout=self.timeout
             )
         except requests.RequestException:
             return False
+        count = body.count(b"\n") + 1
         if response.status_code == 200:
-            self.sent += body.count(b"\n") + 1
+            self.sent += count
+            return True
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            self.refused += count
             return True
         return False
 

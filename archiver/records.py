@@ -40,6 +40,7 @@ _FORMAT_SPEC = re.compile(
     r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]"
 )
 _INT = re.compile(r"-?[0-9]{1,19}")
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,18}")
 _FLOAT = re.compile(r"-?[0-9]+\.[0-9]+(?:e[-+][0-9]+)?")
 _INT64 = 2**63
 # orjson turns integers beyond 64 bits into floats; such bodies go through the stdlib parser,
@@ -494,7 +495,7 @@ def normalize_level(value: Any) -> str | None:
 def _level_name(value: str) -> str | None:
     """Level texts repeat on every record: each is worked out once."""
     text = value.strip().upper()
-    if text.lstrip("-").isdigit():
+    if _INTEGER_TEXT.fullmatch(text):
         return normalize_level(int(text))
     return _LEVEL_ALIASES.get(text, text) or None
 

@@ -54,7 +54,8 @@ class Jobs:
     def shutdown(self) -> None:
         """Let running jobs finish their current segment, then publish what was not yet published."""
         self.uploader.stopping.set()
-        self.scheduler.shutdown(wait=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
         if self.uploader.unpublished:
             self._run("publish")
 

@@ -128,6 +128,7 @@ def seal_segment(
         os.fsync(out.fileno())
     os.replace(temporary, target)
     fsync_dir(target.parent)
+    fsync_dir(target.parent.parent)  # the stream's sealed directory may be new
     local_path = str(target.relative_to(data_dir.root))
     row = tally.row(segment, stream, local_path, compression, hashing.size, hashing.sha256.hexdigest())
     return SealOutcome(row, tally.bad_lines)

@@ -253,6 +253,11 @@ class SegmentWriter:
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(err)
+                for segment in retiring:  # their unacknowledged bytes are kept, never acked
+                    if segment.fd >= 0:
+                        os.close(segment.fd)
+                        segment.fd = -1
+                    self._start_seal(segment)
                 continue
             finally:
                 self.stats.fsync_rounds += 1

@@ -271,7 +271,11 @@ def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) ->
             return store
         node_url, cap, sub = split_tahoe_url(url)
         cap = cap or manifest.get_meta("root_write_cap")
-        tahoe = TahoeFS(node_url, cap) if cap else create_root(node_url)
+        if cap:
+            tahoe = TahoeFS(node_url, cap)
+        else:
+            tahoe = create_root(node_url)
+            manifest.set_meta("root_write_cap", tahoe.root_cap)  # before anything else can fail
         caps: Any = tahoe.getinfo("/", namespaces=["tahoe"]).raw["tahoe"]
         if caps["write_cap"]:
             manifest.set_meta("root_write_cap", caps["write_cap"])

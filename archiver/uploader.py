@@ -87,6 +87,7 @@ class Uploader:
         self._rng = random.Random()
         self._upload_lock = threading.Lock()
         self._publish_lock = threading.Lock()
+        self._store_lock = threading.Lock()
         self._known_dirs: set[str] = set()
         self.unpublished = 0
         self.last_error: str | None = None
@@ -95,9 +96,10 @@ class Uploader:
     def store(self) -> FS:
         """The store, opened (and its root created) on first use, so a grid that is down at
         start only delays uploads."""
-        if self._store is None:
-            self._store = self._open_store()
-        return self._store
+        with self._store_lock:  # the upload job and the start-up may both ask first
+            if self._store is None:
+                self._store = self._open_store()
+            return self._store
 
     @property
     def opened(self) -> FS | None:
@@ -144,8 +146,7 @@ class Uploader:
             try:
                 store.upload(path, local)
             except errors.ResourceNotFound:  # a directory we knew was removed from the store
-                self._known_dirs.clear()
-                self._ensure_dirs(manifest, dirname(path))
+                self._ensure_dirs(manifest, dirname(path), recreate=True)
                 local.seek(0)
                 store.upload(path, local)
         failpoint("after-upload-put")
@@ -156,9 +157,12 @@ class Uploader:
         )
         log.info("uploaded %s (%d bytes)", path, row.stored_bytes)
 
-    def _ensure_dirs(self, manifest: Manifest, path: str) -> None:
-        """Create each missing directory of ``path`` and record its caps in the manifest."""
-        if not self._known_dirs:
+    def _ensure_dirs(self, manifest: Manifest, path: str, recreate: bool = False) -> None:
+        """Create each missing directory of ``path`` and record its caps in the manifest;
+        ``recreate`` makes them again even where the manifest says they exist."""
+        if recreate:
+            self._known_dirs = set()
+        elif not self._known_dirs:
             self._known_dirs = set(manifest.dirs())
         store = self.store()
         current = ""

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from archiver.records import (
+    json_record,
     BodyTooLarge,
     Context,
     DecodeError,
@@ -238,3 +239,9 @@ def test_rejected_record_keeps_raw_bytes_exactly() -> None:
     assert binary["fields"]["raw"] == "H4v/" and binary["fields"]["target_stream"] == "app"
     text = rejected_record(Rejected("bad", "héllo".encode()), CTX, "http", {})
     assert text["fields"]["raw"] == "héllo" and text["message"] == "rejected: bad"
+
+
+@pytest.mark.parametrize("value", ["--5", "²", "٣", "-", "99999999999999999999999"])
+def test_odd_level_texts_never_raise(value: str) -> None:
+    record = json_record({"message": "m", "level": value}, CTX)  # "--5".isdigit()-style traps
+    assert record["level"] == value.upper() and record["fields"]["level"] == value

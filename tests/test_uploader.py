@@ -140,3 +140,14 @@ def test_schema_v1_is_migrated(tmp_path: Path) -> None:
     db.close()
     [row] = list(Manifest(tmp_path).segments())
     assert row.id == "20260101T000000Z-s-000001" and row.attempts == 0 and row.store_path is None
+
+
+def test_a_directory_removed_from_the_store_is_made_again(tmp_path: Path) -> None:
+    seal(tmp_path / "data", {"app": 2})
+    store = OSFS(str(tmp_path / "store"), create=True)
+    uploader = make_uploader(tmp_path, store)
+    assert uploader.upload_due()["uploaded"] == 1
+    store.removetree("/app")  # someone deleted the stream's tree
+    seal(tmp_path / "data", {"app": 1})
+    assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
+    assert len(store.listdir("/app/2026/11/23")) == 1

@@ -12,6 +12,7 @@ segment writer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ..records import (
 from ..segments import SegmentWriter
 from .auth import Authenticator
 
+log = logging.getLogger(__name__)
 DEFAULT_STREAM = "default"
 # Bodies above this are decoded on a worker thread so small requests keep flowing.
 OFFLOAD_BYTES = 256 * 1024
@@ -235,7 +237,7 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         )
     encoding = request.headers.get("Content-Encoding")
     try:
-        if len(raw) > OFFLOAD_BYTES:
+        if len(raw) > OFFLOAD_BYTES or encoding or raw[:1] in (b"\x1f", b"\x78"):  # may inflate to MBs
             decoded = await asyncio.get_running_loop().run_in_executor(
                 None, _decode, request.method, raw, encoding, limits.max_decoded_bytes, ctx
             )
@@ -245,6 +247,9 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         raise _Refused(413, str(err), raw) from None
     except DecodeError as err:
         raise _Refused(400, str(err), raw) from None
+    except Exception as err:  # a decoding bug must not lose the bytes: keep them, say so
+        log.exception("decoding a %d-byte body failed", len(raw))
+        raise _Refused(400, f"the body could not be decoded ({type(err).__name__})", raw) from None
     meta = _request_meta(request, ctx)
     rejected = [rejected_record(item, ctx, decoded.kind, meta) for item in decoded.rejected]
     try:

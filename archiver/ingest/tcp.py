@@ -89,7 +89,12 @@ class TcpSource:
             writer.close()
 
     async def _ingest(self, data: bytes, peer: str | None) -> None:
-        decoded = decode_lines(data, Context(self.settings.stream, peer, time.time()))
+        try:
+            decoded = decode_lines(data, Context(self.settings.stream, peer, time.time()))
+        except Exception as err:  # a decoding bug must not lose the lines: keep them raw
+            log.exception("decoding %d bytes from %s failed", len(data), peer)
+            await self._archive([], [Rejected(f"could not be decoded ({type(err).__name__})", data)], peer)
+            return
         await self._archive(decoded.records, decoded.rejected, peer)
 
     async def _archive(self, records: list[dict[str, Any]], rejected: list[Rejected], peer: str | None) -> None:

@@ -150,7 +150,7 @@ class TahoeFS(FS):
     def servers_connected(self) -> int | None:
         """Storage servers the gateway node sees connected now (None if it cannot say)."""
         try:
-            welcome = self._session.get(f"{self.node_url}/?t=json", timeout=self._timeout).json()
+            welcome = self._session.get(f"{self.node_url}/?t=json", timeout=(2.0, 5.0)).json()
         except (requests.RequestException, ValueError):
             return None
         return sum(1 for s in welcome.get("servers", []) if str(s.get("connection_status", "")).lower().startswith("connected"))
