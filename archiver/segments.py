@@ -134,12 +134,14 @@ class SegmentWriter:
         return total
 
     async def flush(self) -> None:
-        """Seal every open segment now and wait until each is sealed."""
-        for stream in list(self._open):
-            self._retire(stream)
-        await self._sync_now()
-        while self._sealing:
-            await asyncio.gather(*list(self._sealing))
+        """Seal every open segment now and wait until each is sealed, including any that a seal
+        opened itself (torn lines kept in _rejected)."""
+        while self._open or self._sealing:
+            for stream in list(self._open):
+                self._retire(stream)
+            await self._sync_now()
+            if self._sealing:
+                await asyncio.gather(*list(self._sealing))
 
     async def close(self) -> None:
         """Seal everything and stop the worker threads; the writer cannot be used after."""

@@ -166,6 +166,7 @@ def test_recovery_seals_leftovers_and_keeps_torn_line_in_rejected(tmp_path: Path
         return writer._open["app"].id
 
     new_id = run_writer(tmp_path, body)
+    assert not list(data.open_dir.glob("*/*.jsonl"))  # the _rejected segment was sealed too
     assert segment_seq(new_id) == 43  # numbering continues after the leftover (42 went to _rejected)
     assert all_messages(tmp_path) == ["m1", "m2", "m3"]
     [torn] = list(data_dir_archive(data).records("_rejected"))
