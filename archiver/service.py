@@ -124,6 +124,16 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
     sink_id = sink_identity(data.root, config.sink_id)
     loop = asyncio.get_running_loop()
     grid = await loop.run_in_executor(None, start_embedded_grid, config, data) if config.store.url == EMBEDDED else None
+    try:
+        await _run(config, data, sink_id, grid)
+    finally:
+        if grid is not None:  # the embedded grid lives and dies with the sink
+            await loop.run_in_executor(None, grid.stop)
+    log.info("stopped")
+
+
+async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | None) -> None:
+    loop = asyncio.get_running_loop()
     store_url = grid_store_url(grid) if grid else config.store.url
     uploader = jobs = None
     writer = SegmentWriter(
@@ -159,7 +169,9 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
             await loop.run_in_executor(None, uploader.publish)
         return result
 
-    tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes)) if config.tcp.enabled else None
+    tcp = None
+    if config.tcp.enabled:
+        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes))
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
         admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic),
@@ -205,9 +217,6 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
             await loop.run_in_executor(None, jobs.shutdown)
         if uploader is not None:
             uploader.close()
-        if grid is not None:
-            await loop.run_in_executor(None, grid.stop)
-    log.info("stopped")
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:

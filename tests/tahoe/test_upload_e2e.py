@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import logging
 import logging.handlers
 import os
@@ -201,3 +202,19 @@ def test_reading_from_a_read_cap_and_verifying_against_the_grid(start_sink, grid
     TahoeFS(grid1.gateway_url, write_cap).remove(missing["store_path"])
     report = orjson.loads(archiver_cli("verify", "--json", "--data-dir", str(sink.data_dir), check=False).stdout)
     assert not report["ok"] and [(p["segment"], p["where"]) for p in report["problems"]] == [(missing["id"], "store")]
+
+
+def test_embedded_grid_as_make_run_uses_it(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(tmp_path / "data", "--store", "embedded", env={"ARCHIVER_UPLOADER_INTERVAL": "1s"})
+    log_through_httphandler(sink, "app", ["embedded one", "embedded two"])
+    archiver_cli("flush", "--data-dir", str(sink.data_dir))
+    state = status(sink.data_dir)
+    assert state["store"]["servers_connected"] == 1 and state["store"]["root_read_cap"].startswith("URI:DIR2-RO:")
+    assert state["segments"]["uploaded"] + state["segments"]["verified"] == 1
+    grid = LocalGrid(sink.data_dir / "grid")
+    node = str(grid.node_dir(grid.gateway_node))
+    listing = subprocess.run([grid.tahoe, "-d", node, "ls", "archive:app"], capture_output=True, text=True, timeout=60)
+    assert listing.stdout.split() == [time.strftime("%Y", time.gmtime())]  # the alias make run promises
+    assert "root read cap:  URI:DIR2-RO:" in sink.log_text() and "curl -X POST" in sink.log_text()
+    assert sink.stop() == 0
+    assert not any(node["pid"] for node in grid.status()["nodes"])  # stopped with the sink
