@@ -164,9 +164,13 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         await writer.flush()
         if uploader is None:
             return {"uploaded": 0, "failed": 0, "backlog": 0, "store": None}
-        result = await loop.run_in_executor(None, uploader.upload_due, True)
-        if result["uploaded"]:
-            await loop.run_in_executor(None, uploader.publish)
+        result: dict[str, Any] = await loop.run_in_executor(None, uploader.upload_due, True)
+        if uploader.unpublished:  # also what a scheduled run uploaded just before: flush means "findable now"
+            try:
+                await loop.run_in_executor(None, uploader.publish)
+            except Exception as err:  # noqa: BLE001 - reported, retried by the publish job
+                uploader.last_error = redact(f"publish: {type(err).__name__}: {err}")
+        result["unpublished"] = uploader.unpublished
         return result
 
     tcp = None
