@@ -28,7 +28,7 @@ from .layout import DataDir
 from .manifest import Manifest, SegmentRow, parse_published
 from .sealing import open_compressed
 from .store import redact
-from .uploader import MANIFEST_DIR
+from .uploader import MANIFEST_DIR, store_path
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
 LEVEL_ORDER = {"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -233,7 +233,7 @@ class Archive:
         checked against the manifest's sha256 before it is kept."""
         restored = []
         for row in self.segments(stream, since, until):
-            target = Path(dest) / (row.store_path or _default_path(row)).lstrip("/")
+            target = Path(dest) / (row.store_path or store_path(row)).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".part")
             digest = hashlib.sha256()
@@ -294,12 +294,6 @@ def _sha256_of(stream: BinaryIO, progress: Callable[[int], None]) -> str:
             digest.update(chunk)
             progress(len(chunk))
     return digest.hexdigest()
-
-
-def _default_path(row: SegmentRow) -> str:
-    from .uploader import store_path
-
-    return store_path(row)
 
 
 def _whole_lines(path: Path) -> Iterator[bytes]:

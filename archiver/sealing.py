@@ -154,8 +154,3 @@ def open_compressed(raw: BinaryIO, compression: str) -> BinaryIO:
     import zstandard
 
     return cast(BinaryIO, io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)))
-
-
-def open_sealed(path: Path, compression: str) -> BinaryIO:
-    """A binary stream of the JSON lines inside a sealed file, decompressed on the fly."""
-    return open_compressed(open(path, "rb"), compression)
