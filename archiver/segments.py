@@ -27,7 +27,7 @@ from .layout import DataDir, segment_id, segment_seq
 from .manifest import Manifest
 from .records import REJECTED_STREAM, Context, Rejected, encode_record, rejected_record, valid_stream_name
 from .rotation import RotationPolicy
-from .sealing import fsync_dir, seal_segment
+from .sealing import SealError, SegmentTally, fsync_dir, seal_segment
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ class OpenSegment:
     records: int = 0
     opened: float = field(default_factory=time.monotonic)
     dir_synced: bool = False
+    # What was written, counted as it was written; None when some bytes came without their
+    # records, or for a file recovered after a crash: then sealing parses every line.
+    tally: SegmentTally | None = field(default_factory=SegmentTally)
 
 
 @dataclass
@@ -118,7 +121,7 @@ class SegmentWriter:
             self._seal_pool, self._scan_spool
         )
         for stream, segment, path in leftovers:
-            recovered = OpenSegment(stream, segment, path, size=path.stat().st_size)
+            recovered = OpenSegment(stream, segment, path, size=path.stat().st_size, tally=None)
             log.info("recovering open segment %s/%s left by an earlier run", stream, segment)
             self._start_seal(recovered)
         self._ticker = asyncio.create_task(self._tick())
@@ -164,8 +167,9 @@ class SegmentWriter:
     def spool_bytes(self) -> int:
         return self._spool_bytes
 
-    def write(self, stream: str, data: bytes, count: int) -> None:
-        """Append ``count`` encoded records (``data``, whole lines) to the stream's segment.
+    def write(self, stream: str, data: bytes, count: int, records: list[dict[str, Any]] | None = None) -> None:
+        """Append ``count`` encoded records (``data``, whole lines) to the stream's segment;
+        ``records`` are those records, when the caller has them, for the seal's statistics.
 
         Nothing is durable until :meth:`commit` returns. A failed write is cut back off the
         file, so a segment never holds half a batch followed by more records.
@@ -189,6 +193,11 @@ class SegmentWriter:
             raise
         segment.size += len(data)
         segment.records += count
+        if segment.tally is not None:
+            if records is None:
+                segment.tally = None
+            else:
+                segment.tally.add_records(records, len(data))
         self._spool_bytes += len(data)
         self._dirty.add(segment)
         if self.policy.full(segment.size, segment.records):
@@ -196,7 +205,7 @@ class SegmentWriter:
 
     def write_records(self, stream: str, records: list[dict[str, Any]]) -> None:
         if records:
-            self.write(stream, b"".join(map(encode_record, records)), len(records))
+            self.write(stream, b"".join(map(encode_record, records)), len(records), records)
 
     async def commit(self, *, durable: bool = False) -> None:
         """Return once everything written so far is durable per the fsync policy.
@@ -325,9 +334,13 @@ class SegmentWriter:
         manifest = getattr(self._seal_local, "manifest", None)
         if manifest is None:
             manifest = self._seal_local.manifest = Manifest(self.data_dir.root)
-        outcome = seal_segment(
-            self.data_dir, segment.stream, segment.id, segment.path, self.compression, self.compression_level
-        )
+        try:
+            outcome = seal_segment(self.data_dir, segment.stream, segment.id, segment.path, self.compression,
+                                   self.compression_level, segment.tally)
+        except SealError as err:
+            log.error("%s; sealing it again, checking every line", err)
+            outcome = seal_segment(self.data_dir, segment.stream, segment.id, segment.path, self.compression,
+                                   self.compression_level)
         manifest.add_sealed(outcome.row)
         return outcome
 

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
+from hypothesis import given, strategies as st
 
 from archiver.layout import DataDir, segment_seq
 from archiver.manifest import Manifest
 from archiver.reader import data_dir_archive
 from archiver.records import Context, encode_record, json_record
 from archiver.rotation import RotationPolicy
+from archiver.sealing import SegmentTally
 from archiver.segments import SegmentWriter
 
 LOOSE = RotationPolicy(max_bytes=10**9, max_records=10**9, max_age=3600)
@@ -247,3 +249,64 @@ def test_stream_names_cannot_escape_the_spool(tmp_path: Path) -> None:
                 writer.write(name, line(1), 1)
 
     run_writer(tmp_path, body)
+
+
+LINE_KINDS = st.sampled_from([
+    line(1, "ERROR"), line(2), line(3, "DEBUG", 1_700_000_000.0), b"\n", b"not json\n", b'{"ts": 5, "level": "INFO"}\n',
+    b'{"ts": "2020-01-01T00:00:00.000000Z", "level": ["x"]}\n', b"[1, 2]\n", b'{"level": "INFO"}\n',
+    b'{"ts": "2020-01-01T00:00:00.000000Z", "level": null}\n',
+])
+
+
+@given(st.lists(LINE_KINDS, max_size=30))
+def test_tally_by_block_counts_as_line_by_line(lines: list[bytes]) -> None:
+    by_line, by_block = SegmentTally(), SegmentTally()
+    kept_by_line = b"".join(item for item in lines if by_line.add(item))
+    assert by_block.add_block(b"".join(lines)) == kept_by_line
+    assert vars(by_block) == vars(by_line)
+
+
+def test_a_segment_larger_than_a_read_block_seals_whole_with_its_torn_tail(tmp_path: Path) -> None:
+    data = DataDir(tmp_path)
+    left = data.open_path("app", "20270101T000000Z-sink1-000001")
+    left.parent.mkdir(parents=True)
+    body = b"".join(line(n) for n in range(12_000))  # about 2.5 read blocks, lines cut across blocks
+    left.write_bytes(body + b"garbage in the middle\n" + body + b'{"ts":"2027')
+    run_writer(tmp_path, lambda writer: writer.flush())
+    [row] = sealed(tmp_path)
+    assert row.records == 24_000 and row.raw_bytes == 2 * len(body)
+    assert all_messages(tmp_path) == [f"m{n}" for n in range(12_000)] * 2
+    raws = sorted(r["fields"]["raw"] for r in data_dir_archive(data).records("_rejected"))
+    assert raws == ["garbage in the middle\n", '{"ts":"2027']
+
+
+def test_stats_counted_while_writing_match_a_parse_of_the_file(tmp_path: Path) -> None:
+    records = [json_record({"message": f"m{n}", "level": ["INFO", "ERROR", None][n % 3], "created": 1_800_000_000 - n},
+                           Context("app", None, 0)) for n in range(30)]
+
+    async def body(writer: SegmentWriter) -> None:
+        writer.write_records("app", records[:10])
+        writer.write_records("app", records[10:])
+        assert writer._open["app"].tally is not None  # the seal will not parse the file
+        await writer.commit()
+
+    run_writer(tmp_path, body)
+    [row] = sealed(tmp_path)
+    parsed = SegmentTally()
+    assert parsed.add_block(gzip.decompress((tmp_path / row.local_path).read_bytes()))
+    assert (row.records, row.raw_bytes, row.levels, row.first_ts, row.last_ts) == (
+        parsed.records, parsed.raw_bytes, dict(parsed.levels), parsed.first_ts, parsed.last_ts)
+    assert row.levels == {"INFO": 10, "ERROR": 10, "NOTSET": 10}
+
+
+def test_a_file_changed_behind_the_writer_is_sealed_line_by_line(tmp_path: Path) -> None:
+    async def body(writer: SegmentWriter) -> None:
+        writer.write_records("app", [json_record({"message": "m1"}, Context("app", None, 0))])
+        await writer.commit()
+        with open(writer._open["app"].path, "ab") as segment:
+            segment.write(b"bytes the writer never wrote\n")
+
+    run_writer(tmp_path, body)
+    assert all_messages(tmp_path) == ["m1"] and sealed(tmp_path)[0].records == 1
+    [stray] = list(data_dir_archive(DataDir(tmp_path)).records("_rejected"))
+    assert stray["fields"]["raw"] == "bytes the writer never wrote\n"
