@@ -16,6 +16,7 @@ from base64 import b64encode
 import re
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -271,6 +272,26 @@ def encode_record(record: dict[str, Any]) -> bytes:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # integers beyond 64 bits or lone surrogates, which orjson refuses
         return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+@dataclass(frozen=True)
+class Lines:
+    """Encoded records of one stream, ready to append, with the statistics a sealed segment
+    keeps (level counts, earliest and latest ``ts``). Cheap to send between processes."""
+
+    data: bytes
+    count: int
+    levels: dict[str, int]
+    first_ts: str | None
+    last_ts: str | None
+
+
+def encode_lines(records: list[dict[str, Any]]) -> Lines:
+    """Segment lines for canonical records, counted as they are encoded."""
+    stamps = [record["ts"] for record in records]
+    levels = Counter([record["level"] or "NOTSET" for record in records])
+    return Lines(b"".join(map(encode_record, records)), len(records), dict(levels),
+                 min(stamps, default=None), max(stamps, default=None))
 
 
 def _has_big_int(data: bytes) -> bool:

@@ -15,12 +15,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, cast
+from typing import Any, BinaryIO, Iterable, Mapping, cast
 
 import orjson
 
 from .layout import DataDir
 from .manifest import SegmentRow
+from .records import Lines
 from .units import format_ts
 
 COMPRESSIONS = ("gzip", "zstd")
@@ -121,15 +122,13 @@ class SegmentTally:
         self._count(len(records), len(block), levels, first, last)
         return block
 
-    def add_records(self, records: list[dict[str, Any]], raw_bytes: int) -> None:
-        """Count canonical records as they are written (their encoding is ``raw_bytes`` long),
-        so sealing the segment need not parse it again."""
-        if records:
-            stamps = [record["ts"] for record in records]
-            self._count(len(records), raw_bytes, [record["level"] or "NOTSET" for record in records],
-                        min(stamps), max(stamps))
+    def add_lines(self, lines: Lines) -> None:
+        """Count records as they are written, so sealing the segment need not parse it again."""
+        if lines.count:
+            assert lines.first_ts is not None and lines.last_ts is not None
+            self._count(lines.count, len(lines.data), lines.levels, lines.first_ts, lines.last_ts)
 
-    def _count(self, records: int, raw_bytes: int, levels: Iterable[str] | Counter[str], first: str, last: str) -> None:
+    def _count(self, records: int, raw_bytes: int, levels: Iterable[str] | Mapping[str, int], first: str, last: str) -> None:
         self.records += records
         self.raw_bytes += raw_bytes
         self.levels.update(levels)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from .layout import DataDir, segment_id, segment_seq
 from .manifest import Manifest
-from .records import REJECTED_STREAM, Context, Rejected, encode_record, rejected_record, valid_stream_name
+from .records import REJECTED_STREAM, Context, Lines, Rejected, encode_lines, rejected_record, valid_stream_name
 from .rotation import RotationPolicy
 from .sealing import SealError, SegmentTally, fsync_dir, seal_segment
 
@@ -167,13 +167,23 @@ class SegmentWriter:
     def spool_bytes(self) -> int:
         return self._spool_bytes
 
-    def write(self, stream: str, data: bytes, count: int, records: list[dict[str, Any]] | None = None) -> None:
-        """Append ``count`` encoded records (``data``, whole lines) to the stream's segment;
-        ``records`` are those records, when the caller has them, for the seal's statistics.
+    def write(self, stream: str, data: bytes, count: int) -> None:
+        """Append ``count`` encoded records (``data``, whole lines) to the stream's segment.
 
         Nothing is durable until :meth:`commit` returns. A failed write is cut back off the
         file, so a segment never holds half a batch followed by more records.
         """
+        self._append(stream, data, count, None)
+
+    def write_lines(self, stream: str, lines: Lines) -> None:
+        """Like :meth:`write`, for lines whose statistics are known: sealing skips re-reading them."""
+        self._append(stream, lines.data, lines.count, lines)
+
+    def write_records(self, stream: str, records: list[dict[str, Any]]) -> None:
+        if records:
+            self.write_lines(stream, encode_lines(records))
+
+    def _append(self, stream: str, data: bytes, count: int, lines: Lines | None) -> None:
         if self._closed:
             raise RuntimeError("the segment writer is closed")
         if stream != REJECTED_STREAM and not valid_stream_name(stream):
@@ -194,18 +204,14 @@ class SegmentWriter:
         segment.size += len(data)
         segment.records += count
         if segment.tally is not None:
-            if records is None:
+            if lines is None:
                 segment.tally = None
             else:
-                segment.tally.add_records(records, len(data))
+                segment.tally.add_lines(lines)
         self._spool_bytes += len(data)
         self._dirty.add(segment)
         if self.policy.full(segment.size, segment.records):
             self._retire(stream)
-
-    def write_records(self, stream: str, records: list[dict[str, Any]]) -> None:
-        if records:
-            self.write(stream, b"".join(map(encode_record, records)), len(records), records)
 
     async def commit(self, *, durable: bool = False) -> None:
         """Return once everything written so far is durable per the fsync policy.

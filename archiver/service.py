@@ -27,6 +27,7 @@ from fs.base import FS
 from .config import Config
 from .grid import GridError, LocalGrid
 from .ingest.auth import Authenticator
+from .ingest.decoder import Decoder
 from .ingest.http import HttpLimits, create_app, make_runner
 from .ingest.tcp import TcpSettings, TcpSource
 from .layout import DataDir
@@ -173,16 +174,18 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         result["unpublished"] = uploader.unpublished
         return result
 
+    decoder = Decoder(config.server.decode_workers)
     tcp = None
     if config.tcp.enabled:
-        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes))
+        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder)
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
-        admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic),
+        admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder,
     )
     runner = make_runner(app, max_line_bytes=config.server.max_line_bytes, shutdown_timeout=config.server.shutdown_timeout)
     await runner.setup()
     try:
+        await decoder.start()
         tls = _tls_context(config)
         site = web.TCPSite(
             runner, config.server.host, config.server.port, reuse_address=True, backlog=1024, ssl_context=tls
@@ -215,6 +218,7 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         await runner.cleanup()
         if tcp is not None:
             await tcp.close()
+        await decoder.close()
         log.info("sealing open segments")
         await writer.close()
         if jobs is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -10,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import psutil
 import requests
 
 from conftest import cat_json
@@ -19,17 +21,20 @@ WORKERS = 6
 
 
 def _load(url: str, round_no: int, worker: int, acked: set[str], lock: threading.Lock, stop: threading.Event) -> None:
-    """Alternate HTTPHandler-style form posts (a connection each) and NDJSON batches."""
+    """HTTPHandler-style form posts (a connection each), small NDJSON batches (decoded on the
+    sink's loop) and bulk ones (decoded by its worker processes), in turn."""
     n = 0
-    while not stop.is_set():
-        ids = [f"r{round_no}-w{worker}-{n + i}" for i in range(1 if n % 2 == 0 else 5)]
+    for size in itertools.cycle([1, 5, 300]):
+        if stop.is_set():
+            break
+        ids = [f"r{round_no}-w{worker}-{n + i}" for i in range(size)]
         n += len(ids)
         try:
             if len(ids) == 1:
                 response = requests.post(f"{url}/form", data=f"msg={ids[0]}", timeout=10,
                                          headers={"Connection": "close"})
             else:
-                body = b"\n".join(orjson.dumps({"message": i}) for i in ids)
+                body = b"\n".join(orjson.dumps({"message": i, "pad": "x" * 250}) for i in ids)
                 response = requests.post(f"{url}/batch", data=body, timeout=10)
         except requests.RequestException:
             time.sleep(0.01)  # the sink is being killed; the stop event follows
@@ -47,6 +52,7 @@ def test_acked_records_survive_sigkill(start_sink, tmp_path: Path) -> None:  # t
     acked: set[str] = set()
     lock = threading.Lock()
     per_round = []
+    workers: list[psutil.Process] = []
     for round_no in range(ROUNDS):
         sink = start_sink(data_dir, env=env)
         stop = threading.Event()
@@ -57,6 +63,7 @@ def test_acked_records_survive_sigkill(start_sink, tmp_path: Path) -> None:  # t
         for thread in threads:
             thread.start()
         time.sleep(rng.uniform(0.5, 2.0))
+        workers.extend(psutil.Process(sink.proc.pid).children())
         sink.kill()
         stop.set()
         for thread in threads:
@@ -73,3 +80,4 @@ def test_acked_records_survive_sigkill(start_sink, tmp_path: Path) -> None:  # t
     assert not lost, f"seed {seed}: {len(lost)} acked records lost, e.g. {sorted(lost)[:5]}"
     assert duplicates == 0, f"seed {seed}: a record was archived twice"
     assert not list((data_dir / "spool" / "open").glob("*/*.jsonl"))
+    assert workers and not psutil.wait_procs(workers, timeout=10)[1], "decode workers outlived their sink"

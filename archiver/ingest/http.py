@@ -4,9 +4,9 @@ Routes (the HTTP contract of docs/http.md):
   POST /              -> stream "default";  POST /<stream>  -> that stream
   GET  /<stream>?...  -> HTTPHandler's GET mode;  GET / without a query -> a status page
   GET  /_health, /_status, /_metrics;  any other /_... -> 404
-Nothing slow happens before the answer: decoding is CPU only (big bodies on a worker thread),
-the append is a write to the page cache, and the only wait is the shared fsync of the
-segment writer.
+Nothing slow happens before the answer: decoding is CPU only (big bodies on worker processes,
+see decoder.py), the append is a write to the page cache, and the only wait is the shared
+fsync of the segment writer.
 """
 
 from __future__ import annotations
@@ -28,22 +28,17 @@ from ..records import (
     SOURCE_JSON,
     BodyTooLarge,
     Context,
-    Decoded,
     DecodeError,
     Rejected,
-    decode_body,
-    decode_query,
-    decompress,
     rejected_record,
     valid_stream_name,
 )
 from ..segments import SegmentWriter
 from .auth import Authenticator
+from .decoder import Decoder, decode_request, is_heavy
 
 log = logging.getLogger(__name__)
 DEFAULT_STREAM = "default"
-# Bodies above this are decoded on a worker thread so small requests keep flowing.
-OFFLOAD_BYTES = 256 * 1024
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
 
 
@@ -75,8 +70,10 @@ class _State:
         flush: Callable[[], Awaitable[dict[str, Any]]] | None,
         admin_token: str,
         auth: Authenticator,
+        decoder: Decoder,
     ) -> None:
         self.limits = limits
+        self.decoder = decoder
         self.info = info
         self.flush = flush
         self.admin = Authenticator(tokens=[admin_token] if admin_token else [])
@@ -97,13 +94,15 @@ def create_app(
     flush: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     admin_token: str = "",
     auth: Authenticator | None = None,
+    decoder: Decoder | None = None,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
     block: it runs on a worker thread); ``flush`` serves /_admin/flush; ``auth``, when it has
-    credentials, guards every route but /_health."""
+    credentials, guards every route but /_health; ``decoder`` decodes large bodies (by
+    default on a thread)."""
     app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
-    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token, auth or Authenticator())
+    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token, auth or Authenticator(), decoder or Decoder(0))
     app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
@@ -164,6 +163,7 @@ async def _status_document(app: web.Application) -> dict[str, Any]:
         "records": dict(state.records),
         "rejected": state.rejected,
         "responses": {str(code): count for code, count in sorted(state.responses.items())},
+        "decode_workers": {"configured": state.decoder.workers, "restarts": state.decoder.restarts},
     }
 
 
@@ -176,6 +176,8 @@ async def _metrics(request: web.Request) -> web.Response:
     lines += [f'archiver_records_total{{stream="{s}"}} {n}' for s, n in sorted(state.records.items())]
     lines.append("# TYPE archiver_rejected_total counter")
     lines.append(f"archiver_rejected_total {state.rejected}")
+    lines.append("# TYPE archiver_decode_worker_restarts_total counter")
+    lines.append(f"archiver_decode_worker_restarts_total {state.decoder.restarts}")
     lines.append("# TYPE archiver_spool_bytes gauge")
     lines.append(f"archiver_spool_bytes {writer.spool_bytes}")
     lines.append("# TYPE archiver_fsync_rounds_total counter")
@@ -237,12 +239,9 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         )
     encoding = request.headers.get("Content-Encoding")
     try:
-        if len(raw) > OFFLOAD_BYTES or encoding or raw[:1] in (b"\x1f", b"\x78"):  # may inflate to MBs
-            decoded = await asyncio.get_running_loop().run_in_executor(
-                None, _decode, request.method, raw, encoding, limits.max_decoded_bytes, ctx
-            )
-        else:
-            decoded = _decode(request.method, raw, encoding, limits.max_decoded_bytes, ctx)
+        batch = await state.decoder.run(
+            is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx
+        )
     except BodyTooLarge as err:
         raise _Refused(413, str(err), raw) from None
     except DecodeError as err:
@@ -251,25 +250,20 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         log.exception("decoding a %d-byte body failed", len(raw))
         raise _Refused(400, f"the body could not be decoded ({type(err).__name__})", raw) from None
     meta = _request_meta(request, ctx)
-    rejected = [rejected_record(item, ctx, decoded.kind, meta) for item in decoded.rejected]
+    rejected = [rejected_record(item, ctx, batch.kind, meta) for item in batch.rejected]
     try:
-        writer.write_records(ctx.stream, decoded.records)
+        for stream, lines in batch.streams.items():
+            writer.write_lines(stream, lines)
         writer.write_records(REJECTED_STREAM, rejected)
         await writer.commit()
     except OSError as err:
         return _spool_error(state, err)
-    state.records[ctx.stream] += len(decoded.records)
+    state.records[ctx.stream] += batch.count
     state.rejected += len(rejected)
-    if decoded.kind == SOURCE_JSON:
-        counts = {"accepted": len(decoded.records), "rejected": len(rejected)}
+    if batch.kind == SOURCE_JSON:
+        counts = {"accepted": batch.count, "rejected": len(rejected)}
         return web.Response(body=orjson.dumps(counts), content_type="application/json")
     return web.Response(text="ok\n")
-
-
-def _decode(method: str, raw: bytes, encoding: str | None, max_decoded: int, ctx: Context) -> Decoded:
-    if method == "GET":
-        return decode_query(raw.decode("latin-1"), ctx)
-    return decode_body(decompress(raw, encoding, max_decoded), ctx)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -13,10 +13,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from ..records import REJECTED_STREAM, Context, Rejected, decode_lines, rejected_record, valid_stream_name
+from ..records import REJECTED_STREAM, SOURCE_TCP, Context, Rejected, rejected_record
 from ..segments import SegmentWriter
+from .decoder import OFFLOAD_BYTES, Batch, Decoder, decode_tcp
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
@@ -33,9 +33,10 @@ class TcpSettings:
 class TcpSource:
     """One listener; ``start`` binds it, ``close`` stops accepting and ends open connections."""
 
-    def __init__(self, writer: SegmentWriter, settings: TcpSettings) -> None:
+    def __init__(self, writer: SegmentWriter, settings: TcpSettings, decoder: Decoder | None = None) -> None:
         self.writer = writer
         self.settings = settings
+        self.decoder = decoder or Decoder(0)
         self.server: asyncio.Server | None = None
         self.records = 0
         self.rejected = 0
@@ -74,7 +75,7 @@ class TcpSource:
                 cut = data.rfind(b"\n") + 1
                 pending = data[cut:]
                 if len(pending) > self.settings.max_line_bytes:
-                    await self._archive([], [Rejected("line longer than max_line_bytes", pending)], peer_host)
+                    await self._archive(Batch(SOURCE_TCP, {}, [Rejected("line longer than max_line_bytes", pending)]), peer_host)
                     pending = b""
                 if cut:
                     await self._ingest(data[:cut], peer_host)
@@ -89,33 +90,20 @@ class TcpSource:
             writer.close()
 
     async def _ingest(self, data: bytes, peer: str | None) -> None:
+        ctx = Context(self.settings.stream, peer, time.time())
         try:
-            decoded = decode_lines(data, Context(self.settings.stream, peer, time.time()))
+            batch = await self.decoder.run(len(data) >= OFFLOAD_BYTES, decode_tcp, data, ctx, self.settings.stream_field)
         except Exception as err:  # a decoding bug must not lose the lines: keep them raw
             log.exception("decoding %d bytes from %s failed", len(data), peer)
-            await self._archive([], [Rejected(f"could not be decoded ({type(err).__name__})", data)], peer)
-            return
-        await self._archive(decoded.records, decoded.rejected, peer)
+            batch = Batch(SOURCE_TCP, {}, [Rejected(f"could not be decoded ({type(err).__name__})", data)])
+        await self._archive(batch, peer)
 
-    async def _archive(self, records: list[dict[str, Any]], rejected: list[Rejected], peer: str | None) -> None:
-        by_stream: dict[str, list[dict[str, Any]]] = {}
-        for record in records:
-            stream = self._stream_of(record)
-            record["stream"] = stream
-            by_stream.setdefault(stream, []).append(record)
-        for stream, batch in by_stream.items():
-            self.writer.write_records(stream, batch)
+    async def _archive(self, batch: Batch, peer: str | None) -> None:
+        for stream, lines in batch.streams.items():
+            self.writer.write_lines(stream, lines)
         ctx = Context(self.settings.stream, peer, time.time())
         meta = {"target_stream": self.settings.stream, "transport": "tcp"}
-        self.writer.write_records(REJECTED_STREAM, [rejected_record(item, ctx, "tcp", meta) for item in rejected])
+        self.writer.write_records(REJECTED_STREAM, [rejected_record(item, ctx, "tcp", meta) for item in batch.rejected])
         await self.writer.commit()
-        self.records += len(records)
-        self.rejected += len(rejected)
-
-    def _stream_of(self, record: dict[str, Any]) -> str:
-        field = self.settings.stream_field
-        if field:
-            value = record["fields"].get(field)
-            if isinstance(value, str) and valid_stream_name(value):
-                return value
-        return self.settings.stream
+        self.records += batch.count
+        self.rejected += len(batch.rejected)
