@@ -7,6 +7,7 @@ after its durable append), seal every open segment, remove sink.json and the pid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -17,7 +18,7 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 from aiohttp import web
@@ -124,16 +125,17 @@ async def serve(config: Config) -> None:
 async def _serve_locked(config: Config, data: DataDir) -> None:
     sink_id = sink_identity(data.root, config.sink_id)
     loop = asyncio.get_running_loop()
-    grid = await loop.run_in_executor(None, start_embedded_grid, config, data) if config.store.url == EMBEDDED else None
-    try:
-        await _run(config, data, sink_id, grid)
-    finally:
-        if grid is not None:  # the embedded grid lives and dies with the sink
-            await loop.run_in_executor(None, grid.stop)
+    with _stop_signals() as stop:
+        grid = await loop.run_in_executor(None, start_embedded_grid, config, data) if config.store.url == EMBEDDED else None
+        try:
+            await _run(config, data, sink_id, grid, stop)
+        finally:
+            if grid is not None:  # the embedded grid lives and dies with the sink
+                await loop.run_in_executor(None, grid.stop)
     log.info("stopped")
 
 
-async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | None) -> None:
+async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | None, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     store_url = grid_store_url(grid) if grid else config.store.url
     uploader = jobs = None
@@ -212,7 +214,7 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         if grid is not None and uploader is not None:
             await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now
             _announce_embedded(grid, info["http"], data)
-        await _wait_for_stop_signal()
+        await stop.wait()
         log.info("stopping: finishing in-flight requests")
     finally:
         await runner.cleanup()
@@ -357,13 +359,17 @@ archiver is serving on {http}, uploading to the embedded Tahoe grid.
     )
 
 
-async def _wait_for_stop_signal() -> None:
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[asyncio.Event]:
+    """SIGTERM and SIGINT set the event from the first moment: a stop asked for while the sink
+    is still starting (a supervisor, a test that saw sink.json) is honoured once it has started,
+    instead of killing it with the default action halfway."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -14,14 +12,10 @@ import psutil
 import pytest
 
 from archiver.ingest.decoder import Decoder, decode_request, decode_tcp
-from archiver.records import Context
+from archiver.ingest.workers import WorkerDied
+from archiver.records import Context, DecodeError
 
 CTX = Context("app", "127.0.0.1", 1_795_467_684.0)
-
-
-def _die(*args: Any) -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
 
 def with_decoder(workers: int, body: Callable[[Decoder], Awaitable[Any]]) -> Any:
     async def main() -> Any:
@@ -64,12 +58,23 @@ def test_a_dead_worker_is_replaced_and_the_input_tried_again() -> None:
 
 def test_an_input_that_kills_every_worker_fails_and_the_next_one_works() -> None:
     async def run(decoder: Decoder) -> int:
-        with pytest.raises(BrokenProcessPool):
-            await decoder.run(True, _die)
-        assert await decoder.run(True, os.getpid) != os.getpid()
+        with pytest.raises(WorkerDied):
+            await decoder.run(True, os.abort)
+        assert await decoder.run(True, os.getpid) in decoder.pids()
         return decoder.restarts
 
     assert with_decoder(1, run) == 2
+
+
+def test_errors_come_back_as_raised_and_calls_are_answered_in_order() -> None:
+    async def run(decoder: Decoder) -> list[Any]:
+        calls = [decoder.run(True, decode_request, "POST", b"{bad", None, 10**6, CTX)]
+        calls += [decoder.run(True, decode_request, "POST", b'{"n": %d}' % n, None, 10**6, CTX) for n in range(50)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    bad, *good = with_decoder(2, run)
+    assert isinstance(bad, DecodeError) and "invalid JSON" in str(bad)
+    assert [orjson.loads(batch.streams["app"].data)["fields"]["n"] for batch in good] == list(range(50))
 
 
 def test_without_workers_heavy_input_is_decoded_on_a_thread() -> None:

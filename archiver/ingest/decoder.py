@@ -10,14 +10,6 @@ record, are decoded inline: a round trip to another process would cost more than
 from __future__ import annotations
 
 import asyncio
-import logging
-import multiprocessing
-import os
-import signal
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -32,13 +24,11 @@ from ..records import (
     encode_lines,
     valid_stream_name,
 )
-
-log = logging.getLogger(__name__)
+from .workers import WorkerDied, WorkerPool
 
 # Inputs at least this big (or compressed: they may inflate to megabytes) leave the loop.
 OFFLOAD_BYTES = 64 * 1024
 _COMPRESSED_MAGIC = (b"\x1f", b"\x78")
-PARENT_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,64 +74,38 @@ def is_heavy(raw: bytes, content_encoding: str | None) -> bool:
     return len(raw) >= OFFLOAD_BYTES or bool(content_encoding) or raw[:1] in _COMPRESSED_MAGIC
 
 
-def _worker_init() -> None:
-    # Ctrl-C reaches the whole process group; the sink, not its workers, decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A worker holds both ends of its job queue, so a sink killed with SIGKILL would leave it
-    waiting for ever: it leaves once it has been handed to another parent."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
-
-
 class Decoder:
     """Runs the decode functions above: light inputs inline, heavy ones on ``workers``
     processes, or on a thread when ``workers`` is 0."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.restarts = 0
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = WorkerPool(workers) if workers > 0 else None
+
+    @property
+    def restarts(self) -> int:
+        return self._pool.restarts if self._pool else 0
+
+    def pids(self) -> list[int]:
+        return self._pool.pids() if self._pool else []
 
     async def start(self) -> None:
         """Start the workers now, so the first bulk request does not wait for them."""
-        if self.workers > 0:
-            self._pool = self._new_pool()
-            loop = asyncio.get_running_loop()
-            await asyncio.gather(*(loop.run_in_executor(self._pool, int) for _ in range(self.workers)))
+        if self._pool is not None:
+            await self._pool.start()
 
-    async def run(self, heavy: bool, decode: Callable[..., Batch], *args: Any) -> Batch:
+    async def run(self, heavy: bool, decode: Callable[..., Any], *args: Any) -> Any:
         if not heavy:
             return decode(*args)
-        loop = asyncio.get_running_loop()
-        pool = self._pool
-        if pool is None:
-            return await loop.run_in_executor(None, decode, *args)
+        if self._pool is None:
+            return await asyncio.get_running_loop().run_in_executor(None, decode, *args)
         try:
-            return await loop.run_in_executor(pool, decode, *args)
-        except BrokenProcessPool:
-            # A worker died (the OOM killer, a signal) and took every job in flight with it:
-            # this input may be innocent, so it gets one more try on fresh workers.
-            self._replace(pool)
-            return await loop.run_in_executor(self._pool, decode, *args)
+            return await self._pool.call(decode, *args)
+        except WorkerDied:
+            # A worker died (the OOM killer, a signal) and took every call in flight with it:
+            # this input may be innocent, so it gets one more try on a fresh worker.
+            return await self._pool.call(decode, *args)
 
     async def close(self) -> None:
         if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        if self._pool is broken:
-            log.warning("a decode worker died; starting new workers")
-            self.restarts += 1
-            broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the sink has threads (fsync, seal, uploader) a fork would copy mid-flight.
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
+            await self._pool.close()
