@@ -1,20 +1,42 @@
 """archiver: an archiving log sink. Records in over HTTP, durable JSON-lines segments out.
 
-The public API is what ``__all__`` lists; modules are implementation details.
+The public API is what ``__all__`` lists; modules are implementation details. Its names are
+imported on first use, so a process that needs only part of the package (the sink's decode
+workers, the CLI's ``serve``) does not pay for the reader's dependencies (fs, requests).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .client import ArchiveHandler, FormattingHTTPHandler  # noqa: E402
-from .manifest import SegmentRow as Segment  # noqa: E402
-from .reader import Archive, VerifyReport, open_archive  # noqa: E402
+_EXPORTS = {
+    "Archive": ("reader", "Archive"),
+    "ArchiveHandler": ("client", "ArchiveHandler"),
+    "FormattingHTTPHandler": ("client", "FormattingHTTPHandler"),
+    "Segment": ("manifest", "SegmentRow"),
+    "VerifyReport": ("reader", "VerifyReport"),
+    "open_archive": ("reader", "open_archive"),
+}
 
-__all__ = [
-    "Archive",
-    "ArchiveHandler",
-    "FormattingHTTPHandler",
-    "Segment",
-    "VerifyReport",
-    "__version__",
-    "open_archive",
-]
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from .client import ArchiveHandler, FormattingHTTPHandler
+    from .manifest import SegmentRow as Segment
+    from .reader import Archive, VerifyReport, open_archive
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'archiver' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -45,6 +45,7 @@ class ServerConfig:
     max_decoded_bytes: int = _size(64 * 1024**2)
     max_line_bytes: int = _size(256 * 1024)
     decode_workers: int = 1
+    max_connections: int = 1024
     shutdown_timeout: float = _duration(30.0)
     tls_cert: str = ""
     tls_key: str = ""
@@ -265,6 +266,7 @@ def validate(config: Config) -> None:
         ),
         (config.server.max_line_bytes >= 8190, "server.max_line_bytes must be at least 8190"),
         (0 <= config.server.decode_workers <= 64, "server.decode_workers must be 0-64"),
+        (config.server.max_connections >= 1, "server.max_connections must be at least 1"),
         (bool(config.server.tls_cert) == bool(config.server.tls_key), "server.tls_cert and server.tls_key go together"),
         (all(":" in entry for entry in config.auth.basic), "auth.basic entries are \"user:password\""),
         (0 <= config.tcp.port <= 65535, "tcp.port must be 0-65535 (0 picks a free port)"),

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -30,6 +31,7 @@ from .grid import GridError, LocalGrid
 from .ingest.auth import Authenticator
 from .ingest.decoder import Decoder
 from .ingest.http import HttpLimits, create_app, make_runner
+from .ingest.listener import BoundedSite
 from .ingest.tcp import TcpSettings, TcpSource
 from .layout import DataDir
 from .manifest import Manifest
@@ -43,6 +45,8 @@ from .units import format_ts
 
 log = logging.getLogger("archiver")
 EMBEDDED = "embedded"
+# Descriptors the sink needs besides its HTTP connections: segments, manifest, grid, TCP clients.
+FILES_BESIDES_CONNECTIONS = 256
 
 
 class StartupError(RuntimeError):
@@ -113,6 +117,7 @@ def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
 async def serve(config: Config) -> None:
     """Run the sink until SIGTERM or SIGINT. Raises StartupError when it cannot start."""
     data = prepare_data_dir(config.data_dir.resolve())
+    _raise_open_files_limit(config.server.max_connections)
     lock = PidLock(data.pid_file)
     lock.acquire()
     try:
@@ -120,6 +125,19 @@ async def serve(config: Config) -> None:
     finally:
         data.sink_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Connections, segments, the manifest and the grid's sockets all need descriptors; many
+    systems start processes with a soft limit of 1024 and allow far more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, max_connections + FILES_BESIDES_CONNECTIONS)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < max_connections + FILES_BESIDES_CONNECTIONS:
+        log.warning("server.max_connections = %d leaves too few of the %d open files allowed (ulimit -n)",
+                    max_connections, soft)
 
 
 async def _serve_locked(config: Config, data: DataDir) -> None:
@@ -189,9 +207,8 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
     try:
         await decoder.start()
         tls = _tls_context(config)
-        site = web.TCPSite(
-            runner, config.server.host, config.server.port, reuse_address=True, backlog=1024, ssl_context=tls
-        )
+        site = BoundedSite(runner, config.server.host, config.server.port,
+                           max_connections=config.server.max_connections, ssl_context=tls)
         try:
             await site.start()
         except OSError as err:
