@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import orjson
 from fs import errors
@@ -27,7 +27,7 @@ from .failpoints import failpoint
 from .layout import COMPRESSION_SUFFIX, DataDir
 from .manifest import Manifest, SegmentRow
 from .store import redact
-from .store.tahoe import NotEnoughShares, UploadUnhappy
+from .store.tahoe import NotEnoughShares, TahoeFS, UploadUnhappy
 from .units import format_ts
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,20 @@ def retry_delay(attempts: int, base: float, cap: float, rng: random.Random) -> f
 
 def _caps(store: FS, path: str) -> dict[str, Any]:
     """write/read/verify caps of a stored path; all None for stores without capabilities."""
-    tahoe: Any = store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {})
+    return _cap_fields(store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {}))
+
+
+def _cap_fields(tahoe: Mapping[str, Any]) -> dict[str, Any]:
     return {"write_cap": tahoe.get("write_cap"), "read_cap": tahoe.get("read_cap"), "verify_cap": tahoe.get("verify_cap")}
+
+
+def _upload(store: FS, path: str, file: BinaryIO) -> dict[str, Any]:
+    """Store ``file`` at ``path`` and return its caps (a Tahoe grid gets them without listing
+    the day's directory, which grows all day)."""
+    if isinstance(store, TahoeFS):
+        return _cap_fields(store.upload_with_caps(path, file))
+    store.upload(path, file)
+    return _caps(store, path)
 
 
 class Uploader:
@@ -144,13 +156,12 @@ class Uploader:
         self._ensure_dirs(manifest, dirname(path))
         with open(self.data_dir.root / row.local_path, "rb") as local:
             try:
-                store.upload(path, local)
+                caps = _upload(store, path, local)
             except errors.ResourceNotFound:  # a directory we knew was removed from the store
                 self._ensure_dirs(manifest, dirname(path), recreate=True)
                 local.seek(0)
-                store.upload(path, local)
+                caps = _upload(store, path, local)
         failpoint("after-upload-put")
-        caps = _caps(store, path)
         manifest.update_segment(
             row.id, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
             uploaded_at=format_ts(self._clock()), last_error=None, next_attempt=0,

@@ -323,11 +323,22 @@ class TahoeFS(FS):
 
     def upload(self, path: str, file: BinaryIO, chunk_size: int | None = None, **options: Any) -> None:
         """Streaming PUT (chunked when the size is unknown). ``format="MDMF"`` for a mutable file."""
+        self._upload(path, file, options)
+
+    def upload_with_caps(self, path: str, file: BinaryIO) -> dict[str, Any]:
+        """``upload``, then the new file's ``tahoe`` info (caps) from the cap the PUT answered:
+        one small request whatever the size of its directory, where ``getinfo`` lists it whole."""
+        cap = self._upload(path, file, {})
+        response = self._check(self._request("GET", f"{self.node_url}/uri/{quote(cap, safe='')}?t=json", path), path)
+        kind, data = response.json()
+        return dict(_info(basename(path), kind, data, {}, ["tahoe"]).raw["tahoe"])
+
+    def _upload(self, path: str, file: BinaryIO, options: Mapping[str, Any]) -> str:
         _path = self.validatepath(path)
         self._require_writable(path)
         with self._lock:
             self._require_parent_dir(_path, path)
-            self._put(_path, file, options)
+            return self._put(_path, file, options)
 
     def _put(self, path: str, data: Any, options: Mapping[str, Any]) -> str:
         params = {"format": str(options.get("format", "CHK"))}

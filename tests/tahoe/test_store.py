@@ -65,6 +65,16 @@ def test_ranges_are_clamped(grid1: LocalGrid) -> None:
         assert handle.read(5) == payload[1000:1005]
 
 
+def test_upload_with_caps_answers_what_getinfo_would(grid1: LocalGrid) -> None:
+    tahoe = grid1.create_root()
+    tahoe.makedirs("day")
+    caps = tahoe.upload_with_caps("day/seg.jsonl.gz", io.BytesIO(b"x" * 5000))
+    assert caps == tahoe.getinfo("day/seg.jsonl.gz", namespaces=["tahoe"]).raw["tahoe"]
+    assert caps["read_cap"].startswith("URI:CHK:") and caps["verify_cap"].startswith("URI:CHK-Verifier:")
+    with pytest.raises(errors.ResourceNotFound):  # no directories made on the way, as upload()
+        tahoe.upload_with_caps("gone/seg.jsonl.gz", io.BytesIO(b"y"))
+
+
 def test_a_fresh_interpreter_reads_what_another_process_wrote(grid1: LocalGrid) -> None:
     url = grid1.create_root().geturl("/", purpose="fs")
     write = "import fs, sys; f = fs.open_fs(sys.argv[1]); f.makedirs('x/y'); f.writetext('x/y/note.txt', 'written elsewhere')"
