@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
-from aiohttp import web
 
 from fs.base import FS
 

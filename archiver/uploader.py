@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Callable, Mapping
 import orjson
 from fs import errors
 from fs.base import FS
-from fs.path import dirname, join
+from fs.path import dirname
 
 from .failpoints import failpoint
 from .layout import COMPRESSION_SUFFIX, DataDir
@@ -176,12 +176,12 @@ class Uploader:
         elif not self._known_dirs:
             self._known_dirs = set(manifest.dirs())
         store = self.store()
-        current = ""
-        for part in [p for p in path.split("/") if p]:
-            current = join(current or "/", part)
-            if current in self._known_dirs:
-                continue
-            store.makedirs(current, recreate=True)
+        parts = [part for part in path.split("/") if part]
+        levels = ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
+        missing = [level for level in levels if level not in self._known_dirs]
+        if missing:
+            store.makedirs(missing[-1], recreate=True)  # one request makes every missing level
+        for current in missing:
             caps = _caps(store, current)
             manifest.add_dir(current, caps["write_cap"], caps["read_cap"], format_ts(self._clock()))
             self._known_dirs.add(current)
