@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
+import psutil
+
+from archiver.grid import LocalGrid
 
 
 def start_sink(workdir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
@@ -36,3 +40,35 @@ def start_sink(workdir: Path, *args: str, env: dict[str, str] | None = None) -> 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(120)
+
+
+@contextmanager
+def one_node_grid(workdir: Path, running: Path | None = None) -> Iterator[LocalGrid]:
+    """A started 1-of-1 grid under ``workdir``, stopped (by its recorded PIDs) on exit; or the
+    running grid in ``running`` (--grid DIR), left running."""
+    if running is not None:
+        yield LocalGrid(running)
+        return
+    grid = LocalGrid.create(workdir / "grid", nodes=1, needed=1, happy=1, total=1)
+    grid.start()
+    try:
+        yield grid
+    finally:
+        grid.stop()
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU seconds these processes, their threads and their live children (nginx's
+    workers) have used so far: what servers took of the cores the load generator also needs."""
+    procs = [psutil.Process(pid) for pid in pids]
+    procs += [child for proc in procs for child in proc.children(recursive=True)]
+    return sum(sum(proc.cpu_times()[:2]) for proc in procs)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have been busy so far, interrupts included (here the processes'
+    own times include the softirq time of loopback TCP that /proc/stat counts apart). Less the
+    sink's and the load's: what other programs on this shared machine took during a run."""
+    times = psutil.cpu_times()
+    busy: float = times.user + times.nice + times.system + times.irq + times.softirq
+    return busy
