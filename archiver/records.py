@@ -74,7 +74,8 @@ _SYSLOG_DATE = re.compile(r"([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2})")
 _MONTHS = {name: n for n, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 _LEVEL_KEYS = ("levelname", "level", "severity", "PRIORITY", "priority", "levelno")
 _LOGGER_KEYS = ("logger", "logger_name", "name", "PROGRAM", "program", "_logger_name")
-_MESSAGE_KEYS = ("message", "MESSAGE", "short_message", "full_message", "log")
+# "event": Splunk HEC's field (splunk_handler), a string or an object holding "message".
+_MESSAGE_KEYS = ("message", "MESSAGE", "short_message", "full_message", "log", "event")
 # Epoch numbers above these are taken as milliseconds, microseconds, nanoseconds.
 _EPOCH_SCALES = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
 
@@ -204,8 +205,11 @@ def _parse_form(body: bytes) -> list[tuple[str, str]]:
 
 
 def form_record(pairs: list[tuple[str, str]], ctx: Context) -> dict[str, Any]:
-    """A canonical record from HTTPHandler's urlencoded ``LogRecord.__dict__``."""
+    """A canonical record from HTTPHandler's urlencoded ``LogRecord.__dict__``. A key sent more
+    than once (``a=1&a=2``, never from HTTPHandler) keeps every value, as a list in order."""
     fields = {key: typed_value(value) for key, value in pairs}
+    if len(fields) != len(pairs):
+        fields = _grouped(pairs)
     raw = dict(pairs)
     if "message" in raw:
         message: str | None = raw["message"]
@@ -214,6 +218,14 @@ def form_record(pairs: list[tuple[str, str]], ctx: Context) -> dict[str, Any]:
     else:
         message = None
     return _canonical(fields, message, SOURCE_FORM, ctx)
+
+
+def _grouped(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Form fields with each repeated key's typed values gathered in a list."""
+    values: dict[str, list[Any]] = {}
+    for key, value in pairs:
+        values.setdefault(key, []).append(typed_value(value))
+    return {key: found[0] if len(found) == 1 else found for key, found in values.items()}
 
 
 def typed_value(text: str) -> Any:
@@ -419,6 +431,8 @@ def json_record(obj: dict[str, Any], ctx: Context, source: str = SOURCE_JSON) ->
     """A canonical record from one JSON object (python-logstash, GELF, syslog-ng, ...)."""
     roles = _roles(tuple(obj))
     message = _first(obj, roles.message)
+    if type(message) is dict and type(message.get("message")) is str:
+        message = message["message"]
     if message is None and roles.msg:
         args = obj.get("args")
         message = str(obj["msg"]) if args is None else rebuild_message(str(obj["msg"]), str(args))

@@ -115,6 +115,11 @@ def test_curl_form_example() -> None:
     assert record["fields"] == {"abc": "def"} and record["message"] is None and record["ts"] == RECEIVED
 
 
+def test_repeated_form_keys_keep_every_value() -> None:
+    [record] = decode_body(b"a=1&b=x&a=2&a=None", CTX).records
+    assert record["fields"] == {"a": [1, 2, None], "b": "x"}
+
+
 def test_json_object() -> None:
     body = json.dumps({"@timestamp": "2026-01-02T03:04:05.5+01:00", "message": "hi", "level": "warn",
                        "logger": "svc", "extra": {"k": [1, 2]}}).encode()

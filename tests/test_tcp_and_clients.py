@@ -70,7 +70,7 @@ def test_tcp_json_lines_streams_and_rejects(start_sink, tmp_path: Path) -> None:
             "splunk",  # splunk_handler: concatenated objects, no separator
             b'{"time": 1795467684, "event": {"message": "a"}, "host": "h"}{"time": 1795467685, "event": {"message": "b"}, "host": "h"}',
             {"Content-Type": "application/json"},
-            {"ts": "2026-11-23T21:01:24.000000Z"},
+            {"ts": "2026-11-23T21:01:24.000000Z", "message": "a"},
         ),
     ],
 )
