@@ -14,7 +14,7 @@ from .layout import COMPRESSION_SUFFIX, SEGMENT_ID
 from .manifest import Manifest
 from .reader import published_manifests, published_row
 from .sealing import SegmentTally, open_compressed
-from .uploader import MANIFEST_DIR
+from .uploader import MANIFEST_DIR, stored_caps
 from .units import format_ts
 
 _SUFFIXES = {suffix: kind for kind, suffix in COMPRESSION_SUFFIX.items()}
@@ -65,9 +65,10 @@ def rebuild_manifest(data_dir: Path, store: FS, sink_id: str | None = None) -> d
             chosen, count = _walk(manifest, store, sink_id)
             source = "walk"
         manifest.set_meta("sink_id", chosen)
-        root: Any = store.getinfo("/", namespaces=["tahoe"]).raw.get("tahoe", {})
-        if root.get("read_cap"):
-            manifest.set_meta("root_read_cap", root["read_cap"])
+        root = stored_caps(store, "/")
+        for key in ("write_cap", "read_cap"):
+            if root[key]:  # the write cap only when the store was given by it
+                manifest.set_meta(f"root_{key}", root[key])
     finally:
         manifest.close()
     return {"sink_id": chosen, "segments": count, "source": source}
@@ -95,15 +96,25 @@ def _walk(manifest: Manifest, store: FS, wanted: str | None) -> tuple[str, int]:
         stream = path.strip("/").split("/", 1)[0]
         found.setdefault(match.group(2), []).append((path, name[: -len(suffix)], stream, _SUFFIXES[suffix]))
     chosen = _choose(sorted(found), wanted)
+    levels = {dirname for path, *_ in found[chosen] for dirname in _ancestors(path)}
+    for level in sorted(levels):
+        caps = stored_caps(store, level)
+        manifest.add_dir(level, caps["write_cap"], caps["read_cap"], format_ts(time.time()))
     for path, segment, stream, compression in found[chosen]:
         hashing = _HashingReader(store.openbin(path))
         tally = SegmentTally()
         with open_compressed(hashing, compression) as lines:  # type: ignore[arg-type]
             for line in lines:
                 tally.add(line)
-        caps = store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {})
+        caps = stored_caps(store, path)
         manifest.add_sealed(tally.row(segment, stream, "", compression, hashing.size, hashing.sha256.hexdigest()))
         manifest.update_segment(
-            segment, state="uploaded", store_path=path, read_cap=caps.get("read_cap"), verify_cap=caps.get("verify_cap"),
+            segment, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
         )
     return chosen, len(found[chosen])
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c.gz`` -> ``/a``, ``/a/b``: the directories the uploader made for a segment."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]

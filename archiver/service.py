@@ -167,6 +167,7 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         spool_limit=config.spool.max_bytes,
     )
     if store_url:
+        _refuse_second_root(store_url, data)
         uploader = Uploader(
             data, sink_id, lambda: open_rooted_store(store_url, data, grid), _upload_settings(config),
             on_pruned=lambda size: _call_soon(loop, writer.release, size),
@@ -293,6 +294,23 @@ def start_embedded_grid(config: Config, data: DataDir) -> LocalGrid:
 
 def grid_store_url(grid: LocalGrid) -> str:
     return "tahoe://" + grid.gateway_url.split("://", 1)[1]
+
+
+def _refuse_second_root(url: str, data: DataDir) -> None:
+    """A data dir whose root is known only by its read cap (a manifest rebuilt from it) given
+    ``tahoe://HOST:PORT`` alone would start a second, unrelated root: refused at start."""
+    if not url.startswith("tahoe://") or split_tahoe_url(url)[1]:
+        return
+    manifest = Manifest(data.root)
+    try:
+        read_only = manifest.get_meta("root_read_cap") and not manifest.get_meta("root_write_cap")
+    finally:
+        manifest.close()
+    if read_only:
+        raise StartupError(
+            "this data dir's archive root is known only by its read cap (a manifest rebuilt from it); "
+            "give the root's write cap in store.url (tahoe://HOST:PORT/URI:DIR2:...) to add to it"
+        )
 
 
 def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) -> FS:

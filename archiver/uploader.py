@@ -59,7 +59,7 @@ def retry_delay(attempts: int, base: float, cap: float, rng: random.Random) -> f
     return delay * (0.5 + rng.random() / 2)
 
 
-def _caps(store: FS, path: str) -> dict[str, Any]:
+def stored_caps(store: FS, path: str) -> dict[str, Any]:
     """write/read/verify caps of a stored path; all None for stores without capabilities."""
     return _cap_fields(store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {}))
 
@@ -74,7 +74,7 @@ def _upload(store: FS, path: str, file: BinaryIO) -> dict[str, Any]:
     if isinstance(store, TahoeFS):
         return _cap_fields(store.upload_with_caps(path, file))
     store.upload(path, file)
-    return _caps(store, path)
+    return stored_caps(store, path)
 
 
 class Uploader:
@@ -182,7 +182,7 @@ class Uploader:
         if missing:
             store.makedirs(missing[-1], recreate=True)  # one request makes every missing level
         for current in missing:
-            caps = _caps(store, current)
+            caps = stored_caps(store, current)
             manifest.add_dir(current, caps["write_cap"], caps["read_cap"], format_ts(self._clock()))
             self._known_dirs.add(current)
 

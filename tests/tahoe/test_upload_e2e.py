@@ -164,8 +164,9 @@ def test_read_cap_alone_lists_and_rebuilds_and_two_sinks_share_a_root(start_sink
 
     compared = ("id", "stream", "store_path", "read_cap", "sha256", "records", "first_ts", "last_ts", "levels", "raw_bytes", "stored_bytes")
 
-    def key(document: dict) -> list[tuple]:
-        return sorted(tuple(orjson.dumps(s[f]) for f in compared) for s in document["segments"])
+    def key(document: dict) -> tuple[list[tuple], dict[str, str]]:
+        segments = sorted(tuple(orjson.dumps(s[f]) for f in compared) for s in document["segments"])
+        return segments, {path: caps["read_cap"] for path, caps in document["dirs"].items() if not path.startswith("/_manifest")}
 
     rebuilt = tmp_path / "rebuilt"
     ambiguous = archiver_cli("manifest", "rebuild", "--data-dir", str(rebuilt), "--archive", url, check=False)
@@ -177,6 +178,9 @@ def test_read_cap_alone_lists_and_rebuilds_and_two_sinks_share_a_root(start_sink
     walked = tmp_path / "walked"
     archiver_cli("manifest", "rebuild", "--data-dir", str(walked), "--archive", url, "--sink-id", original["sink_id"])
     assert key(export(walked)) == key(original)
+    # Serving from it with no cap in the URL would start a second, unrelated root: refused.
+    refused = archiver_cli("serve", "--data-dir", str(walked), "--port", "0", "--store", f"tahoe://{gateway}", check=False)
+    assert refused.returncode == 1 and b"write cap" in refused.stderr and write_cap.encode() not in refused.stderr
 
 
 def test_reading_from_a_read_cap_and_verifying_against_the_grid(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
