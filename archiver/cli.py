@@ -16,7 +16,7 @@ import orjson
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .manifest import ManifestError
-from .reader import Archive, Filters, open_archive
+from .reader import Archive, Filters, config_archive, open_archive
 from .store import redact
 from .units import parse_time
 
@@ -77,11 +77,16 @@ def serve_command(
 
 
 def _archive(config_path: Path | None, data_dir: Path | None, archive: str | None = None) -> Archive:
-    """The archive named by --archive (a config, a data dir or a store URL), else the config's."""
+    """The archive named by --archive (a config, a data dir or a store URL), else the one the
+    config describes (its store and store.shares_happy included; --data-dir wins)."""
     from fs.errors import FSError
 
     try:
-        return open_archive(archive or _load(config_path, {"data_dir": data_dir}).data_dir)
+        if archive:
+            return open_archive(archive)
+        return config_archive(_load(config_path, {"data_dir": data_dir}))
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
     except (FileNotFoundError, FSError, ManifestError) as err:
         raise click.ClickException(redact(str(err))) from None
 
@@ -147,12 +152,17 @@ def cat_command(
     include_open: bool,
 ) -> None:
     """Print records: the classic one-line form, or JSON lines with --json."""
+    from fs.errors import FSError
+
     source = _archive(config_path, data_dir, archive)
     query = Filters(stream, _time_option(since), _time_option(until), level, logger_glob, contains)
-    if as_json:
-        _emit(source.json_chunks(query, include_open))
-    else:
-        _emit(classic_line(record).encode() for record in source.records(**query.__dict__, include_open=include_open))
+    try:
+        if as_json:
+            _emit(source.json_chunks(query, include_open))
+        else:
+            _emit(classic_line(record).encode() for record in source.records(**query.__dict__, include_open=include_open))
+    except (FSError, OSError) as err:  # a segment gone from disk and store; _emit handles a closed pipe
+        raise click.ClickException(redact(str(err))) from None
 
 
 @main.command("verify")
@@ -192,25 +202,31 @@ def restore_command(
     dest: Path, config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None,
     since: str | None, until: str | None,
 ) -> None:
-    """Copy matching segments byte for byte into DEST (checked against their sha256)."""
+    """Copy matching segments byte for byte into DEST (checked against their sha256).
+    On a terminal, a progress bar (bytes, speed, ETA) and a summary; otherwise quiet."""
     from fs.errors import FSError
 
     source = _archive(config_path, data_dir, archive)
     start, end = _time_option(since), _time_option(until)
     total = sum(row.stored_bytes for row in source.segments(stream, start, end))
+    # The bar and the summary go to stderr, so that is the stream that must be a terminal:
+    # under cron, in a pipeline or with 2>log, success prints nothing and the exit status tells.
+    interactive = sys.stderr.isatty()
     try:
-        if sys.stderr.isatty():
+        if interactive:
+            from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
             columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-            with Progress(*columns, transient=True) as bar:
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task("restore", total=total)
                 restored = source.restore(dest, stream, start, end, progress=lambda n: bar.advance(task, n))
         else:
             restored = source.restore(dest, stream, start, end)
     except (FSError, OSError, ValueError) as err:
         raise click.ClickException(redact(str(err))) from None
-    click.echo(f"restored {len(restored)} segment(s), {_human_bytes(total)} into {dest}", err=True)
+    if interactive:
+        click.echo(f"restored {len(restored)} segment(s), {_human_bytes(total)} into {dest}", err=True)
 
 
 def classic_line(record: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 import orjson
 from fs.base import FS
@@ -29,6 +29,9 @@ from .manifest import Manifest, SegmentRow, parse_published
 from .sealing import open_compressed
 from .store import redact
 from .uploader import MANIFEST_DIR, store_path
+
+if TYPE_CHECKING:
+    from .config import Config
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
 LEVEL_ORDER = {"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -251,21 +254,36 @@ class Archive:
 
     def verify(self, repair: bool = False, progress: Callable[[int], None] = lambda n: None) -> VerifyReport:
         """Hash every local copy and every stored copy against the manifest; on Tahoe also
-        check the grid's health (count-happiness >= shares_happy), repairing if asked."""
+        check the grid's health (count-happiness >= shares_happy), repairing if asked. A sealed
+        segment that is neither on local disk nor uploaded is reported missing."""
         report = VerifyReport()
-        store = self.store
+        not_found: list[SegmentRow] = []
         for row in self._rows(None, None, None):
             report.checked += 1
             local = self._local(row)
             if local is not None and _sha256_of(open(local, "rb"), progress) != row.sha256:
                 report.problems.append(Problem(row.id, "local", "the local copy does not match its sha256"))
-            if row.store_path is None:
-                continue
-            if store is None:
-                report.problems.append(Problem(row.id, "store", "uploaded, but no store is configured to check it"))
-                continue
-            report.problems += _verify_stored(store, row, repair, self.shares_happy, progress)
+            if row.store_path is not None:
+                report.problems += self._verify_stored(row, repair, progress)
+            elif local is None:
+                not_found.append(row)
+        if not_found:
+            # A running sink may have uploaded and pruned one since the rows were read; the
+            # manifest commits the upload before the local copy goes, so a fresh read tells.
+            now = {row.id: row for row in self._rows(None, None, None)}
+            for row in not_found:
+                row = now.get(row.id, row)
+                if row.store_path is not None:
+                    report.problems += self._verify_stored(row, repair, progress)
+                elif self._local(row) is None:
+                    report.problems.append(Problem(row.id, "local", "missing: no local copy, and never uploaded"))
         return report
+
+    def _verify_stored(self, row: SegmentRow, repair: bool, progress: Callable[[int], None]) -> list[Problem]:
+        store = self.store
+        if store is None:
+            return [Problem(row.id, "store", "uploaded, but no store is configured to check it")]
+        return _verify_stored(store, row, repair, self.shares_happy, progress)
 
 
 def _verify_stored(store: FS, row: SegmentRow, repair: bool, shares_happy: int, progress: Callable[[int], None]) -> list[Problem]:
@@ -371,14 +389,22 @@ def open_archive(source: str | Path) -> Archive:
 
         return store_archive(open_store(text))
     path = Path(source)
-    store_url, shares_happy = None, 1
     if path.is_file():
         from .config import load_config
 
-        config = load_config(path)
-        path, shares_happy = config.data_dir, config.store.shares_happy
-        store_url = config.store.url if config.store.url not in ("", "embedded") else None
+        return config_archive(load_config(path))
+    return data_dir_archive(_existing_data_dir(path))
+
+
+def config_archive(config: Config) -> Archive:
+    """The archive a loaded config describes: its data dir, its store (``store.url``; the one
+    the sink recorded in its manifest when that is empty or ``embedded``) and its
+    ``store.shares_happy`` for verify. The CLI's ``-c CONFIG`` comes here."""
+    url = config.store.url if config.store.url not in ("", "embedded") else None
+    return data_dir_archive(_existing_data_dir(config.data_dir), url, config.store.shares_happy)
+
+
+def _existing_data_dir(path: Path) -> DataDir:
     if not (path / Manifest.FILENAME).exists():
         raise FileNotFoundError(f"{path} is not an archiver data dir (no {Manifest.FILENAME})")
-    return data_dir_archive(DataDir(path), store_url, shares_happy)
-
+    return DataDir(path)

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import pty
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from click.testing import CliRunner
 from fs.osfs import OSFS
 
 from archiver import open_archive
+from archiver.reader import Archive
+from archiver.cli import main as cli_main
 from archiver.layout import DataDir
 from archiver.manifest import Manifest
 from archiver.records import Context, encode_record, json_record
 from archiver.rotation import RotationPolicy
 from archiver.segments import SegmentWriter
-from archiver.uploader import UploadSettings, Uploader
+from archiver.uploader import UploadSettings, Uploader, store_path
 from conftest import archiver_cli, peak_rss_growth
 
 MB = 1024 * 1024
@@ -156,15 +164,193 @@ def test_restore_is_byte_identical_and_verify_finds_damage(archive_dir: Path, tm
     assert cli.returncode == 1 and b"2 problem(s)" in cli.stdout
 
 
-def test_pruned_segments_are_read_from_the_store(archive_dir: Path, tmp_path: Path) -> None:
-    store = OSFS(str(tmp_path / "store"), create=True)
-    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
-    uploader.upload_due()
+def sealed_files(data_dir: Path) -> dict[str, bytes]:
+    """{store path: bytes} of every sealed segment's local file, as the sink wrote it."""
+    return {
+        (row.store_path or store_path(row)).lstrip("/"): (data_dir / row.local_path).read_bytes()
+        for row in Manifest(data_dir).segments()
+    }
+
+
+def upload_and_prune(data_dir: Path, store_dir: Path) -> OSFS:
+    """Upload every sealed segment to a local-filesystem store, then prune the local copies."""
+    store = OSFS(str(store_dir), create=True)
+    uploader = Uploader(DataDir(data_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
+    assert uploader.upload_due()["failed"] == 0
     uploader.verify_due()
-    assert uploader.prune_due()["pruned"] == 3
+    assert uploader.prune_due()["pruned"] == len(list(Manifest(data_dir).segments()))
+    assert not list((data_dir / "spool" / "sealed").rglob("*.gz"))
+    return store
+
+
+def restored_files(dest: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(dest)): path.read_bytes() for path in dest.rglob("*") if path.is_file()}
+
+
+def test_pruned_segments_are_read_from_the_store(archive_dir: Path, tmp_path: Path) -> None:
+    originals = sealed_files(archive_dir)
+    store = upload_and_prune(archive_dir, tmp_path / "store")
     Manifest(archive_dir).set_meta("store_url", f"osfs://{tmp_path / 'store'}")
-    assert not list((archive_dir / "spool" / "sealed").rglob("*.gz"))
-    assert messages(open_archive(archive_dir).records()) == [r["message"] for r in SAMPLE]
+    archive = open_archive(archive_dir)
+    assert messages(archive.records()) == [r["message"] for r in SAMPLE]
+
+    archive.restore(tmp_path / "restored")  # no local copy left: every byte comes from the store
+    assert restored_files(tmp_path / "restored") == originals
+    assert archive.verify().ok
+
+    row = archive.segments(stream="audit")[0]
+    store.writebytes(row.store_path, gzip.compress(b'{"forged": true}\n'))
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        open_archive(archive_dir).restore(tmp_path / "again", stream="audit")
+    assert restored_files(tmp_path / "again") == {}
+
+
+def test_verify_reports_a_sealed_segment_missing_everywhere(archive_dir: Path) -> None:
+    """Sealed, never uploaded, and its local file gone: the data is lost, and verify says so."""
+    lost = open_archive(archive_dir).segments(stream="app")[1]
+    (archive_dir / lost.local_path).unlink()
+    report = open_archive(archive_dir).verify()
+    assert report.checked == 3
+    assert [(p.segment, p.where) for p in report.problems] == [(lost.id, "local")]
+    assert "missing" in report.problems[0].problem
+    cli = archiver_cli("verify", "--data-dir", str(archive_dir), check=False)
+    assert cli.returncode == 1, cli.stdout
+    assert f"{lost.id}  local: missing".encode() in cli.stdout and b"1 problem(s)" in cli.stdout
+    listing = archiver_cli("verify", "--json", "--data-dir", str(archive_dir), check=False)
+    assert listing.returncode == 1 and orjson.loads(listing.stdout)["problems"][0]["segment"] == lost.id
+    cat = archiver_cli("cat", "--json", "--data-dir", str(archive_dir), check=False)
+    assert cat.returncode == 1 and lost.id.encode() in cat.stderr and b"Traceback" not in cat.stderr
+
+
+def test_verify_does_not_call_missing_what_was_uploaded_and_pruned_meanwhile(archive_dir: Path, tmp_path: Path) -> None:
+    """A running sink may upload and prune a segment between verify's read of the manifest
+    and its look at the spool: the manifest, read again, finds it in the store."""
+    before = list(Manifest(archive_dir).segments())
+    store = upload_and_prune(archive_dir, tmp_path / "store")
+    reads = [before]
+
+    def rows(stream: str | None, since: str | None, until: str | None) -> list[Any]:
+        return reads.pop() if reads else list(Manifest(archive_dir).segments())
+
+    report = Archive(rows, data_dir=DataDir(archive_dir), store=lambda: store).verify()
+    assert report.checked == 3 and report.ok, report.problems
+    store.remove(before[0].store_path or store_path(before[0]))
+    report = Archive(rows, data_dir=DataDir(archive_dir), store=lambda: store).verify()
+    assert [(p.segment, p.where) for p in report.problems] == [(before[0].id, "store")]
+
+
+class ThinGrid(OSFS):
+    """A local store that answers Tahoe's check as a grid where each file reaches 2 servers."""
+
+    def check_health(self, path: str, verify: bool, repair: bool) -> dict[str, Any]:
+        return {"results": {"healthy": True, "count-happiness": 2, "summary": "Healthy"}}
+
+
+def write_config(path: Path, store_dir: Path, shares_happy: int) -> Path:
+    path.write_text(f'data_dir = "data"\n[store]\nurl = "osfs://{store_dir}"\nshares_happy = {shares_happy}\n')
+    return path
+
+
+def test_a_config_file_brings_its_store_and_shares_happy(
+    archive_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data dir's manifest names no store here: only the config says where the pruned
+    segments are and how happy the grid must be."""
+    upload_and_prune(archive_dir, tmp_path / "store")
+    happy3 = write_config(tmp_path / "happy3.toml", tmp_path / "store", 3)
+    happy2 = write_config(tmp_path / "happy2.toml", tmp_path / "store", 2)
+    everything = [r["message"] for r in SAMPLE]
+
+    archive = open_archive(happy3)
+    assert archive.data_dir is not None and archive.data_dir.root == archive_dir
+    assert archive.shares_happy == 3 and messages(archive.records()) == everything
+    assert archive.verify().ok  # a plain directory store has no health to check
+    listing = orjson.loads(archiver_cli("ls", "--json", "-c", str(happy3)).stdout)
+    assert [row["state"] for row in listing] == ["pruned"] * 3
+    out = archiver_cli("cat", "--json", "-c", str(happy3)).stdout
+    assert [orjson.loads(line)["message"] for line in out.splitlines()] == everything
+    assert archiver_cli("verify", "-c", str(happy3), check=False).returncode == 0
+    assert archiver_cli("verify", "--data-dir", str(archive_dir), check=False).returncode == 1  # no store known
+
+    monkeypatch.setattr("archiver.store.open_store", lambda url: ThinGrid(str(tmp_path / "store")))
+    report = open_archive(happy3).verify()
+    assert len(report.problems) == 3 and all("count-happiness 2 < shares.happy 3" in p.problem for p in report.problems)
+    assert open_archive(happy2).verify().ok
+    thin = CliRunner().invoke(cli_main, ["verify", "-c", str(happy3)])
+    assert thin.exit_code == 1 and "count-happiness 2 < shares.happy 3" in thin.output, thin.output
+    enough = CliRunner().invoke(cli_main, ["verify", "-c", str(happy2)])
+    assert enough.exit_code == 0 and "3 segment(s) checked, 0 problem(s)" in enough.output, enough.output
+
+
+def test_cli_restore_is_byte_identical_and_quiet(archive_dir: Path, tmp_path: Path) -> None:
+    """One segment only in the store, one uploaded with its local copy, one sealed and not
+    uploaded: all come back as the sink sealed them. Not on a terminal, success prints nothing."""
+    store = OSFS(str(tmp_path / "store"), create=True)
+    assert Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0)).upload_due()["uploaded"] == 3
+    Manifest(archive_dir).set_meta("store_url", f"osfs://{tmp_path / 'store'}")
+    write_archive(archive_dir, [{"created": T0 + 70, "level": "INFO", "logger": "app.web", "message": "late"}])
+    originals = sealed_files(archive_dir)
+    assert len(originals) == 4
+    gone = open_archive(archive_dir).segments(stream="app")[0]
+    (archive_dir / gone.local_path).unlink()
+
+    result = archiver_cli("restore", str(tmp_path / "out"), "--data-dir", str(archive_dir))
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    assert restored_files(tmp_path / "out") == originals
+    result = archiver_cli("restore", str(tmp_path / "audit"), "--data-dir", str(archive_dir), "--stream", "audit")
+    assert result.returncode == 0
+    assert restored_files(tmp_path / "audit") == {k: v for k, v in originals.items() if k.startswith("audit/")}
+
+    on_terminal, stderr = restore_on_a_terminal(tmp_path / "tty", archive_dir)
+    assert (on_terminal.returncode, on_terminal.stdout) == (0, b"")
+    assert "restored 4 segment(s), " in stderr and f" into {tmp_path / 'tty'}" in stderr, stderr
+    assert restored_files(tmp_path / "tty") == originals
+
+
+def restore_on_a_terminal(dest: Path, data_dir: Path) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    """`archiver restore` with its stderr on a pseudo-terminal (where the bar and the summary go)."""
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "archiver", "restore", str(dest), "--data-dir", str(data_dir)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "TERM": "xterm"}) as proc:
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        code = proc.wait(60)
+    os.close(leader)
+    return subprocess.CompletedProcess(command, code, out, None), seen.decode(errors="replace")
+
+
+def test_cli_ls_and_cat_take_relative_times(tmp_path: Path) -> None:
+    now = time.time()
+    write_archive(
+        tmp_path / "data",
+        [{"created": now - 3 * 3600, "message": "three hours ago"}, {"created": now - 3600, "message": "an hour ago"}],
+        RotationPolicy(10**9, 1, 3600),  # one segment each
+    )
+    data = ["--data-dir", str(tmp_path / "data")]
+
+    def ls(*args: str) -> list[int]:
+        return [row["records"] for row in orjson.loads(archiver_cli("ls", "--json", *data, *args).stdout)]
+
+    def cat(*args: str) -> list[str]:
+        return [orjson.loads(line)["message"] for line in archiver_cli("cat", "--json", *data, *args).stdout.splitlines()]
+
+    assert ls() == [1, 1] and ls("--since", "2h") == [1] and ls("--since", "4h") == [1, 1] and ls("--since", "30m") == []
+    assert cat("--since", "2h") == ["an hour ago"]
+    assert cat("--until", "2h") == ["three hours ago"]
+    assert cat("--since", "4h", "--until", "30m") == ["three hours ago", "an hour ago"]
+    assert cat("--since", "1d", "--until", "90m") == ["three hours ago"]
+    classic = archiver_cli("cat", *data, "--since", "120m").stdout.decode()
+    assert classic.endswith(" an hour ago\n") and classic.count("\n") == 1
 
 
 def test_sealed_not_uploaded_and_open_segments_are_visible(tmp_path: Path) -> None:
