@@ -13,8 +13,8 @@ class Authenticator:
 
     def __init__(self, tokens: Iterable[str] = (), basic: Iterable[str] = ()) -> None:
         accepted = [f"Bearer {token}" for token in tokens]
-        accepted += ["Basic " + base64.b64encode(entry.encode()).decode("ascii") for entry in basic]
-        self._accepted = [value.encode() for value in accepted]
+        accepted += ["Basic " + base64.b64encode(_as_bytes(entry)).decode("ascii") for entry in basic]
+        self._accepted = [_as_bytes(value) for value in accepted]
 
     @property
     def enabled(self) -> bool:
@@ -22,8 +22,19 @@ class Authenticator:
 
     def allows(self, header: str | None) -> bool:
         """Every candidate is compared, match or not, so timing says nothing about which."""
-        offered = (header or "").encode()
+        offered = _as_bytes(header or "")
         found = False
         for candidate in self._accepted:
             found |= hmac.compare_digest(offered, candidate)
         return found
+
+
+def _as_bytes(text: str) -> bytes:
+    """The bytes behind ``text``. aiohttp decodes header values, and Python the environment,
+    as UTF-8 with ``surrogateescape``: a value that is not UTF-8 holds lone surrogates, which a
+    plain ``encode()`` refuses (a 500 instead of a 401). Escaped ones turn back into the bytes
+    sent; any other lone surrogate is kept as UTF-8-like bytes that match no credential."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")

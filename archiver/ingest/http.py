@@ -276,8 +276,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             body += chunk
             if len(body) > limit:
                 raise _Refused(413, f"body is over the limit of {limit} bytes (server.max_body_bytes)")
-    except ClientPayloadError as err:
-        raise _Refused(400, f"incomplete body: {err}", bytes(body)) from None
+    except (ClientPayloadError, ConnectionError) as err:  # cut short, or the client hung up
+        raise _Refused(400, f"incomplete body: {err or type(err).__name__}", bytes(body)) from None
     return bytes(body)
 
 

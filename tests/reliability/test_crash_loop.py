@@ -80,6 +80,7 @@ def test_crash_loop(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # ty
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(300 + ROUNDS * 5 * 15)  # a round takes 2-5 s; 15 s each leaves room for a busy machine
 def test_crash_loop_long(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """`make soak`: five times as many rounds."""
     crash_loop(start_sink, grid1, tmp_path, ROUNDS * 5)

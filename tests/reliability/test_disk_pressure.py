@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 import requests
 
 from archiver import open_archive
-from conftest import Sink
+from archiver.ingest.tcp import SPOOL_FULL_PAUSE
+from conftest import Sink, archiver_cli
 
 
 def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -62,3 +64,50 @@ def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> Non
     assert set(acked) <= messages
     assert {f"tcp {n}" for n in range(3000)} <= messages
     assert archive.verify().ok
+
+
+def test_tcp_reading_pauses_while_the_spool_is_full(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The spool is held at its limit: nothing seals, so nothing is uploaded, until a flush.
+    Meanwhile a TCP sender's lines are not read (none reaches the spool, and its half-closed
+    connection is not closed); once the flush frees space they are read, made durable, and
+    only then is the connection closed."""
+    env = {
+        "ARCHIVER_SPOOL_MAX_BYTES": "100KB",
+        "ARCHIVER_SEGMENTS_MAX_AGE": "1h",
+        "ARCHIVER_STORE_URL": f"osfs://{tmp_path / 'store'}",
+        "ARCHIVER_UPLOADER_INTERVAL": "1h",
+        "ARCHIVER_UPLOADER_VERIFY_INTERVAL": "300ms",
+        "ARCHIVER_UPLOADER_PRUNE_INTERVAL": "300ms",
+        "ARCHIVER_UPLOADER_KEEP_LOCAL": "0s",
+    }
+    sink: Sink = start_sink(tmp_path / "data", "--tcp-port", "0", env=env)
+    tcp_port = int(orjson.loads((sink.data_dir / "sink.json").read_bytes())["tcp"].rsplit(":", 1)[1])
+    acked = []
+    for n in range(2000):  # about 200 records fill 100 KB
+        message = f"http {n} " + "h" * 300
+        response = requests.post(f"{sink.url}/app", data=f"msg={message}", timeout=30)
+        if response.status_code == 503:
+            break
+        assert response.status_code == 200
+        acked.append(message)
+    assert response.status_code == 503 and acked
+    assert requests.get(f"{sink.url}/_health", timeout=10).status_code == 503
+
+    tcp_lines = [orjson.dumps({"message": f"tcp {n}"}) for n in range(100)]
+    with socket.create_connection(("127.0.0.1", tcp_port), timeout=60) as conn:
+        conn.sendall(b"\n".join(tcp_lines) + b"\n")
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(6 * SPOOL_FULL_PAUSE)  # several of the sink's looks at the spool
+        with pytest.raises(TimeoutError):  # a sink that read on would archive the lines and close
+            conn.recv(1)
+        status = requests.get(f"{sink.url}/_status", timeout=10).json()
+        assert "tcp" not in status["open"] and status["spool_bytes"] >= status["spool_limit"]
+
+        archiver_cli("flush", "--data-dir", str(sink.data_dir))  # seals and uploads: the spool shrinks
+        conn.settimeout(60)
+        assert conn.recv(1) == b""  # read, durable, closed
+    assert requests.post(f"{sink.url}/app", data="msg=after+the+flush", timeout=30).status_code == 200
+    assert sink.stop() == 0
+    messages = {r["message"] for r in open_archive(sink.data_dir).records()}
+    assert set(acked) | {"after the flush"} <= messages
+    assert {f"tcp {n}" for n in range(100)} <= messages
