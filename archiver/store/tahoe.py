@@ -36,7 +36,8 @@ from fs.subfs import SubFS
 
 DEFAULT_TIMEOUT = (5.0, 3600.0)  # connect fast; an upload is answered only once on the grid
 CHUNK = 1024 * 1024
-_CAP = re.compile(r"URI:[A-Za-z0-9-]+:[A-Za-z0-9:-]+")
+# Not followed by "…": a cap redact() already cut stays as it is.
+_CAP = re.compile(r"URI:[A-Za-z0-9-]+:[A-Za-z0-9:-]+(?![A-Za-z0-9:…-])")
 _READ_ONLY_KINDS = ("-RO:", "-CHK:", "URI:CHK:", "URI:LIT:", "-Verifier:")
 _HAPPY = re.compile(r"at least (\d+) such servers")
 

@@ -128,6 +128,7 @@ def test_capabilities_never_appear_in_errors_or_reprs(grid1: LocalGrid) -> None:
     texts.append(str(failed.value))
     assert not any(secret in text for text in texts), texts
     assert secret not in redact(f"see {cap} and {cap}")
+    assert redact(redact(cap)) == redact(cap) == cap[: cap.find(":", 4) + 5] + "…"  # cut once, however often redacted
 
 
 def test_open_store_local_fallback(tmp_path: Path) -> None:
