@@ -15,19 +15,25 @@ logging.getLogger().addHandler(ArchiveHandler("http://127.0.0.1:8000/app"))
 
 from __future__ import annotations
 
+import base64
 import collections
 import logging
 import logging.handlers
 import os
 import random
+import ssl
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import requests
+import requests.adapters
+import requests.auth
 
 DROP_NEW = "drop_new"
 DROP_OLD = "drop_old"
@@ -46,16 +52,62 @@ def render(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str,
     return fields
 
 
+class _Authorization(requests.auth.AuthBase):
+    """A fixed ``Authorization`` header. Set as the session's auth, so ~/.netrc cannot replace it."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self.value
+        return request
+
+
+class _ContextAdapter(requests.adapters.HTTPAdapter):
+    """Verifies the sink with the caller's ``ssl.SSLContext`` alone, as ``http.client`` (and so
+    ``HTTPHandler``) does: requests would otherwise load its CA bundle into that context."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        super().__init__()
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        pool.pop("ca_certs", None)  # from REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+        pool.pop("ca_cert_dir", None)
+        pool.update(ssl_context=self.context, cert_reqs=self.context.verify_mode)
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Nothing to add: the context already says what to trust."""
+
+
 class ArchiveHandler(logging.Handler):
     """Batches records to an archiver stream URL without ever blocking the logging call.
 
     - A bounded queue (``queue_size``); when full, ``overflow`` says which record to drop
       (``drop_new``: the one being logged; ``drop_old``: the oldest queued). ``dropped`` counts them.
     - A sender thread posts NDJSON batches of up to ``batch_size`` records, at least every
-      ``flush_interval`` seconds, retrying with exponential backoff and jitter.
-    - With ``buffer_dir``, batches the sink cannot take are written there and sent first once it
-      answers again, so records survive a sink outage and an application restart.
-    - ``flush()`` and ``close()`` wait at most ``timeout`` seconds for the queue to drain.
+      ``flush_interval`` seconds. When the sink fails (no connection, timeout, 5xx, 408, 429,
+      401, 403) it is tried again after an exponential backoff with jitter (up to 30 s), however
+      fast records arrive: an outage costs one attempt per backoff interval.
+    - With ``buffer_dir``, batches the sink cannot take, and full batches that arrive while
+      backing off, are written there and sent first once it answers again, so records survive a
+      sink outage and an application restart. Without it they wait in the queue.
+    - ``flush()`` and ``close()`` try the sink at once, even while backing off, and wait at most
+      ``timeout`` seconds for the queue to drain. After a failed try they return; ``close()``
+      then counts what it could not keep in ``dropped``.
+    - ``credentials=(user, password)`` (Basic, encoded as ``HTTPHandler`` does) or ``token``
+      (Bearer) authenticate to a sink with ``[auth]``. A 401 or 403 is retried like an outage,
+      not dropped: fixing the sink's ``[auth]`` lets the records through, and with ``buffer_dir``
+      so does restarting the application with the right credentials. It is reported once on
+      stderr per episode, when ``logging.raiseExceptions`` is set, as ``handleError`` does.
+    - ``secure=True`` sends to an ``http://`` URL over HTTPS (an ``https://`` URL always is);
+      ``context``, an ``ssl.SSLContext``, says which server certificates to trust.
+    - Other 4xx answers are final (the same bytes would be refused again; the sink keeps them in
+      ``_rejected``) and counted in ``refused``.
     """
 
     def __init__(
@@ -68,11 +120,21 @@ class ArchiveHandler(logging.Handler):
         overflow: str = DROP_NEW,
         buffer_dir: str | Path | None = None,
         timeout: float = 5.0,
+        credentials: tuple[str, str] | None = None,
+        token: str | None = None,
+        secure: bool = False,
+        context: ssl.SSLContext | None = None,
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
         if overflow not in (DROP_NEW, DROP_OLD):
             raise ValueError(f"overflow must be {DROP_NEW!r} or {DROP_OLD!r}")
+        if credentials is not None and token is not None:
+            raise ValueError("credentials and token both set the Authorization header: pass one")
+        if secure:
+            url = urlsplit(url)._replace(scheme="https").geturl()
+        if context is not None and urlsplit(url).scheme != "https":
+            raise ValueError("context only makes sense with secure=True or an https:// URL")
         self.url = url
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -87,9 +149,19 @@ class ArchiveHandler(logging.Handler):
         self.refused = 0  # records the sink refused for good (4xx)
         self._queue: collections.deque[bytes] = collections.deque()
         self._wakeup = threading.Condition()
-        self._in_flight = 0
+        self._flush_requests = 0  # flush() calls so far ...
+        self._flushes_done = 0  # ... and how many of them the sender has answered
         self._closing = False
+        self._stopped = False
+        self._auth_reported = False
         self._session = requests.Session()
+        if credentials is not None:
+            basic = base64.b64encode("{}:{}".format(*credentials).encode()).decode("ascii")
+            self._session.auth = _Authorization(f"Basic {basic}")
+        elif token is not None:
+            self._session.auth = _Authorization(f"Bearer {token}")
+        if context is not None:
+            self._session.mount("https://", _ContextAdapter(context))
         self._formatter = logging.Formatter()
         self._thread = threading.Thread(target=self._run, name="archiver-handler", daemon=True)
         self._thread.start()
@@ -111,19 +183,21 @@ class ArchiveHandler(logging.Handler):
                 self._wakeup.notify()
 
     def flush(self) -> None:
-        """Wait up to ``timeout`` for queued records to be sent (or buffered on disk)."""
+        """Try the sink now; wait up to ``timeout`` until the queue is sent (or buffered on disk)
+        or the sink failed this try."""
         deadline = time.monotonic() + self.timeout
         with self._wakeup:
-            self._wakeup.notify()
-            while (self._queue or self._in_flight) and time.monotonic() < deadline:
-                self._wakeup.wait(0.05)
+            self._flush_requests += 1
+            wanted = self._flush_requests
+            self._wakeup.notify_all()
+            self._wakeup.wait_for(lambda: self._flushes_done >= wanted or self._stopped, deadline - time.monotonic())
 
     def close(self) -> None:
         if not self._closing:
             self.flush()
             with self._wakeup:
                 self._closing = True
-                self._wakeup.notify()
+                self._wakeup.notify_all()
             self._thread.join(self.timeout)
             self._session.close()
         super().close()
@@ -131,35 +205,57 @@ class ArchiveHandler(logging.Handler):
     # -- the sender thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        attempt = 0
-        while True:
+        failures = 0
+        retry_at = 0.0  # while backing off, the sink is not tried before this monotonic time
+        while not self._stopped:
             with self._wakeup:
-                if not self._queue and not self._closing:
-                    self._wakeup.wait(self.flush_interval)
-                if self._closing and not self._queue:
-                    return
-                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-                self._in_flight = len(batch)
+                backing_off = time.monotonic() < retry_at
+                # emit() notifies on every record past batch_size. While backing off, only a
+                # flush(), a close() or a full batch to spool to disk ends the wait early:
+                # retrying on each record would make an outage a hot loop.
+                self._wakeup.wait_for(
+                    lambda: self._urgent()
+                    or len(self._queue) >= self.batch_size and (not backing_off or self.buffer_dir is not None),
+                    retry_at - time.monotonic() if backing_off else self.flush_interval,
+                )
+                urgent, requested = self._urgent(), self._flush_requests
+                trying = urgent or time.monotonic() >= retry_at
+                batch = self._take()
+            sent = False
             try:
-                if self._send_buffered() and batch and self._post(b"\n".join(batch)):
-                    attempt = 0
-                elif batch:
-                    attempt += 1
+                sent = trying and self._send_buffered() and (not batch or self._post(b"\n".join(batch)))
+                if not sent and batch:
                     self._keep(batch)
-                    self._backoff(attempt)
+                # a failed flush() or close() has had its try: the rest goes to disk untried
+                while urgent and not sent and self.buffer_dir is not None and (batch := self._take()):
+                    self._keep(batch)
             except Exception:  # noqa: BLE001 - e.g. a full disk for the buffer: never kill the thread
-                self.dropped += len(batch)
-                attempt += 1
-                self._backoff(attempt)
-            finally:
                 with self._wakeup:
-                    self._in_flight = 0
+                    self.dropped += len(batch)
+            if trying:
+                failures = 0 if sent else failures + 1
+                retry_at = 0.0 if sent else time.monotonic() + _backoff(failures)
+            with self._wakeup:
+                if urgent and (not sent or not self._queue):
+                    self._flushes_done = requested
+                    if self._closing:  # nowhere left to keep what the sink did not take
+                        self.dropped += len(self._queue)
+                        self._queue.clear()
+                        self._stopped = True
                     self._wakeup.notify_all()
+
+    def _urgent(self) -> bool:
+        """A flush() or close() is waiting."""
+        return self._closing or self._flush_requests > self._flushes_done
+
+    def _take(self) -> list[bytes]:
+        with self._wakeup:
+            return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
 
     def _post(self, body: bytes) -> bool:
         """True when the batch is done with: taken (200), or refused for good (a 4xx other than
-        408/429: retrying the same bytes could never succeed; the sink keeps them in _rejected
-        where it can). False when it should be retried."""
+        401, 403, 408, 429: retrying the same bytes could never succeed; the sink keeps them in
+        _rejected where it can). False when it should be retried."""
         try:
             response = self._session.post(
                 self.url, data=body, headers={"Content-Type": "application/x-ndjson"}, timeout=self.timeout
@@ -169,15 +265,29 @@ class ArchiveHandler(logging.Handler):
         count = body.count(b"\n") + 1
         if response.status_code == 200:
             self.sent += count
+            self._auth_reported = False
             return True
+        if response.status_code in (401, 403):
+            self._report_auth(response.status_code)
+            return False
         if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
             self.refused += count
             return True
         return False
 
+    def _report_auth(self, status: int) -> None:
+        """Once per episode, on stderr like ``handleError``: the records are kept, not dropped,
+        but nothing will get through until the credentials match."""
+        if not self._auth_reported and logging.raiseExceptions:
+            sys.stderr.write(
+                f"--- Logging error ---\nArchiveHandler: {self.url} answered {status}: check its credentials"
+                f" or token; records are kept and retried with backoff\n"
+            )
+        self._auth_reported = True
+
     def _keep(self, batch: list[bytes]) -> None:
         """A batch the sink did not take: to disk when there is a buffer dir, else back to the
-        front of the queue (dropping what no longer fits)."""
+        front of the queue, trimmed to ``queue_size`` at the end ``overflow`` drops from."""
         if self.buffer_dir is not None:
             path = self.buffer_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ndjson"
             temporary = path.with_suffix(".tmp")
@@ -185,13 +295,12 @@ class ArchiveHandler(logging.Handler):
             os.replace(temporary, path)
             return
         with self._wakeup:
-            if self._closing:  # nowhere to keep them: closing gives up after its timeout
-                self.dropped += len(batch) + len(self._queue)
-                self._queue.clear()
-                return
-            room = self.queue_size - len(self._queue)
-            self.dropped += max(0, len(batch) - room)
-            self._queue.extendleft(reversed(batch[: max(0, room)]))
+            self._queue.extendleft(reversed(batch))
+            excess = max(0, len(self._queue) - self.queue_size)
+            self.dropped += excess
+            trim = self._queue.pop if self.overflow == DROP_NEW else self._queue.popleft
+            for _ in range(excess):
+                trim()
 
     def _send_buffered(self) -> bool:
         """Send batches left on disk, oldest first; False while the sink still refuses."""
@@ -203,11 +312,11 @@ class ArchiveHandler(logging.Handler):
             path.unlink()
         return True
 
-    def _backoff(self, attempt: int) -> None:
-        delay = min(30.0, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        with self._wakeup:
-            if not self._closing:
-                self._wakeup.wait(delay)
+
+def _backoff(failures: int) -> float:
+    """Seconds before the next try: 0.1 doubling to 30, each jittered down by up to half so
+    many handlers do not retry in step."""
+    return min(30.0, 0.1 * 2 ** min(failures - 1, 9)) * (0.5 + random.random() / 2)
 
 
 class FormattingHTTPHandler(logging.handlers.HTTPHandler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -162,3 +163,27 @@ def grid1(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalGrid"]:
 def grid3(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalGrid"]:
     """Three storage nodes, 2-of-3, happy 3."""
     yield from _grid(tmp_path_factory, "grid3", nodes=3, needed=2, happy=3, total=3)
+
+
+def named_logger(name: str, handler: logging.Handler) -> logging.Logger:
+    """A fresh logger of its own, not propagating, at DEBUG, with ``handler``: one per test."""
+    logger = logging.getLogger(f"{name}.{time.monotonic_ns()}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    return logger
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A test CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    d = tmp_path_factory.mktemp("tls")
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=archiver test CA",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "server.key"),
+        "-out", str(d / "server.csr"))
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+        "-CAcreateserial", "-days", "2", "-extfile", str(d / "san.cnf"), "-out", str(d / "server.pem"))
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}

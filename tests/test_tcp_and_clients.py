@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from archiver.client import ArchiveHandler, FormattingHTTPHandler
-from conftest import Sink, cat_json
+from conftest import Sink, cat_json, named_logger
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # stdlib HTTPHandler
 
@@ -83,18 +83,12 @@ def test_other_senders_unchanged(start_sink, name: str, body: bytes, headers: di
     assert {key: first[key] for key in check} == check
 
 
-def _logger(name: str, handler: logging.Handler) -> logging.Logger:
-    logger = logging.getLogger(f"{name}.{time.monotonic_ns()}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    return logger
 
 
 def test_archive_handler_batches_and_renders(start_sink) -> None:  # type: ignore[no-untyped-def]
     sink = start_sink()
     handler = ArchiveHandler(f"{sink.url}/apps", batch_size=100, flush_interval=0.1)
-    logger = _logger("app.orders", handler)
+    logger = named_logger("app.orders", handler)
     for n in range(1000):
         logger.info("order %s for %r", n, {"sku": n % 7}, extra={"request_id": f"r{n}"})
     try:
@@ -115,7 +109,7 @@ def test_archive_handler_batches_and_renders(start_sink) -> None:  # type: ignor
 
 def test_archive_handler_never_blocks_and_counts_drops() -> None:
     handler = ArchiveHandler("http://127.0.0.1:9/nowhere", queue_size=100, flush_interval=60, timeout=0.5)
-    logger = _logger("app.blocked", handler)
+    logger = named_logger("app.blocked", handler)
     for n in range(10_000):  # were emit to wait on the dead sink, this would hang (pytest-timeout)
         logger.warning("record %d", n)
     handler.close()
@@ -125,14 +119,14 @@ def test_archive_handler_never_blocks_and_counts_drops() -> None:
 def test_archive_handler_buffers_on_disk_across_an_outage_and_a_restart(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     buffer_dir = tmp_path / "buffer"
     down = ArchiveHandler("http://127.0.0.1:9/app", buffer_dir=buffer_dir, batch_size=10, flush_interval=0.05, timeout=0.5)
-    logger = _logger("app.outage", down)
+    logger = named_logger("app.outage", down)
     for n in range(25):
         logger.error("while down %d", n)
     down.close()  # the application exits during the outage
     assert sum(len(p.read_bytes().splitlines()) for p in buffer_dir.glob("*.ndjson")) == 25
     sink = start_sink()
     back = ArchiveHandler(f"{sink.url}/app", buffer_dir=buffer_dir, flush_interval=0.05)  # the application restarts
-    _logger("app.outage", back).error("after restart")
+    named_logger("app.outage", back).error("after restart")
     deadline = time.monotonic() + 30
     while list(buffer_dir.glob("*.ndjson")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -145,7 +139,7 @@ def test_archive_handler_buffers_on_disk_across_an_outage_and_a_restart(start_si
 def test_formatting_http_handler_sends_the_rendered_message(start_sink) -> None:  # type: ignore[no-untyped-def]
     sink = start_sink()
     handler = FormattingHTTPHandler(urlsplit(sink.url).netloc, "/fmt", timeout=2)
-    logger = _logger("app.fmt", handler)
+    logger = named_logger("app.fmt", handler)
     logger.info("at %s", object.__new__(type("Custom", (), {"__repr__": lambda self: "<custom>"})))
     try:
         raise KeyError("k")
@@ -161,7 +155,7 @@ def test_formatting_http_handler_sends_the_rendered_message(start_sink) -> None:
     hung = FormattingHTTPHandler(f"127.0.0.1:{silent.getsockname()[1]}", "/x", timeout=0.5)
     errors: list[logging.LogRecord] = []
     hung.handleError = errors.append  # type: ignore[method-assign]
-    _logger("app.hung", hung).error("into a sink that never answers")
+    named_logger("app.hung", hung).error("into a sink that never answers")
     silent.close()
     assert len(errors) == 1  # gave up after its timeout
 

@@ -10,7 +10,6 @@ import random
 import socket
 import ssl
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,21 +24,6 @@ from archiver.grid import LocalGrid
 from conftest import Sink, archiver_cli, cat_json
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # stdlib HTTPHandler
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A test CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
-    d = tmp_path_factory.mktemp("tls")
-    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=archiver test CA",
-        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "server.key"),
-        "-out", str(d / "server.csr"))
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
-        "-CAcreateserial", "-days", "2", "-extfile", str(d / "san.cnf"), "-out", str(d / "server.pem"))
-    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
 
 
 def raw_post(path: bytes, body: bytes, *headers: bytes) -> bytes:

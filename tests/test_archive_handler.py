@@ -1,0 +1,191 @@
+"""ArchiveHandler against real sinks: authentication and TLS, backoff during an outage, the
+overflow policies, and retrying from the queue when there is no buffer dir."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from archiver.client import DROP_NEW, DROP_OLD, ArchiveHandler
+from conftest import cat_json, named_logger
+
+AUTH = {"ARCHIVER_AUTH_TOKENS": "t0ken", "ARCHIVER_AUTH_BASIC": "alice:s3crét"}  # non-ASCII: encoded as HTTPHandler does
+
+
+def _messages(data_dir: Path, stream: str) -> list[str]:
+    return [record["message"] for record in cat_json(data_dir, "--stream", stream)]
+
+
+def _buffered_lines(buffer_dir: Path) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in buffer_dir.glob("*.ndjson"))
+
+
+def test_token_and_basic_credentials_get_every_record_archived(start_sink) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(None, env=AUTH)
+    handlers = {
+        "token": ArchiveHandler(f"{sink.url}/token", token="t0ken", batch_size=50, flush_interval=0.05),
+        "basic": ArchiveHandler(f"{sink.url}/basic", credentials=("alice", "s3crét"), batch_size=50, flush_interval=0.05),
+    }
+    for stream, handler in handlers.items():
+        logger = named_logger(f"auth.{stream}", handler)
+        for n in range(200):
+            logger.info("%s %d", stream, n)
+        handler.close()
+        assert (handler.sent, handler.dropped, handler.refused) == (200, 0, 0)
+    assert sink.stop() == 0
+    for stream in handlers:
+        assert _messages(sink.data_dir, stream) == [f"{stream} {n}" for n in range(200)]
+
+
+def test_wrong_credentials_keep_the_records_and_say_so_once(start_sink, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(None, env=AUTH)
+    buffer_dir = tmp_path / "buffer"
+    wrong = ArchiveHandler(f"{sink.url}/app", token="guess", buffer_dir=buffer_dir, batch_size=5, flush_interval=0.05)
+    logger = named_logger("auth.wrong", wrong)
+    for n in range(20):
+        logger.error("kept %d", n)
+    time.sleep(1)  # several tries answered 401, with backoff between them
+    wrong.close()
+    assert (wrong.sent, wrong.refused, wrong.dropped) == (0, 0, 0)  # not refused for good, not dropped
+    assert _buffered_lines(buffer_dir) == 20
+    assert capsys.readouterr().err.count("answered 401") == 1
+
+    unbuffered = ArchiveHandler(f"{sink.url}/app", credentials=("alice", "guess"), flush_interval=0.05)
+    named_logger("auth.unbuffered", unbuffered).error("nowhere to keep it")
+    unbuffered.close()
+    assert (unbuffered.sent, unbuffered.refused, unbuffered.dropped) == (0, 0, 1)  # counted at close, and said
+    assert capsys.readouterr().err.count("answered 401") == 1
+
+    right = ArchiveHandler(f"{sink.url}/app", token="t0ken", buffer_dir=buffer_dir, flush_interval=0.05)  # restarted, fixed
+    right.close()
+    assert right.sent == 20 and not list(buffer_dir.glob("*.ndjson"))
+    assert sink.stop() == 0
+    assert _messages(sink.data_dir, "app") == [f"kept {n}" for n in range(20)]
+
+
+def test_tls_with_secure_and_a_context(start_sink, tls_files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(None, env={"ARCHIVER_SERVER_TLS_CERT": str(tls_files["cert"]),
+                                 "ARCHIVER_SERVER_TLS_KEY": str(tls_files["key"]), **AUTH})
+    context = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    plain = sink.url.replace("https://", "http://")
+    handler = ArchiveHandler(f"{plain}/tls", secure=True, context=context, credentials=("alice", "s3crét"), flush_interval=0.05)
+    assert handler.url.startswith("https://")
+    logger = named_logger("tls", handler)
+    for n in range(10):
+        logger.info("over tls %d", n)
+    handler.close()
+    assert handler.sent == 10
+    assert context.cert_store_stats()["x509_ca"] == 1  # verified with the caller's trust alone
+    assert sink.stop() == 0
+    assert _messages(sink.data_dir, "tls") == [f"over tls {n}" for n in range(10)]
+
+
+def test_options_that_cannot_work_together_are_refused() -> None:
+    with pytest.raises(ValueError, match="context"):
+        ArchiveHandler("http://127.0.0.1:9/app", context=ssl.create_default_context())
+    with pytest.raises(ValueError, match="one"):
+        ArchiveHandler("http://127.0.0.1:9/app", token="t", credentials=("u", "p"))
+
+
+@pytest.fixture
+def down_sink() -> Iterator[tuple[str, list[int]]]:
+    """A sink that is down but countable: a socket that accepts each connection and closes it
+    at once. Yields its URL and a one-element list holding how many connections it took."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.05)
+    connections = [0]
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                server.accept()[0].close()
+            except TimeoutError:
+                continue
+            connections[0] += 1
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/app", connections
+    done.set()
+    thread.join()
+    server.close()
+
+
+def _log_for(logger_name: str, handler: ArchiveHandler, seconds: float, burst: int, pause: float) -> int:
+    """Log bursts of records for ``seconds``; the number logged."""
+    logger = named_logger(logger_name, handler)
+    count = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(burst):
+            logger.warning("record %d", count)
+            count += 1
+        time.sleep(pause)
+    return count
+
+
+# Backoff waits at least 0.05, 0.1, 0.2, 0.4, 0.8 s (half of 0.1 * 2**n): at most 6 tries in 2 s,
+# then flush() and close() try once each. A retry per emit() would make thousands.
+MAX_TRIES = 10
+
+
+def test_an_outage_costs_a_few_tries_however_fast_records_come(down_sink) -> None:  # type: ignore[no-untyped-def]
+    url, connections = down_sink
+    # a queue that does not fill: every emit() finds a full batch waiting, and notifies
+    handler = ArchiveHandler(url, batch_size=10, queue_size=100_000, flush_interval=0.05, timeout=1)
+    logged = _log_for("outage.fast", handler, seconds=2, burst=100, pause=0.01)
+    handler.close()
+    assert 2 <= connections[0] <= MAX_TRIES
+    assert handler.sent == 0 and handler.dropped == logged  # counted: nowhere to keep them at close
+
+
+def test_an_outage_with_a_buffer_dir_spools_to_disk_between_tries(down_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, connections = down_sink
+    buffer_dir = tmp_path / "buffer"
+    handler = ArchiveHandler(url, batch_size=50, queue_size=200, flush_interval=0.05, buffer_dir=buffer_dir, timeout=1)
+    logged = _log_for("outage.buffered", handler, seconds=2, burst=100, pause=0.05)  # ~10x what the queue holds
+    handler.close()
+    assert 2 <= connections[0] <= MAX_TRIES
+    assert handler.dropped == 0 and _buffered_lines(buffer_dir) == logged
+
+
+def test_overflow_policy_decides_which_records_a_full_queue_keeps(start_sink) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink()
+    kept = {DROP_OLD: range(150, 200), DROP_NEW: range(50)}
+    for overflow in kept:
+        # batch_size above queue_size and a long flush_interval: nothing leaves before close()
+        handler = ArchiveHandler(f"{sink.url}/{overflow}", overflow=overflow, queue_size=50, batch_size=100, flush_interval=60)
+        logger = named_logger(f"overflow.{overflow}", handler)
+        for n in range(200):
+            logger.info("record %d", n)
+        handler.close()
+        assert (handler.sent, handler.dropped) == (50, 150)
+    assert sink.stop() == 0
+    for overflow, numbers in kept.items():
+        assert _messages(sink.data_dir, overflow) == [f"record {n}" for n in numbers]
+
+
+def test_without_a_buffer_dir_records_from_an_outage_arrive_once_the_sink_is_back(start_sink) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_server(("127.0.0.1", 0)) as reserved:
+        port = reserved.getsockname()[1]  # free again once closed: nothing listens there
+    handler = ArchiveHandler(f"http://127.0.0.1:{port}/app", batch_size=10, flush_interval=0.05)
+    logger = named_logger("outage.queued", handler)
+    for n in range(30):
+        logger.error("during the outage %d", n)
+    time.sleep(0.3)  # a few refused tries
+    assert (handler.sent, handler.dropped) == (0, 0)
+    sink = start_sink(None, "--port", str(port))
+    deadline = time.monotonic() + 8
+    while handler.sent < 30 and time.monotonic() < deadline:  # the backoff's own retry, no flush()
+        time.sleep(0.05)
+    assert handler.sent == 30
+    handler.close()
+    assert sink.stop() == 0
+    assert _messages(sink.data_dir, "app") == [f"during the outage {n}" for n in range(30)]
