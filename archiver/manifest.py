@@ -210,6 +210,10 @@ class Manifest:
             (path, write_cap, read_cap, created_at),
         )
 
+    def forget_dirs(self, paths: list[str]) -> None:
+        """Drop directories found gone from the store, so the uploader makes them again."""
+        self._db.executemany("DELETE FROM dirs WHERE path = ?", [(path,) for path in paths])
+
     def dirs(self) -> dict[str, dict[str, Any]]:
         return {
             row["path"]: {"write_cap": row["write_cap"], "read_cap": row["read_cap"], "created_at": row["created_at"]}

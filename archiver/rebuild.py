@@ -14,7 +14,7 @@ from .layout import COMPRESSION_SUFFIX, SEGMENT_ID
 from .manifest import Manifest
 from .reader import published_manifests, published_row
 from .sealing import SegmentTally, open_compressed
-from .uploader import MANIFEST_DIR, stored_caps
+from .uploader import MANIFEST_DIR, levels_of, stored_caps
 from .units import format_ts
 
 _SUFFIXES = {suffix: kind for kind, suffix in COMPRESSION_SUFFIX.items()}
@@ -96,7 +96,7 @@ def _walk(manifest: Manifest, store: FS, wanted: str | None) -> tuple[str, int]:
         stream = path.strip("/").split("/", 1)[0]
         found.setdefault(match.group(2), []).append((path, name[: -len(suffix)], stream, _SUFFIXES[suffix]))
     chosen = _choose(sorted(found), wanted)
-    levels = {dirname for path, *_ in found[chosen] for dirname in _ancestors(path)}
+    levels = {level for path, *_ in found[chosen] for level in levels_of(path.rsplit("/", 1)[0])}
     for level in sorted(levels):
         caps = stored_caps(store, level)
         manifest.add_dir(level, caps["write_cap"], caps["read_cap"], format_ts(time.time()))
@@ -113,8 +113,3 @@ def _walk(manifest: Manifest, store: FS, wanted: str | None) -> tuple[str, int]:
         )
     return chosen, len(found[chosen])
 
-
-def _ancestors(path: str) -> list[str]:
-    """``/a/b/c.gz`` -> ``/a``, ``/a/b``: the directories the uploader made for a segment."""
-    parts = path.strip("/").split("/")[:-1]
-    return ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]

@@ -53,6 +53,12 @@ def store_path(segment: SegmentRow) -> str:
     return f"/{segment.stream}/{day[:4]}/{day[4:6]}/{day[6:8]}/{segment.id}{COMPRESSION_SUFFIX[segment.compression]}"
 
 
+def levels_of(path: str) -> list[str]:
+    """``/a/b/c`` -> ``/a``, ``/a/b``, ``/a/b/c``: each directory on the way, from the root."""
+    parts = [part for part in path.split("/") if part]
+    return ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
+
+
 def retry_delay(attempts: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with jitter: about base * 2^(attempts-1), at most ``cap``."""
     delay = min(cap, base * 2 ** max(0, attempts - 1))
@@ -68,11 +74,12 @@ def _cap_fields(tahoe: Mapping[str, Any]) -> dict[str, Any]:
     return {"write_cap": tahoe.get("write_cap"), "read_cap": tahoe.get("read_cap"), "verify_cap": tahoe.get("verify_cap")}
 
 
-def _upload(store: FS, path: str, file: BinaryIO) -> dict[str, Any]:
+def _upload(store: FS, path: str, file: BinaryIO, parent_cap: str | None) -> dict[str, Any]:
     """Store ``file`` at ``path`` and return its caps (a Tahoe grid gets them without listing
-    the day's directory, which grows all day)."""
+    the day's directory, which grows all day, and puts the file into ``parent_cap``, its
+    directory's write cap, when known)."""
     if isinstance(store, TahoeFS):
-        return _cap_fields(store.upload_with_caps(path, file))
+        return _cap_fields(store.upload_with_caps(path, file, parent_cap))
     store.upload(path, file)
     return stored_caps(store, path)
 
@@ -100,7 +107,7 @@ class Uploader:
         self._upload_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._store_lock = threading.Lock()
-        self._known_dirs: set[str] = set()
+        self._known_dirs: dict[str, str | None] = {}  # path -> write cap (None without caps)
         self.unpublished = 0
         self.last_error: str | None = None
         self.stopping = threading.Event()  # set at shutdown: runs end after the current segment
@@ -156,11 +163,11 @@ class Uploader:
         self._ensure_dirs(manifest, dirname(path))
         with open(self.data_dir.root / row.local_path, "rb") as local:
             try:
-                caps = _upload(store, path, local)
+                caps = _upload(store, path, local, self._known_dirs.get(dirname(path)))
             except errors.ResourceNotFound:  # a directory we knew was removed from the store
                 self._ensure_dirs(manifest, dirname(path), recreate=True)
                 local.seek(0)
-                caps = _upload(store, path, local)
+                caps = _upload(store, path, local, self._known_dirs.get(dirname(path)))
         failpoint("after-upload-put")
         manifest.update_segment(
             row.id, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
@@ -172,19 +179,17 @@ class Uploader:
         """Create each missing directory of ``path`` and record its caps in the manifest;
         ``recreate`` makes them again even where the manifest says they exist."""
         if recreate:
-            self._known_dirs = set()
+            self._known_dirs = {}
         elif not self._known_dirs:
-            self._known_dirs = set(manifest.dirs())
+            self._known_dirs = {level: caps["write_cap"] for level, caps in manifest.dirs().items()}
         store = self.store()
-        parts = [part for part in path.split("/") if part]
-        levels = ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
-        missing = [level for level in levels if level not in self._known_dirs]
+        missing = [level for level in levels_of(path) if level not in self._known_dirs]
         if missing:
             store.makedirs(missing[-1], recreate=True)  # one request makes every missing level
         for current in missing:
             caps = stored_caps(store, current)
             manifest.add_dir(current, caps["write_cap"], caps["read_cap"], format_ts(self._clock()))
-            self._known_dirs.add(current)
+            self._known_dirs[current] = caps["write_cap"]
 
     def _failed(self, manifest: Manifest, row: SegmentRow, err: Exception, cap: float) -> None:
         attempts = row.attempts + 1
@@ -215,7 +220,7 @@ class Uploader:
 
     def verify_due(self, repair: bool | None = None) -> dict[str, int]:
         """Check every uploaded, not yet verified segment in the store."""
-        healthy = unhealthy = 0
+        healthy = unhealthy = missing = 0
         manifest = Manifest(self.data_dir.root)
         try:
             for row in manifest.in_state("uploaded"):
@@ -223,6 +228,10 @@ class Uploader:
                     break
                 try:
                     ok, health = self.check(row, self.settings.repair if repair is None else repair)
+                except errors.ResourceNotFound:
+                    missing += 1
+                    self._upload_again(manifest, row)
+                    continue
                 except (errors.FSError, OSError) as err:
                     ok, health = False, {"error": redact(str(err))}
                 changes: dict[str, Any] = {"health": orjson.dumps(health).decode()}
@@ -237,7 +246,21 @@ class Uploader:
             manifest.close()
         if healthy:
             self.unpublished += healthy
-        return {"verified": healthy, "unhealthy": unhealthy}
+        return {"verified": healthy, "unhealthy": unhealthy, "missing": missing}
+
+    def _upload_again(self, manifest: Manifest, row: SegmentRow) -> None:
+        """An uploaded segment not at its path: its directory was removed from the tree after
+        the upload (or, on Tahoe, before it: uploads go into a directory by its cap). Its local
+        copy is still here (only verified segments are pruned), so it goes back to sealed and
+        its directories are made again on the next upload."""
+        path = row.store_path or store_path(row)
+        log.warning("%s is not at %s in the store (a directory removed?): uploading it again", row.id, path)
+        manifest.forget_dirs(levels_of(dirname(path)))
+        self._known_dirs = {}
+        manifest.update_segment(
+            row.id, state="sealed", store_path=None, read_cap=None, verify_cap=None, uploaded_at=None,
+            next_attempt=0, last_error=f"not found at {path} when verified: uploading again",
+        )
 
     def check(self, row: SegmentRow, repair: bool = False) -> tuple[bool, dict[str, Any]]:
         """Tahoe stores: ``t=check&verify=true``, healthy only when count-happiness reaches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -17,6 +18,14 @@ import orjson
 import psutil
 import pytest
 import requests
+from fs.base import FS
+
+from archiver.layout import DataDir
+from archiver.manifest import Manifest
+from archiver.records import Context, encode_record, json_record
+from archiver.rotation import RotationPolicy
+from archiver.segments import SegmentWriter
+from archiver.uploader import UploadSettings, Uploader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,3 +196,31 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
         "-CAcreateserial", "-days", "2", "-extfile", str(d / "san.cnf"), "-out", str(d / "server.pem"))
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+
+
+def seal(data_dir: Path, streams: dict[str, int]) -> None:
+    """Write and seal records with a real SegmentWriter: {stream: record count}."""
+    data_dir.mkdir(exist_ok=True)
+
+    async def main() -> None:
+        writer = SegmentWriter(DataDir(data_dir), "sinkA", RotationPolicy(10**9, 10**9, 3600))
+        await writer.start()
+        for stream, count in streams.items():
+            for n in range(count):
+                record = json_record({"message": f"{stream}-{n}", "created": 1_795_467_684 + n}, Context(stream, None, 0))
+                writer.write(stream, encode_record(record), 1)
+        await writer.commit()
+        await writer.close()
+
+    asyncio.run(main())
+
+
+def make_uploader(tmp_path: Path, store: FS, **settings: float) -> Uploader:
+    """An Uploader of sink "sinkA" over TMP/data, into ``store``."""
+    Manifest(tmp_path / "data").set_meta("sink_id", "sinkA")
+    return Uploader(DataDir(tmp_path / "data"), "sinkA", lambda: store, UploadSettings(**settings))  # type: ignore[arg-type]
+
+
+def rows(tmp_path: Path) -> list:
+    """The manifest's segments of TMP/data."""
+    return list(Manifest(tmp_path / "data").segments())

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
+import requests
 
 from conftest import Sink, archiver_cli, cat_json
 
@@ -27,6 +31,23 @@ def test_sigterm_seals_everything_and_cleans_up(start_sink) -> None:  # type: ig
     assert stat.S_IMODE(sink.data_dir.stat().st_mode) == 0o700
     table = archiver_cli("ls", "--data-dir", str(sink.data_dir)).stdout.decode()
     assert all(row["id"] in table for row in listing)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_request_in_flight_at_the_stop_signal_is_answered_and_kept(start_sink, signum: int) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink()
+    body = b"name=late&msg=in+flight"
+    url = urlsplit(sink.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as conn:
+        conn.sendall(b"POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:9])
+        assert requests.get(f"{sink.url}/_health", timeout=10).status_code == 200  # the sink has read the head
+        assert sink.proc is not None
+        sink.proc.send_signal(signum)
+        conn.sendall(body[9:])
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert sink.proc.wait(30) == 0
+    assert [r["message"] for r in cat_json(sink.data_dir)] == ["in flight"]
+    assert not list((sink.data_dir / "spool" / "open").glob("*/*.jsonl"))
 
 
 def test_second_sink_on_same_data_dir_is_refused(start_sink) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
 from pathlib import Path
@@ -12,39 +11,9 @@ import pytest
 from fs import errors
 from fs.osfs import OSFS
 
-from archiver.layout import DataDir
 from archiver.manifest import Manifest, ManifestError, parse_published
-from archiver.records import Context, encode_record, json_record
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
-from archiver.uploader import UploadSettings, Uploader, retry_delay, store_path
-
-
-def seal(data_dir: Path, streams: dict[str, int]) -> None:
-    """Write and seal records with a real SegmentWriter: {stream: record count}."""
-
-    data_dir.mkdir(exist_ok=True)
-
-    async def main() -> None:
-        writer = SegmentWriter(DataDir(data_dir), "sinkA", RotationPolicy(10**9, 10**9, 3600))
-        await writer.start()
-        for stream, count in streams.items():
-            for n in range(count):
-                record = json_record({"message": f"{stream}-{n}", "created": 1_795_467_684 + n}, Context(stream, None, 0))
-                writer.write(stream, encode_record(record), 1)
-        await writer.commit()
-        await writer.close()
-
-    asyncio.run(main())
-
-
-def make_uploader(tmp_path: Path, store: OSFS, **settings: float) -> Uploader:
-    Manifest(tmp_path / "data").set_meta("sink_id", "sinkA")
-    return Uploader(DataDir(tmp_path / "data"), "sinkA", lambda: store, UploadSettings(**settings))  # type: ignore[arg-type]
-
-
-def rows(tmp_path: Path) -> list:
-    return list(Manifest(tmp_path / "data").segments())
+from archiver.uploader import retry_delay, store_path
+from conftest import make_uploader, rows, seal
 
 
 def day_dirs(stream: str, segment_id: str) -> list[str]:
@@ -68,7 +37,7 @@ def test_upload_publish_verify_prune(tmp_path: Path) -> None:
     uploader.publish()
     published = parse_published(store.readbytes("/_manifest/sinkA.json"), "published")
     assert published["sink_id"] == "sinkA" and len(published["segments"]) == 2
-    assert uploader.verify_due() == {"verified": 2, "unhealthy": 0}
+    assert uploader.verify_due() == {"verified": 2, "unhealthy": 0, "missing": 0}
     assert uploader.prune_due() == {"pruned": 2}
     assert {row.state for row in rows(tmp_path)} == {"pruned"}
     assert not list((tmp_path / "data" / "spool" / "sealed").rglob("*.gz")) and len(pruned) == 2
@@ -108,7 +77,7 @@ def test_a_corrupt_stored_copy_fails_verification(tmp_path: Path) -> None:
     uploader.upload_due()
     [row] = rows(tmp_path)
     store.writebytes(row.store_path, b"not what was uploaded")
-    assert uploader.verify_due() == {"verified": 0, "unhealthy": 1}
+    assert uploader.verify_due() == {"verified": 0, "unhealthy": 1, "missing": 0}
     assert uploader.prune_due() == {"pruned": 0}  # never drop the local copy of an unverified segment
     assert (tmp_path / "data" / row.local_path).exists()
 

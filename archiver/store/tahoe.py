@@ -326,10 +326,19 @@ class TahoeFS(FS):
         """Streaming PUT (chunked when the size is unknown). ``format="MDMF"`` for a mutable file."""
         self._upload(path, file, options)
 
-    def upload_with_caps(self, path: str, file: BinaryIO) -> dict[str, Any]:
+    def upload_with_caps(self, path: str, file: BinaryIO, parent_cap: str | None = None) -> dict[str, Any]:
         """``upload``, then the new file's ``tahoe`` info (caps) from the cap the PUT answered:
-        one small request whatever the size of its directory, where ``getinfo`` lists it whole."""
-        cap = self._upload(path, file, {})
+        one small request whatever the size of its directory, where ``getinfo`` lists it whole.
+
+        ``parent_cap``, the write cap of the file's directory (the uploader keeps one for every
+        directory it made), sends the PUT to that directory itself: the gateway then reads one
+        directory instead of each on the path from the root, and a cap needs no parent check."""
+        if parent_cap is None:
+            cap = self._upload(path, file, {})
+        else:
+            self._require_writable(path)
+            directory = f"{self.node_url}/uri/{quote(parent_cap, safe='')}"
+            cap = self._put(f"{directory}/{quote(basename(path), safe='')}?format=CHK", path, file)
         response = self._check(self._request("GET", f"{self.node_url}/uri/{quote(cap, safe='')}?t=json", path), path)
         kind, data = response.json()
         return dict(_info(basename(path), kind, data, {}, ["tahoe"]).raw["tahoe"])
@@ -339,11 +348,14 @@ class TahoeFS(FS):
         self._require_writable(path)
         with self._lock:
             self._require_parent_dir(_path, path)
-            return self._put(_path, file, options)
+            return self._put(self._file_url(_path, options), path, file)
 
-    def _put(self, path: str, data: Any, options: Mapping[str, Any]) -> str:
-        params = {"format": str(options.get("format", "CHK"))}
-        response = self._request("PUT", self._url(path, **params), path, data=data)
+    def _file_url(self, path: str, options: Mapping[str, Any]) -> str:
+        """The PUT URL of a file at ``path``: immutable (CHK) unless ``options`` name a format."""
+        return self._url(path, format=str(options.get("format", "CHK")))
+
+    def _put(self, url: str, path: str, data: Any) -> str:
+        response = self._request("PUT", url, path, data=data)
         if response.status_code == 400 and "PUT to a directory" in response.text:
             raise errors.FileExpected(path)
         return self._check(response, path).text.strip()
@@ -370,7 +382,7 @@ class TahoeFS(FS):
             self._require_parent_dir(_dst, dst_path)
             if data.get("mutable"):
                 with self.openbin(_src) as source:
-                    self._put(_dst, source, {"format": data.get("format", "MDMF")})
+                    self._put(self._file_url(_dst, {"format": data.get("format", "MDMF")}), dst_path, source)
                 return
             url = self._url(_dst, t="uri", replace="true")
             self._check(self._request("PUT", url, dst_path, data=data["ro_uri"]), dst_path)
@@ -533,7 +545,7 @@ class _UploadOnClose(RawWrapper):
         try:
             self._f.flush()
             self._f.seek(0)
-            self._fs._put(self._path, _Chunks(self._f), self._options)
+            self._fs._put(self._fs._file_url(self._path, self._options), self._path, _Chunks(self._f))
         finally:
             super().close()
 

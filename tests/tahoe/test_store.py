@@ -73,6 +73,10 @@ def test_upload_with_caps_answers_what_getinfo_would(grid1: LocalGrid) -> None:
     assert caps["read_cap"].startswith("URI:CHK:") and caps["verify_cap"].startswith("URI:CHK-Verifier:")
     with pytest.raises(errors.ResourceNotFound):  # no directories made on the way, as upload()
         tahoe.upload_with_caps("gone/seg.jsonl.gz", io.BytesIO(b"y"))
+    day_cap = tahoe.getinfo("day", namespaces=["tahoe"]).raw["tahoe"]["write_cap"]
+    into = tahoe.upload_with_caps("day/by-cap.jsonl.gz", io.BytesIO(b"z" * 5000), parent_cap=day_cap)
+    assert into == tahoe.getinfo("day/by-cap.jsonl.gz", namespaces=["tahoe"]).raw["tahoe"]
+    assert tahoe.readbytes("day/by-cap.jsonl.gz") == b"z" * 5000
 
 
 def test_a_fresh_interpreter_reads_what_another_process_wrote(grid1: LocalGrid) -> None:

@@ -17,7 +17,7 @@ import requests
 
 from archiver.grid import LocalGrid
 from archiver.store.tahoe import TahoeFS
-from conftest import Sink, archiver_cli, cat_json
+from conftest import Sink, archiver_cli, cat_json, make_uploader, rows, seal
 
 INTERVAL = 3.0
 OUTAGE = float(os.environ.get("TEST_OUTAGE_SECONDS", "30"))
@@ -224,3 +224,23 @@ def test_embedded_grid_as_make_run_uses_it(start_sink, tmp_path: Path) -> None: 
     assert "root read cap:  URI:DIR2-RO:" in sink.log_text() and "curl -X POST" in sink.log_text()
     assert sink.stop() == 0
     assert not any(node["pid"] for node in grid.status()["nodes"])  # stopped with the sink
+
+
+def test_a_day_directory_removed_from_the_grid_is_made_again(grid1: LocalGrid, tmp_path: Path) -> None:
+    """Uploads go into the day's directory by its cap; one removed from the tree meanwhile is
+    found when verifying, and its segments are uploaded again into a new one."""
+    seal(tmp_path / "data", {"app": 2})
+    store = grid1.create_root()
+    uploader = make_uploader(tmp_path, store)
+    assert uploader.upload_due()["uploaded"] == 1
+    store.removetree("/app")  # someone deleted the stream's tree
+    seal(tmp_path / "data", {"app": 1})
+    assert uploader.upload_due()["uploaded"] == 1  # into the removed directory, by its cap
+    assert uploader.verify_due() == {"verified": 0, "unhealthy": 0, "missing": 2}
+    assert {row.state for row in rows(tmp_path)} == {"sealed"}
+    assert uploader.upload_due()["uploaded"] == 2
+    assert uploader.verify_due() == {"verified": 2, "unhealthy": 0, "missing": 0}
+    for row in rows(tmp_path):
+        assert store.getinfo(row.store_path, namespaces=["tahoe"]).raw["tahoe"]["read_cap"] == row.read_cap
+    assert set(uploader.opened.listdir(row.store_path.rsplit("/", 1)[0])) == {f"{r.id}.jsonl.gz" for r in rows(tmp_path)}
+
