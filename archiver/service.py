@@ -29,7 +29,7 @@ from .config import Config
 from .grid import GridError, LocalGrid
 from .ingest.auth import Authenticator
 from .ingest.decoder import Decoder
-from .ingest.http import HttpLimits, create_app, make_runner
+from .ingest.http import HttpLimits, create_app, drain, make_runner
 from .ingest.listener import BoundedSite
 from .ingest.tcp import TcpSettings, TcpSource
 from .layout import DataDir
@@ -202,7 +202,7 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
         admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder,
     )
-    runner = make_runner(app, max_line_bytes=config.server.max_line_bytes, shutdown_timeout=config.server.shutdown_timeout)
+    runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
     await runner.setup()
     try:
         await decoder.start()
@@ -233,6 +233,9 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
             _announce_embedded(grid, info["http"], data)
         await stop.wait()
         log.info("stopping: finishing in-flight requests")
+        await site.stop()
+        if not await drain(app, config.server.shutdown_timeout):
+            log.warning("requests still in progress after server.shutdown_timeout: cancelling them")
     finally:
         await runner.cleanup()
         if tcp is not None:

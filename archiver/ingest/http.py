@@ -81,6 +81,9 @@ class _State:
         self.responses: Counter[int] = Counter()
         self.records: Counter[str] = Counter()
         self.rejected = 0
+        self.in_flight = 0  # ingest requests whose handler has started and not answered
+        self.idle = asyncio.Event()
+        self.idle.set()
 
 
 STATE_KEY = web.AppKey("state", _State)
@@ -128,14 +131,19 @@ async def _authenticate(request: web.Request, handler: Any) -> web.StreamRespons
     return response
 
 
-def make_runner(app: web.Application, *, max_line_bytes: int, shutdown_timeout: float) -> web.AppRunner:
+# After drain(): how long a request that began meanwhile (keep-alive) may take before aiohttp
+# cancels it.
+CANCEL_AFTER = 5.0
+
+
+def make_runner(app: web.Application, *, max_line_bytes: int) -> web.AppRunner:
     """The runner for ``app``. HTTPHandler's GET mode needs long request lines; bodies are
     decompressed by records.decompress (magic bytes, size limit, truncation check), which
     aiohttp's own decompression would bypass."""
     return web.AppRunner(
         app,
         access_log=None,
-        shutdown_timeout=shutdown_timeout,
+        shutdown_timeout=CANCEL_AFTER,
         max_line_size=max_line_bytes,
         max_field_size=max_line_bytes,
         auto_decompress=False,
@@ -214,12 +222,29 @@ async def _receive(request: web.Request) -> web.Response:
     writer = request.app[WRITER_KEY]
     stream = request.match_info["stream"] or DEFAULT_STREAM
     ctx = Context(stream, request.remote, time.time())
+    state.in_flight += 1
+    state.idle.clear()
     try:
         response = await _ingest(request, writer, state, ctx)
     except _Refused as refused:
         response = await _refuse(request, writer, state, ctx, refused)
+    finally:
+        state.in_flight -= 1
+        if not state.in_flight:
+            state.idle.set()
     state.responses[response.status] += 1
     return response
+
+
+async def drain(app: web.Application, timeout: float) -> bool:
+    """Wait up to ``timeout`` until no ingest request is in progress; True if none is. The
+    listener is stopped first, so bodies still arriving are read to the end and answered
+    (aiohttp's own shutdown stops reading at once and cancels them after its timeout)."""
+    try:
+        await asyncio.wait_for(app[STATE_KEY].idle.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
 
 
 async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ctx: Context) -> web.Response:
