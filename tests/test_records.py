@@ -115,6 +115,11 @@ def test_curl_form_example() -> None:
     assert record["fields"] == {"abc": "def"} and record["message"] is None and record["ts"] == RECEIVED
 
 
+def test_a_logger_named_like_a_literal_keeps_its_name() -> None:
+    [record] = decode_body(b"name=None&msg=x", CTX).records
+    assert record["logger"] == "None" and record["fields"]["name"] is None
+
+
 def test_repeated_form_keys_keep_every_value() -> None:
     [record] = decode_body(b"a=1&b=x&a=2&a=None", CTX).records
     assert record["fields"] == {"a": [1, 2, None], "b": "x"}
