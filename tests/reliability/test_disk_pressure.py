@@ -17,19 +17,27 @@ from archiver.ingest.tcp import SPOOL_FULL_PAUSE
 from conftest import Sink, archiver_cli
 
 
-def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _pressed_sink(start_sink, tmp_path: Path, *, spool: str, max_age: str, upload_every: str,  # type: ignore[no-untyped-def]
+                  **env: str) -> tuple[Sink, int]:
+    """A sink with a small spool, HTTP and TCP, uploading to a local store and pruning at once
+    after verifying; and its TCP port."""
     env = {
-        "ARCHIVER_SPOOL_MAX_BYTES": "150KB",
-        "ARCHIVER_SPOOL_RETRY_AFTER": "1s",
-        "ARCHIVER_SEGMENTS_MAX_AGE": "300ms",
+        "ARCHIVER_SPOOL_MAX_BYTES": spool,
+        "ARCHIVER_SEGMENTS_MAX_AGE": max_age,
         "ARCHIVER_STORE_URL": f"osfs://{tmp_path / 'store'}",
-        "ARCHIVER_UPLOADER_INTERVAL": "500ms",
+        "ARCHIVER_UPLOADER_INTERVAL": upload_every,
         "ARCHIVER_UPLOADER_VERIFY_INTERVAL": "300ms",
         "ARCHIVER_UPLOADER_PRUNE_INTERVAL": "300ms",
         "ARCHIVER_UPLOADER_KEEP_LOCAL": "0s",
+        **env,
     }
     sink: Sink = start_sink(tmp_path / "data", "--tcp-port", "0", env=env)
-    tcp_port = int(orjson.loads((sink.data_dir / "sink.json").read_bytes())["tcp"].rsplit(":", 1)[1])
+    return sink, int(orjson.loads((sink.data_dir / "sink.json").read_bytes())["tcp"].rsplit(":", 1)[1])
+
+
+def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink, tcp_port = _pressed_sink(start_sink, tmp_path, spool="150KB", max_age="300ms", upload_every="500ms",
+                                   ARCHIVER_SPOOL_RETRY_AFTER="1s")
     tcp_lines = [orjson.dumps({"message": f"tcp {n}", "pad": "p" * 300}) for n in range(3000)]  # ~1 MB
 
     def tcp_sender() -> None:
@@ -71,17 +79,7 @@ def test_tcp_reading_pauses_while_the_spool_is_full(start_sink, tmp_path: Path) 
     Meanwhile a TCP sender's lines are not read (none reaches the spool, and its half-closed
     connection is not closed); once the flush frees space they are read, made durable, and
     only then is the connection closed."""
-    env = {
-        "ARCHIVER_SPOOL_MAX_BYTES": "100KB",
-        "ARCHIVER_SEGMENTS_MAX_AGE": "1h",
-        "ARCHIVER_STORE_URL": f"osfs://{tmp_path / 'store'}",
-        "ARCHIVER_UPLOADER_INTERVAL": "1h",
-        "ARCHIVER_UPLOADER_VERIFY_INTERVAL": "300ms",
-        "ARCHIVER_UPLOADER_PRUNE_INTERVAL": "300ms",
-        "ARCHIVER_UPLOADER_KEEP_LOCAL": "0s",
-    }
-    sink: Sink = start_sink(tmp_path / "data", "--tcp-port", "0", env=env)
-    tcp_port = int(orjson.loads((sink.data_dir / "sink.json").read_bytes())["tcp"].rsplit(":", 1)[1])
+    sink, tcp_port = _pressed_sink(start_sink, tmp_path, spool="100KB", max_age="1h", upload_every="1h")
     acked = []
     for n in range(2000):  # about 200 records fill 100 KB
         message = f"http {n} " + "h" * 300
