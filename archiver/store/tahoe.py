@@ -40,6 +40,7 @@ CHUNK = 1024 * 1024
 _CAP = re.compile(r"URI:[A-Za-z0-9-]+:[A-Za-z0-9:-]+(?![A-Za-z0-9:…-])")
 _READ_ONLY_KINDS = ("-RO:", "-CHK:", "URI:CHK:", "URI:LIT:", "-Verifier:")
 _HAPPY = re.compile(r"at least (\d+) such servers")
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): ", re.M)  # a traceback's last line: "pkg.SomeError: message"
 
 
 def redact(text: str) -> str:
@@ -583,6 +584,9 @@ def _error_text(response: requests.Response) -> str:
     if "<html" in text[:200].lower():
         parts = re.findall(r"<(?:h1|p)>(.*?)</(?:h1|p)>", text, flags=re.S)
         text = " ".join(p.strip() for p in parts if p.strip() and p.strip() != "Error")
+    raised = list(_RAISED.finditer(text))
+    if raised:  # a traceback: its exception's message may run over several lines
+        return " ".join(text[raised[-1].start() :].split())[:500]
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:500] if lines else f"HTTP {response.status_code}"
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import fs
 import pytest
+import requests
 from fs import errors
 
 from archiver.grid import LocalGrid
 from conftest import peak_rss_growth
 from archiver.store import open_store
-from archiver.store.tahoe import NotEnoughShares, TahoeFS, UploadUnhappy, redact
+from archiver.store.tahoe import _HAPPY, NotEnoughShares, TahoeFS, UploadUnhappy, _error_text, redact
 
 MB = 1024 * 1024
 
@@ -154,6 +155,19 @@ def test_the_tahoe_cli_sees_what_tahoefs_wrote(grid1: LocalGrid) -> None:
     got = subprocess.run([grid1.tahoe, "-d", node, "get", "archive:app/2026/11/seg.jsonl", "-"],
                          capture_output=True, timeout=120, check=True)
     assert got.stdout == b'{"message": "from TahoeFS"}\n' * 10
+
+
+def test_an_unhappy_answer_is_read_past_the_failures_it_quotes() -> None:
+    """A node refusing connections puts its Failure tracebacks inside the exception's message,
+    so the answer's last line is ``])``: the message is read from the exception line on."""
+    answer = requests.Response()
+    answer.status_code = 500
+    answer._content = (Path(__file__).parent / "unhappy_500.txt").read_bytes()  # as a 1.20 node sent it
+    text = _error_text(answer)
+    assert text.startswith("allmydata.interfaces.UploadUnhappinessError: server selection failed"), text
+    assert "\n" not in text and len(text) <= 500
+    match = _HAPPY.search(text)
+    assert match and match.group(1) == "3"
 
 
 def test_node_loss_on_a_2_of_3_grid(grid3: LocalGrid) -> None:
