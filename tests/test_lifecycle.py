@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,6 +49,43 @@ def test_a_request_in_flight_at_the_stop_signal_is_answered_and_kept(start_sink,
     assert sink.proc.wait(30) == 0
     assert [r["message"] for r in cat_json(sink.data_dir)] == ["in flight"]
     assert not list((sink.data_dir / "spool" / "open").glob("*/*.jsonl"))
+
+
+def test_keep_alive_connections_close_after_the_stop_signal(start_sink) -> None:  # type: ignore[no-untyped-def]
+    """A keep-alive client must not go on starting requests while the sink drains: once the
+    stop signal is in, each answer closes its connection."""
+    sink = start_sink()
+    url = urlsplit(sink.url)
+    request = b"POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    with socket.create_connection((url.hostname, url.port), timeout=30) as kept, \
+            socket.create_connection((url.hostname, url.port), timeout=30) as busy:
+        kept.sendall(request % 7 + b"msg=one")
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")
+        body = b"msg=in+flight"
+        busy.sendall(request % len(body) + body[:4])
+        assert requests.get(f"{sink.url}/_health", timeout=10).status_code == 200  # the sink has read the head
+        assert sink.proc is not None
+        sink.proc.send_signal(signal.SIGTERM)
+        wait_until_refused(url.hostname, url.port)  # the listener is closed: the sink is draining
+        kept.sendall(request % 7 + b"msg=two")
+        answer = b""
+        while chunk := kept.recv(4096):  # to EOF: the sink closes the connection after answering
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
+        busy.sendall(body[4:])
+        assert busy.recv(4096).startswith(b"HTTP/1.1 200 ")
+    assert sink.proc.wait(30) == 0
+    assert sorted(r["message"] for r in cat_json(sink.data_dir)) == ["in flight", "one", "two"]
+
+
+def wait_until_refused(host: str | None, port: int | None) -> None:
+    for _ in range(600):
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{host}:{port} still accepts connections")
 
 
 def test_second_sink_on_same_data_dir_is_refused(start_sink) -> None:  # type: ignore[no-untyped-def]

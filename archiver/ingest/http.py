@@ -84,6 +84,7 @@ class _State:
         self.in_flight = 0  # ingest requests whose handler has started and not answered
         self.idle = asyncio.Event()
         self.idle.set()
+        self.stopping = False  # set by drain(): every response closes its connection
 
 
 STATE_KEY = web.AppKey("state", _State)
@@ -121,13 +122,17 @@ async def _authenticate(request: web.Request, handler: Any) -> web.StreamRespons
     state: _State = request.app[STATE_KEY]
     header = request.headers.get("Authorization")
     exempt = request.path == "/_health" or (request.path.startswith("/_admin/") and state.admin.allows(header))
+    response: web.StreamResponse
     if state.auth.enabled and not exempt and not state.auth.allows(header):
         state.responses[401] += 1
-        return web.Response(
+        response = web.Response(
             status=401, text="error: authentication required (a bearer token or Basic credentials)\n",
             headers={"WWW-Authenticate": 'Basic realm="archiver"'},
         )
-    response: web.StreamResponse = await handler(request)
+    else:
+        response = await handler(request)
+    if state.stopping:
+        response.force_close()
     return response
 
 
@@ -239,9 +244,13 @@ async def _receive(request: web.Request) -> web.Response:
 async def drain(app: web.Application, timeout: float) -> bool:
     """Wait up to ``timeout`` until no ingest request is in progress; True if none is. The
     listener is stopped first, so bodies still arriving are read to the end and answered
-    (aiohttp's own shutdown stops reading at once and cancels them after its timeout)."""
+    (aiohttp's own shutdown stops reading at once and cancels them after its timeout). From
+    now on every answer closes its connection, so a keep-alive client starts at most one more
+    request on it rather than going on for the whole drain."""
+    state: _State = app[STATE_KEY]
+    state.stopping = True
     try:
-        await asyncio.wait_for(app[STATE_KEY].idle.wait(), timeout)
+        await asyncio.wait_for(state.idle.wait(), timeout)
     except asyncio.TimeoutError:
         return False
     return True
