@@ -22,6 +22,7 @@ import orjson
 SCHEMA_VERSION = 3
 PUBLISHED_FORMAT = 1
 STATES = ("sealed", "uploaded", "verified", "pruned")
+DIRS_ROOT = "dirs_root"  # meta: sha256 naming the store root the dirs table belongs to
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -219,6 +220,17 @@ class Manifest:
             row["path"]: {"write_cap": row["write_cap"], "read_cap": row["read_cap"], "created_at": row["created_at"]}
             for row in self._db.execute("SELECT * FROM dirs ORDER BY path")
         }
+
+    def dirs_under(self, root: str) -> dict[str, dict[str, Any]]:
+        """``dirs()`` for the store root that ``root`` names (a hash: never a cap in clear).
+        Caps recorded under another root mean nothing in this one (store.url changed), so they
+        are forgotten. A manifest that names no root (older, or rebuilt from the store) is taken
+        to be of this one: a cap it holds that the store cannot use fails its first upload, and
+        the uploader forgets it then."""
+        if self.get_meta(DIRS_ROOT) not in (None, root):
+            self._db.execute("DELETE FROM dirs")
+        self.set_meta(DIRS_ROOT, root)
+        return self.dirs()
 
     def document(self, *, include_write_caps: bool = False, uploaded_only: bool = False) -> dict[str, Any]:
         """The manifest as JSON: what ``manifest export`` prints and, with uploaded segments and

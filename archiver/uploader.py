@@ -27,7 +27,7 @@ from .failpoints import failpoint
 from .layout import COMPRESSION_SUFFIX, DataDir
 from .manifest import Manifest, SegmentRow
 from .store import redact
-from .store.tahoe import NotEnoughShares, TahoeFS, UploadUnhappy
+from .store.tahoe import NotEnoughShares, UploadUnhappy
 from .units import format_ts
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,59 @@ def _cap_fields(tahoe: Mapping[str, Any]) -> dict[str, Any]:
     return {"write_cap": tahoe.get("write_cap"), "read_cap": tahoe.get("read_cap"), "verify_cap": tahoe.get("verify_cap")}
 
 
+def root_identity(store: FS) -> str:
+    """A name for the store's root that gives nothing away: the sha256 of its read cap (Tahoe),
+    else of the store itself (an OSFS shows its directory). Directory caps hold under it only."""
+    read_cap = stored_caps(store, "/")["read_cap"]
+    return hashlib.sha256((read_cap or repr(store)).encode()).hexdigest()
+
+
 def _upload(store: FS, path: str, file: BinaryIO, parent_cap: str | None) -> dict[str, Any]:
     """Store ``file`` at ``path`` and return its caps (a Tahoe grid gets them without listing
     the day's directory, which grows all day, and puts the file into ``parent_cap``, its
     directory's write cap, when known)."""
-    if isinstance(store, TahoeFS):
-        return _cap_fields(store.upload_with_caps(path, file, parent_cap))
+    upload_with_caps = getattr(store, "upload_with_caps", None)
+    if upload_with_caps is not None:
+        return _cap_fields(upload_with_caps(path, file, parent_cap))
     store.upload(path, file)
     return stored_caps(store, path)
+
+
+class KnownDirs:
+    """The store directories the uploader made, path -> write cap (None without caps): the
+    manifest's dirs table, cached. The upload, publish and verify threads share it under one
+    lock, so a load from the manifest cannot bring back directories another thread forgot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._caps: dict[str, str | None] = {}
+        self._loaded = False
+
+    def missing(self, manifest: Manifest, store: FS, levels: list[str]) -> list[str]:
+        """Those of ``levels`` not known to exist. The first call loads the manifest's
+        directories, less those recorded under another root than ``store``'s."""
+        with self._lock:
+            if not self._loaded:
+                dirs = manifest.dirs_under(root_identity(store))
+                self._caps = {path: caps["write_cap"] for path, caps in dirs.items()}
+                self._loaded = True
+            return [level for level in levels if level not in self._caps]
+
+    def get(self, path: str) -> str | None:
+        with self._lock:
+            return self._caps.get(path)
+
+    def add(self, manifest: Manifest, path: str, caps: Mapping[str, Any], created_at: str) -> None:
+        with self._lock:
+            manifest.add_dir(path, caps["write_cap"], caps["read_cap"], created_at)
+            self._caps[path] = caps["write_cap"]
+
+    def forget(self, manifest: Manifest, paths: list[str]) -> None:
+        """Directories found gone from the store (or their caps unusable): made again when next needed."""
+        with self._lock:
+            manifest.forget_dirs(paths)
+            for path in paths:
+                self._caps.pop(path, None)
 
 
 class Uploader:
@@ -107,7 +152,7 @@ class Uploader:
         self._upload_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._store_lock = threading.Lock()
-        self._known_dirs: dict[str, str | None] = {}  # path -> write cap (None without caps)
+        self._dirs = KnownDirs()
         self.unpublished = 0
         self.last_error: str | None = None
         self.stopping = threading.Event()  # set at shutdown: runs end after the current segment
@@ -158,16 +203,9 @@ class Uploader:
         return {"uploaded": uploaded, "failed": failed, "backlog": backlog}
 
     def _upload_one(self, manifest: Manifest, row: SegmentRow) -> None:
-        store = self.store()
         path = store_path(row)
-        self._ensure_dirs(manifest, dirname(path))
         with open(self.data_dir.root / row.local_path, "rb") as local:
-            try:
-                caps = _upload(store, path, local, self._known_dirs.get(dirname(path)))
-            except errors.ResourceNotFound:  # a directory we knew was removed from the store
-                self._ensure_dirs(manifest, dirname(path), recreate=True)
-                local.seek(0)
-                caps = _upload(store, path, local, self._known_dirs.get(dirname(path)))
+            caps = self._put(manifest, path, local)
         failpoint("after-upload-put")
         manifest.update_segment(
             row.id, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
@@ -175,21 +213,31 @@ class Uploader:
         )
         log.info("uploaded %s (%d bytes)", path, row.stored_bytes)
 
-    def _ensure_dirs(self, manifest: Manifest, path: str, recreate: bool = False) -> None:
-        """Create each missing directory of ``path`` and record its caps in the manifest;
-        ``recreate`` makes them again even where the manifest says they exist."""
-        if recreate:
-            self._known_dirs = {}
-        elif not self._known_dirs:
-            self._known_dirs = {level: caps["write_cap"] for level, caps in manifest.dirs().items()}
+    def _put(self, manifest: Manifest, path: str, local: BinaryIO) -> dict[str, Any]:
+        """Upload into the file's directory, by its cap when known. When that directory is gone
+        (404), or its cap is one the store cannot read (410: store.url now names another root or
+        grid), its directories are forgotten, made again by path, and the upload tried once more."""
+        directory = dirname(path)
+        self._ensure_dirs(manifest, directory)
+        parent_cap = self._dirs.get(directory)
+        try:
+            return _upload(self.store(), path, local, parent_cap)
+        except (errors.ResourceNotFound, NotEnoughShares) as err:
+            if parent_cap is None and isinstance(err, NotEnoughShares):
+                raise  # addressed by path: the grid itself cannot be read
+            self._dirs.forget(manifest, levels_of(directory))
+            self._ensure_dirs(manifest, directory)
+            local.seek(0)
+            return _upload(self.store(), path, local, self._dirs.get(directory))
+
+    def _ensure_dirs(self, manifest: Manifest, path: str) -> None:
+        """Create each directory of ``path`` not known to exist and record its caps."""
         store = self.store()
-        missing = [level for level in levels_of(path) if level not in self._known_dirs]
+        missing = self._dirs.missing(manifest, store, levels_of(path))
         if missing:
             store.makedirs(missing[-1], recreate=True)  # one request makes every missing level
         for current in missing:
-            caps = stored_caps(store, current)
-            manifest.add_dir(current, caps["write_cap"], caps["read_cap"], format_ts(self._clock()))
-            self._known_dirs[current] = caps["write_cap"]
+            self._dirs.add(manifest, current, stored_caps(store, current), format_ts(self._clock()))
 
     def _failed(self, manifest: Manifest, row: SegmentRow, err: Exception, cap: float) -> None:
         attempts = row.attempts + 1
@@ -230,7 +278,7 @@ class Uploader:
                     ok, health = self.check(row, self.settings.repair if repair is None else repair)
                 except errors.ResourceNotFound:
                     missing += 1
-                    self._upload_again(manifest, row)
+                    self._missing_from_store(manifest, row)
                     continue
                 except (errors.FSError, OSError) as err:
                     ok, health = False, {"error": redact(str(err))}
@@ -248,17 +296,28 @@ class Uploader:
             self.unpublished += healthy
         return {"verified": healthy, "unhealthy": unhealthy, "missing": missing}
 
-    def _upload_again(self, manifest: Manifest, row: SegmentRow) -> None:
+    def _missing_from_store(self, manifest: Manifest, row: SegmentRow) -> None:
         """An uploaded segment not at its path: its directory was removed from the tree after
-        the upload (or, on Tahoe, before it: uploads go into a directory by its cap). Its local
-        copy is still here (only verified segments are pruned), so it goes back to sealed and
-        its directories are made again on the next upload."""
+        the upload (or, on Tahoe, before it: uploads go into a directory by its cap), and is
+        made again by the next upload into it.
+
+        With its local copy, the segment goes back to sealed. It loses its store path, which
+        readers and the published manifest take to mean "in the store", but keeps its caps
+        until the new upload writes its own: a CHK cap names the bytes, not the path, and on
+        Tahoe may still read a file unlinked from the tree. Without a local copy (a row rebuilt
+        from the store has none; a lost copy neither) there is nothing to upload: the row stays
+        uploaded with its caps, reported on each verify until the file is back at its path."""
         path = row.store_path or store_path(row)
+        self._dirs.forget(manifest, levels_of(dirname(path)))
+        if not (self.data_dir.root / row.local_path).is_file():  # '' names the data dir itself
+            message = f"missing from the store at {path}, and no local copy to upload again"
+            log.error("%s is %s", row.id, message)
+            manifest.update_segment(row.id, last_error=message)
+            self.last_error = f"{row.id}: {message}"
+            return
         log.warning("%s is not at %s in the store (a directory removed?): uploading it again", row.id, path)
-        manifest.forget_dirs(levels_of(dirname(path)))
-        self._known_dirs = {}
         manifest.update_segment(
-            row.id, state="sealed", store_path=None, read_cap=None, verify_cap=None, uploaded_at=None,
+            row.id, state="sealed", store_path=None, uploaded_at=None,
             next_attempt=0, last_error=f"not found at {path} when verified: uploading again",
         )
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import orjson
 import pytest
 from fs import errors
+from fs.info import Info
+from fs.memoryfs import MemoryFS
 from fs.osfs import OSFS
+from fs.path import abspath, dirname
 
 from archiver.manifest import Manifest, ManifestError, parse_published
+from archiver.store.tahoe import NotEnoughShares
 from archiver.uploader import retry_delay, store_path
 from conftest import make_uploader, rows, seal
 
@@ -126,3 +133,121 @@ def test_a_directory_removed_from_the_store_is_made_again(tmp_path: Path) -> Non
     assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
     [again] = [row for row in rows(tmp_path) if store.exists(row.store_path)]
     assert store.listdir(day_dirs("app", again.id)[-1]) == [again.id + ".jsonl.gz"]
+
+
+class CapStore(MemoryFS):
+    """A MemoryFS that answers like a Tahoe grid of its own: directories have caps naming the
+    grid, and ``upload_with_caps`` PUTs into a directory by its cap, as TahoeFS does."""
+
+    def __init__(self, grid: str) -> None:
+        super().__init__()
+        self.grid = grid
+        self.refused = 0
+
+    def dir_caps(self, path: str) -> dict[str, str]:
+        return {"write_cap": f"URI:DIR2:{self.grid}:{abspath(path)}", "read_cap": f"URI:DIR2-RO:{self.grid}:{abspath(path)}"}
+
+    def getinfo(self, path: str, namespaces: Any = None) -> Info:
+        info = super().getinfo(path, namespaces)
+        return Info({**info.raw, "tahoe": self.dir_caps(path)}) if info.is_dir else info
+
+    def upload_with_caps(self, path: str, file: BinaryIO, parent_cap: str | None = None) -> dict[str, Any]:
+        """A cap of another grid is unreadable here (410). One of a directory since unlinked
+        from the tree still takes the file, which is then not at its path."""
+        if parent_cap is not None and not parent_cap.startswith(f"URI:DIR2:{self.grid}:"):
+            self.refused += 1
+            raise NotEnoughShares(path, msg="410 Gone: no shares of that directory")
+        data = file.read()
+        if parent_cap is None or self.isdir(dirname(path)):
+            self.writebytes(path, data)
+        digest = hashlib.sha256(data).hexdigest()
+        return {"write_cap": None, "read_cap": f"URI:CHK:{digest}", "verify_cap": f"URI:CHK-Verifier:{digest}"}
+
+
+@pytest.mark.parametrize("how", ["rebuilt", "deleted"])
+def test_a_segment_missing_from_the_store_without_a_local_copy_keeps_its_caps(tmp_path: Path, how: str) -> None:
+    """A row rebuilt from the store has no local copy (local_path ''); a deleted copy is none
+    either. Nothing to upload again: it stays uploaded with its caps and is reported missing."""
+    seal(tmp_path / "data", {"app": 1})
+    [row] = rows(tmp_path)
+    (tmp_path / "data" / row.local_path).unlink()
+    stored = {"store_path": store_path(row), "read_cap": "URI:CHK:kept", "verify_cap": "URI:CHK-Verifier:kept"}
+    Manifest(tmp_path / "data").update_segment(
+        row.id, state="uploaded", **stored, **({"local_path": ""} if how == "rebuilt" else {})
+    )
+    uploader = make_uploader(tmp_path, MemoryFS())
+    assert uploader.verify_due() == {"verified": 0, "unhealthy": 0, "missing": 1}
+    assert uploader.upload_due() == {"uploaded": 0, "failed": 0, "backlog": 0}
+    [after] = rows(tmp_path)
+    assert after.state == "uploaded" and {key: getattr(after, key) for key in stored} == stored
+    assert "missing from the store" in after.last_error and "no local copy" in after.last_error
+    assert uploader.verify_due()["missing"] == 1  # still reported, still not sent back to upload
+
+
+def test_a_segment_missing_from_the_store_keeps_its_caps_until_uploaded_again(tmp_path: Path) -> None:
+    seal(tmp_path / "data", {"app": 1})
+    store = CapStore("grid")
+    uploader = make_uploader(tmp_path, store)
+    uploader.upload_due()
+    [row] = rows(tmp_path)
+    store.removetree("/app")
+    assert uploader.verify_due()["missing"] == 1
+    [sealed] = rows(tmp_path)
+    assert (sealed.state, sealed.store_path, sealed.read_cap, sealed.verify_cap) == ("sealed", None, row.read_cap, row.verify_cap)
+    assert Manifest(tmp_path / "data").document(uploaded_only=True)["segments"] == []  # not published meanwhile
+    assert uploader.upload_due()["uploaded"] == 1 and store.exists(row.store_path)
+    [again] = rows(tmp_path)
+    assert (again.state, again.store_path, again.read_cap) == ("uploaded", row.store_path, row.read_cap)
+
+
+def test_a_new_store_root_forgets_the_directory_caps_of_the_old(tmp_path: Path) -> None:
+    """store.url changed to another root or grid: the old root's directory caps mean nothing there."""
+    seal(tmp_path / "data", {"app": 1, "audit": 1})
+    assert make_uploader(tmp_path, CapStore("old")).upload_due()["uploaded"] == 2
+    seal(tmp_path / "data", {"app": 1})
+    new = CapStore("new")
+    assert make_uploader(tmp_path, new).upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
+    assert new.refused == 0  # no PUT into a directory cap of the old root
+    dirs = Manifest(tmp_path / "data").dirs()
+    assert dirs and all(caps["write_cap"].startswith("URI:DIR2:new:") for caps in dirs.values())
+    meta = sqlite3.connect(tmp_path / "data" / "manifest.sqlite").execute("SELECT value FROM meta").fetchall()
+    assert not [value for (value,) in meta if "URI:" in value]  # the root is recorded by a hash
+
+
+def test_a_directory_cap_the_store_cannot_read_is_forgotten_and_made_again(tmp_path: Path) -> None:
+    """Caps recorded before the root was (an older or rebuilt manifest), of another grid: the
+    PUT by cap gets 410, which is the directory's fault, not the grid's. Made again, it goes."""
+    seal(tmp_path / "data", {"app": 1})
+    [row] = rows(tmp_path)
+    manifest = Manifest(tmp_path / "data")
+    for level in day_dirs("app", row.id):
+        manifest.add_dir(level, f"URI:DIR2:elsewhere:{level}", None, "2026-01-01T00:00:00.000000Z")
+    store = CapStore("here")
+    assert make_uploader(tmp_path, store).upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
+    assert store.refused == 1 and store.exists(store_path(row))
+    assert manifest.dirs()[day_dirs("app", row.id)[-1]]["write_cap"].startswith("URI:DIR2:here:")
+
+
+def test_directories_forgotten_while_another_thread_loads_them_stay_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verify forgets a segment's directories while publish loads the manifest's: the load must
+    not bring them back, or the upload again PUTs into a directory no longer in the tree."""
+    seal(tmp_path / "data", {"app": 1})
+    store = CapStore("grid")
+    make_uploader(tmp_path, store).upload_due()
+    store.removetree("/app")
+    uploader = make_uploader(tmp_path, store)  # a restarted sink: nothing loaded yet
+    load = Manifest.dirs_under
+    verify = threading.Thread(target=uploader.verify_due)
+
+    def load_while_verify_runs(manifest: Manifest, root: str) -> dict[str, dict[str, Any]]:
+        dirs = load(manifest, root)
+        verify.start()
+        verify.join(0.5)  # it waits for the load to end, or (no lock) forgets the directories now
+        return dirs
+
+    monkeypatch.setattr(Manifest, "dirs_under", load_while_verify_runs)
+    uploader.publish()
+    verify.join()
+    [row] = rows(tmp_path)
+    assert row.state == "sealed"
+    assert uploader.upload_due()["uploaded"] == 1 and store.exists(store_path(row))
