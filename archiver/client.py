@@ -97,8 +97,12 @@ class ArchiveHandler(logging.Handler):
       backing off, are written there and sent first once it answers again, so records survive a
       sink outage and an application restart. Without it they wait in the queue.
     - ``flush()`` and ``close()`` try the sink at once, even while backing off, and wait at most
-      ``timeout`` seconds for the queue to drain. After a failed try they return; ``close()``
-      then counts what it could not keep in ``dropped``.
+      ``timeout`` seconds for the records queued before the call to be sent; records logged
+      meanwhile by other threads do not hold them up. After a failed try they return; ``close()``
+      then counts what it could not keep, and what was logged after it, in ``dropped``.
+    - Records the sender thread logs itself (urllib3's DEBUG lines about its own requests, with
+      this handler on a root logger at DEBUG) are not archived, only counted in ``skipped``:
+      each send would log the next record to send.
     - ``credentials=(user, password)`` (Basic, encoded as ``HTTPHandler`` does) or ``token``
       (Bearer) authenticate to a sink with ``[auth]``. A 401 or 403 is retried like an outage,
       not dropped: fixing the sink's ``[auth]`` lets the records through, and with ``buffer_dir``
@@ -147,10 +151,13 @@ class ArchiveHandler(logging.Handler):
         self.dropped = 0
         self.sent = 0
         self.refused = 0  # records the sink refused for good (4xx)
-        self._queue: collections.deque[bytes] = collections.deque()
+        self.skipped = 0  # records the sender thread logged itself
+        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()  # (sequence number, line)
+        self._queued = 0  # the sequence number of the latest record queued
         self._wakeup = threading.Condition()
-        self._flush_requests = 0  # flush() calls so far ...
+        self._flush_requests = 0  # flush() and close() calls so far ...
         self._flushes_done = 0  # ... and how many of them the sender has answered
+        self._flush_mark = 0  # the latest of them waits for the records up to this sequence number
         self._closing = False
         self._stopped = False
         self._auth_reported = False
@@ -166,6 +173,15 @@ class ArchiveHandler(logging.Handler):
         self._thread = threading.Thread(target=self._run, name="archiver-handler", daemon=True)
         self._thread.start()
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Records from the sender thread (urllib3's, about its requests) are skipped, and before
+        taking the handler lock: ``logging.shutdown()`` holds it while ``close()`` waits for that
+        very thread. Archived, each send would also log the next record to send."""
+        if threading.current_thread() is self._thread:
+            self.skipped += 1  # only ever the sender thread: no lock needed
+            return False
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = orjson.dumps(render(record, self.formatter or self._formatter), default=repr)
@@ -178,29 +194,36 @@ class ArchiveHandler(logging.Handler):
                 if self.overflow == DROP_NEW:
                     return
                 self._queue.popleft()
-            self._queue.append(line)
+            self._queued += 1
+            self._queue.append((self._queued, line))
             if len(self._queue) >= self.batch_size:
                 self._wakeup.notify()
 
     def flush(self) -> None:
-        """Try the sink now; wait up to ``timeout`` until the queue is sent (or buffered on disk)
-        or the sink failed this try."""
+        """Try the sink now; wait up to ``timeout`` until the records queued so far are sent (or
+        buffered on disk) or the sink failed this try."""
         deadline = time.monotonic() + self.timeout
         with self._wakeup:
-            self._flush_requests += 1
-            wanted = self._flush_requests
-            self._wakeup.notify_all()
+            wanted = self._request_flush()
             self._wakeup.wait_for(lambda: self._flushes_done >= wanted or self._stopped, deadline - time.monotonic())
 
     def close(self) -> None:
+        """Flush, then stop the sender; wait up to ``timeout`` for it. The sender closes the
+        session itself once done with it: a send may outlast the wait."""
         if not self._closing:
-            self.flush()
             with self._wakeup:
                 self._closing = True
-                self._wakeup.notify_all()
+                self._request_flush()
             self._thread.join(self.timeout)
-            self._session.close()
         super().close()
+
+    def _request_flush(self) -> int:
+        """Ask the sender to try now for the records queued so far; the request's number.
+        The caller holds ``_wakeup``."""
+        self._flush_requests += 1
+        self._flush_mark = self._queued
+        self._wakeup.notify_all()
+        return self._flush_requests
 
     # -- the sender thread -------------------------------------------------------------------
 
@@ -218,12 +241,12 @@ class ArchiveHandler(logging.Handler):
                     or len(self._queue) >= self.batch_size and (not backing_off or self.buffer_dir is not None),
                     retry_at - time.monotonic() if backing_off else self.flush_interval,
                 )
-                urgent, requested = self._urgent(), self._flush_requests
+                urgent, requested, mark, closing = self._urgent(), self._flush_requests, self._flush_mark, self._closing
                 trying = urgent or time.monotonic() >= retry_at
                 batch = self._take()
             sent = False
             try:
-                sent = trying and self._send_buffered() and (not batch or self._post(b"\n".join(batch)))
+                sent = trying and self._send_buffered() and (not batch or self._post(_lines(batch)))
                 if not sent and batch:
                     self._keep(batch)
                 # a failed flush() or close() has had its try: the rest goes to disk untried
@@ -236,19 +259,24 @@ class ArchiveHandler(logging.Handler):
                 failures = 0 if sent else failures + 1
                 retry_at = 0.0 if sent else time.monotonic() + _backoff(failures)
             with self._wakeup:
-                if urgent and (not sent or not self._queue):
+                if urgent and (not sent or not self._holds(mark)):
                     self._flushes_done = requested
-                    if self._closing:  # nowhere left to keep what the sink did not take
+                    if closing:  # nowhere left to keep what the sink did not take
                         self.dropped += len(self._queue)
                         self._queue.clear()
                         self._stopped = True
                     self._wakeup.notify_all()
+        self._session.close()
 
     def _urgent(self) -> bool:
         """A flush() or close() is waiting."""
-        return self._closing or self._flush_requests > self._flushes_done
+        return self._flush_requests > self._flushes_done
 
-    def _take(self) -> list[bytes]:
+    def _holds(self, mark: int) -> bool:
+        """Records up to sequence number ``mark`` are still queued. The caller holds ``_wakeup``."""
+        return bool(self._queue) and self._queue[0][0] <= mark
+
+    def _take(self) -> list[tuple[int, bytes]]:
         with self._wakeup:
             return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
 
@@ -285,13 +313,13 @@ class ArchiveHandler(logging.Handler):
             )
         self._auth_reported = True
 
-    def _keep(self, batch: list[bytes]) -> None:
+    def _keep(self, batch: list[tuple[int, bytes]]) -> None:
         """A batch the sink did not take: to disk when there is a buffer dir, else back to the
         front of the queue, trimmed to ``queue_size`` at the end ``overflow`` drops from."""
         if self.buffer_dir is not None:
             path = self.buffer_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.ndjson"
             temporary = path.with_suffix(".tmp")
-            temporary.write_bytes(b"\n".join(batch))
+            temporary.write_bytes(_lines(batch))
             os.replace(temporary, path)
             return
         with self._wakeup:
@@ -311,6 +339,11 @@ class ArchiveHandler(logging.Handler):
                 return False
             path.unlink()
         return True
+
+
+def _lines(batch: list[tuple[int, bytes]]) -> bytes:
+    """A batch's records as NDJSON, without their sequence numbers."""
+    return b"\n".join(line for _, line in batch)
 
 
 def _backoff(failures: int) -> float:

@@ -1,15 +1,21 @@
 """ArchiveHandler against real sinks: authentication and TLS, backoff during an outage, the
-overflow policies, and retrying from the queue when there is no buffer dir."""
+overflow policies, retrying from the queue when there is no buffer dir, shutting down while the
+sender logs, and flushing under steady logging."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import orjson
 import pytest
 
 from archiver.client import DROP_NEW, DROP_OLD, ArchiveHandler
@@ -189,3 +195,92 @@ def test_without_a_buffer_dir_records_from_an_outage_arrive_once_the_sink_is_bac
     handler.close()
     assert sink.stop() == 0
     assert _messages(sink.data_dir, "app") == [f"during the outage {n}" for n in range(30)]
+
+
+# Root at DEBUG with the handler on it, as an application debugging its own requests would be:
+# the sender's urllib3 logs each connection and POST back into the handler. A timeout far above
+# the test's bound, so a shutdown that waits it out is told apart from one that just works.
+APP_LOGGING_AT_DEBUG = """
+import logging, sys
+from archiver.client import ArchiveHandler
+
+class Reporting(ArchiveHandler):
+    def close(self) -> None:
+        super().close()
+        print(self.sent, self.dropped, self.skipped)
+
+root = logging.getLogger()
+root.setLevel(logging.DEBUG)
+root.addHandler(Reporting(sys.argv[1], timeout=60))
+for n in range(5):
+    logging.getLogger("app").info("record %d", n)
+"""  # exits normally: logging.shutdown() flushes and closes the handler, holding its lock
+
+
+def test_an_application_logging_at_debug_exits_with_every_record_sent(start_sink) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink()
+    # a hang detector, not a speed test: the deadlock this guards against lasts the handler's timeout
+    app = subprocess.run([sys.executable, "-c", APP_LOGGING_AT_DEBUG, f"{sink.url}/app"], capture_output=True, timeout=30)
+    assert (app.returncode, app.stderr) == (0, b"")
+    sent, dropped, skipped = map(int, app.stdout.split())
+    assert (sent, dropped) == (5, 0)
+    assert skipped > 0  # the sender did log, and its records were set aside
+    assert sink.stop() == 0
+    assert _messages(sink.data_dir, "app") == [f"record {n}" for n in range(5)]  # and none of urllib3's
+
+
+@dataclass
+class LocalSink:
+    """A sink in this process: answers 200 to every POST, keeping the body, after running each
+    of ``on_post``."""
+
+    url: str = ""
+    bodies: list[bytes] = field(default_factory=list)
+    on_post: list[Callable[[], None]] = field(default_factory=list)
+
+    def messages(self) -> list[str]:
+        return [orjson.loads(line)["message"] for body in self.bodies for line in body.splitlines()]
+
+
+@pytest.fixture
+def local_sink() -> Iterator[LocalSink]:
+    sink = LocalSink()
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            sink.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            for action in sink.on_post:
+                action()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: nothing on stderr per request."""
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    sink.url = f"http://127.0.0.1:{server.server_address[1]}/app"
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    yield sink
+    server.shutdown()
+    thread.join()
+    server.server_close()
+
+
+def test_flush_under_steady_logging_waits_only_for_what_was_queued_before_it(local_sink: LocalSink) -> None:
+    handler = ArchiveHandler(local_sink.url, flush_interval=60, timeout=60)
+    logger = named_logger("steady", handler)
+    # another thread logs while each batch is taken: however fast the sender, the queue is never empty
+    local_sink.on_post.append(lambda: logger.info("logged while a batch was taken"))
+    for n in range(5):
+        logger.info("before %d", n)
+    flusher = threading.Thread(target=handler.flush, daemon=True)
+    flusher.start()
+    flusher.join(30)  # a hang detector: waiting for an empty queue lasts the handler's timeout
+    assert not flusher.is_alive()
+    assert local_sink.messages()[:5] == [f"before {n}" for n in range(5)]
+    handler.close()
+    logged = 5 + len(local_sink.bodies)  # one more record per batch taken
+    assert handler.sent == len(local_sink.messages())
+    assert handler.sent + handler.dropped == logged  # close() counts what was logged after it
