@@ -48,7 +48,9 @@ _INT64 = 2**63
 _TYPED_STARTS = frozenset("-0123456789NTF")
 # repr() of a tuple of plain strings (no quote of their own kind, no backslash: the text is the
 # value), ints and None/True/False: most of HTTPHandler's args, read without ast.literal_eval.
-_PLAIN_ATOM = r"""'[^'\\\n]*'|"[^"\\\n]*"|-?(?:0|[1-9][0-9]{0,17})|None|True|False"""
+# Nor a raw LF, CR, NUL or lone surrogate: literal_eval refuses them in a string, so it decides.
+_NOT_PLAIN = r"\\\n\r\x00\ud800-\udfff"
+_PLAIN_ATOM = rf"""'[^'{_NOT_PLAIN}]*'|"[^"{_NOT_PLAIN}]*"|-?(?:0|[1-9][0-9]{{0,17}})|None|True|False"""
 _PLAIN_ARGS = re.compile(rf"\((?:{_PLAIN_ATOM}),\)|\((?:{_PLAIN_ATOM})(?:, (?:{_PLAIN_ATOM}))+\)")
 _ATOM = re.compile(_PLAIN_ATOM)
 _CONSTANTS = {"None": None, "True": True, "False": False}

@@ -80,10 +80,20 @@ def test_get_query_string_is_the_same_record() -> None:
         ("%s", "(" * 10000 + ")" * 10000, "%s"),  # nesting bomb
         ("%s", "('" + "x" * 70000 + "',)", "%s"),  # over the args cap
         ("ünïcode %s ✓", "('名前',)", "ünïcode 名前 ✓"),
+        # A raw CR, a NUL or a lone surrogate in a quoted arg: literal_eval refuses it, msg kept.
+        ("%s", "('a\rb',)", "%s"),
+        ("%s", '("a\x00b",)', "%s"),
+        ("%s", "('\ud800',)", "%s"),
     ],
 )
 def test_rebuild_message(msg: str, args: str, expected: str) -> None:
     assert rebuild_message(msg, args) == expected
+
+
+def test_args_with_a_raw_carriage_return_are_not_read() -> None:
+    """Python source cannot hold a raw CR in a string, so literal_eval and the fast path refuse it."""
+    [record] = decode_body(b"msg=%25s&args=%28%27a%0Db%27%2C%29", CTX).records
+    assert record["message"] == "%s" and record["fields"]["args"] == "('a\rb',)"
 
 
 def test_message_field_wins_over_msg_and_args() -> None:

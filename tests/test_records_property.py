@@ -72,9 +72,25 @@ def test_httphandler_records_round_trip(msg: str, args: tuple[Any, ...], extra: 
 
 
 plain_values = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | texts
+# Quoted text repr() never writes: any text, lone surrogates included, or any text with one of
+# the characters repr() escapes spliced in raw, where the regex path must agree with literal_eval.
+escaped_by_repr = st.sampled_from("'\"\\\r\n\x00\ud800\udfff")
+raw_texts = st.text(max_size=8) | st.builds(
+    lambda head, raw, tail: head + raw + tail, st.text(max_size=4), escaped_by_repr, st.text(max_size=4)
+)
+raw_atoms = st.builds(lambda quote, text: quote + text + quote, st.sampled_from("'\""), raw_texts) | st.sampled_from(
+    ["0", "-7", "None"]
+)
+raw_tuples = st.lists(raw_atoms, min_size=1, max_size=3).map(
+    lambda atoms: "(" + ", ".join(atoms) + ("," if len(atoms) == 1 else "") + ")"
+)
 
 
-@given(st.lists(plain_values, max_size=4).map(tuple) | st.text(alphabet="(),' \"-0123456789NoneTruFalsx\\", max_size=14))
+@given(
+    st.lists(plain_values, max_size=4).map(tuple)
+    | raw_tuples
+    | st.text(alphabet="(),' \"-0123456789NoneTruFalsx\\", max_size=14)
+)
 @settings(max_examples=500)
 def test_literal_args_reads_as_literal_eval_does(value: Any) -> None:
     """The regex path for plain tuples gives literal_eval's answer, error for error."""
