@@ -27,6 +27,7 @@ from fs.base import FS
 
 from .config import Config
 from .grid import GridError, LocalGrid
+from .heap import TRIM_PERIOD, trim
 from .ingest.auth import Authenticator
 from .ingest.decoder import Decoder
 from .ingest.http import HttpLimits, create_app, drain, make_runner
@@ -231,7 +232,9 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
         if grid is not None and uploader is not None:
             await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now
             _announce_embedded(grid, info["http"], data)
+        trimming: asyncio.Task[None] = asyncio.create_task(_trim_heap())
         await stop.wait()
+        trimming.cancel()
         log.info("stopping: finishing in-flight requests")
         await site.stop()
         if not await drain(app, config.server.shutdown_timeout):
@@ -394,6 +397,13 @@ archiver is serving on {http}, uploading to the embedded Tahoe grid.
 """,
         flush=True,
     )
+
+
+async def _trim_heap() -> None:
+    """Every TRIM_PERIOD, give the heap's free pages back (see archiver/heap.py)."""
+    while True:
+        await asyncio.sleep(TRIM_PERIOD)
+        trim()
 
 
 @contextlib.contextmanager
