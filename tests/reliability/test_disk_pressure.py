@@ -69,8 +69,11 @@ def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> Non
     assert sink.stop() == 0
     archive = open_archive(sink.data_dir)
     messages = {r["message"] for r in archive.records()}
-    assert set(acked) <= messages
-    assert {f"tcp {n}" for n in range(3000)} <= messages
+    missing = (set(acked) | {f"tcp {n}" for n in range(3000)}) - messages
+    assert not missing, (
+        f"{len(missing)} acknowledged record(s) missing, such as {sorted(missing)[:3]}; "
+        f"segments: {[(row.id, row.state, row.records) for row in archive.segments()]}; sink log:\n{sink.log_text()}"
+    )
     assert archive.verify().ok
 
 
