@@ -400,10 +400,12 @@ archiver is serving on {http}, uploading to the embedded Tahoe grid.
 
 
 async def _trim_heap() -> None:
-    """Every TRIM_PERIOD, give the heap's free pages back (see archiver/heap.py)."""
+    """Every TRIM_PERIOD, give the heap's free pages back (see archiver/heap.py), on a worker
+    thread: ctypes lets go of the GIL, so requests go on meanwhile."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(TRIM_PERIOD)
-        trim()
+        await loop.run_in_executor(None, trim)
 
 
 @contextlib.contextmanager
