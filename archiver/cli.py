@@ -67,11 +67,11 @@ def serve_command(
     # the uploader logs what matters itself.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))  # its DEBUG lines hold caps
-    from .service import StartupError, serve  # the server's imports cost the reading commands time
+    from .service import ServiceError, serve  # the server's imports cost the reading commands time
 
     try:
         asyncio.run(serve(config))
-    except StartupError as err:
+    except ServiceError as err:
         click.echo(f"archiver: {err}", err=True)
         sys.exit(1)
 
@@ -326,6 +326,8 @@ def status_command(config_path: Path | None, data_dir: Path | None, as_json: boo
         f"backlog: {_human_bytes(status['backlog_bytes'])}; spool {_human_bytes(status['spool_bytes'])}",
         f"last upload: {status['last_upload'] or '-'}",
         f"last error: {status['last_error'] or '-'}",
+        *[f"NOT SEALED: {f['stream']}/{f['segment']} in {f['path']} ({f['attempts']} attempt(s)): {f['error']}"
+          for f in status.get("seal_failed", [])],
         f"store: {store.get('url') or '-'}; servers connected: {store.get('servers_connected')}",
         f"root read cap: {store.get('root_read_cap') or '-'}",
     ]

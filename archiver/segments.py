@@ -5,6 +5,11 @@ fsync runs on one "fsync" thread and sealing on one "seal" thread, so neither ev
 request. With ``fsync = "always"``, ``commit()`` waits for the next fsync round; every request
 that wrote before the round starts shares it (group commit).
 
+A seal that fails (a full disk, a manifest locked too long) is retried with backoff while the
+sink runs; its open file stays where it is, durable, and counts against the spool limit until
+then. ``close()`` makes one last attempt and returns what still failed, so the caller can say
+which segment is left where and exit non-zero.
+
 Ordering, relied on by recovery: a record is acked only after its bytes are fsynced; a segment
 is sealed (compressed file fsynced and renamed, manifest row committed) before its open file
 is unlinked; lines that are not whole records are written to ``_rejected`` and made durable
@@ -14,6 +19,7 @@ before that unlink too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -23,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .backoff import retry_delay
+from .failpoints import failpoint
 from .layout import DataDir, segment_id, segment_seq
 from .manifest import Manifest
 from .records import REJECTED_STREAM, Context, Lines, Rejected, encode_lines, rejected_record, valid_stream_name
@@ -32,6 +40,8 @@ from .sealing import SealError, SegmentTally, fsync_dir, seal_segment
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "interval", "never")
+SEAL_RETRY_BASE = 1.0
+SEAL_RETRY_MAX = 60.0
 
 
 @dataclass(eq=False)
@@ -58,8 +68,24 @@ class WriterStats:
     fsync_rounds: int = 0
     commits_waited: int = 0
     segments_sealed: int = 0
+    torn_lines: int = 0
     seal_errors: int = 0
     last_error: str | None = None
+
+
+@dataclass(eq=False)
+class FailedSeal:
+    """A segment whose seal failed: its records are durable in ``segment.path`` (the open
+    spool) and it is sealed again after a backoff, at the latest at the next start."""
+
+    segment: OpenSegment
+    error: str
+    attempts: int
+    retry: asyncio.TimerHandle | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"segment": self.segment.id, "stream": self.segment.stream, "path": str(self.segment.path),
+                "attempts": self.attempts, "error": self.error}
 
 
 class SegmentWriter:
@@ -97,12 +123,14 @@ class SegmentWriter:
         self._sync_requested = False
         self._round: asyncio.Task[None] | None = None
         self._sealing: set[asyncio.Task[None]] = set()
+        self._failed: dict[str, FailedSeal] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._fsync_pool = ThreadPoolExecutor(1, thread_name_prefix="archiver-fsync")
         self._seal_pool = ThreadPoolExecutor(1, thread_name_prefix="archiver-seal")
         self._seal_local = threading.local()
         self._seq = 0
         self._spool_bytes = 0
+        self._closing = False
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -136,26 +164,48 @@ class SegmentWriter:
                     total += path.stat().st_size
         return total
 
-    async def flush(self) -> None:
-        """Seal every open segment now and wait until each is sealed, including any that a seal
-        opened itself (torn lines kept in _rejected)."""
-        while self._open or self._sealing:
+    async def flush(self) -> list[FailedSeal]:
+        """Seal every segment written so far and wait until each is sealed: the open ones, the
+        ones already retired whose fsync round is still running, ones whose seal failed (tried
+        again now rather than after their backoff) and any a seal opened itself (torn lines
+        kept in _rejected). Returns the segments whose seal failed; they stay in the open spool.
+
+        Segments opened by requests that arrive meanwhile are left to rotate on their own, so a
+        flush under steady traffic ends."""
+        for failed in list(self._failed.values()):
+            self._retry_seal(failed.segment.id)
+        while True:
+            torn_lines = self.stats.torn_lines
             for stream in list(self._open):
                 self._retire(stream)
-            await self._sync_now()
-            if self._sealing:
-                await asyncio.gather(*list(self._sealing))
+            await self._sync_now()  # queued behind a running round: every retired segment is sealing after it
+            sealing = list(self._sealing)
+            if not sealing:
+                return list(self._failed.values())
+            # asyncio.wait, not gather: cancelling this flush (an /_admin/flush cut off at stop)
+            # must never cancel the seals themselves.
+            await asyncio.wait(sealing)
+            if self.stats.torn_lines == torn_lines:
+                return list(self._failed.values())
 
-    async def close(self) -> None:
-        """Seal everything and stop the worker threads; the writer cannot be used after."""
+    async def close(self) -> list[FailedSeal]:
+        """Seal everything, then stop the worker threads; the writer cannot be used after.
+        Returns the segments that could not be sealed (their records are durable in the open
+        spool and are sealed at the next start)."""
         if self._closed:
-            return
+            return list(self._failed.values())
+        self._closing = True
         if self._ticker is not None:
             self._ticker.cancel()
-        await self.flush()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        failures = await self.flush()
+        if self._round is not None:
+            await self._round  # no fsync round may outlive the pools it runs on
         self._closed = True
         self._fsync_pool.shutdown()
         self._seal_pool.shutdown()
+        return failures
 
     # -- the request path ------------------------------------------------------------------
 
@@ -308,12 +358,22 @@ class SegmentWriter:
         self._sealing.add(task)
         task.add_done_callback(self._sealing.discard)
 
+    def _retry_seal(self, segment_id: str) -> None:
+        failed = self._failed.get(segment_id)
+        if failed is None:
+            return
+        if failed.retry is not None:
+            failed.retry.cancel()
+            failed.retry = None
+        self._start_seal(failed.segment)
+
     async def _seal(self, segment: OpenSegment) -> None:
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(self._seal_pool, self._seal_in_thread, segment)
             if outcome.bad_lines:
                 log.warning("%d torn line(s) in %s kept in _rejected", len(outcome.bad_lines), segment.id)
+                self.stats.torn_lines += len(outcome.bad_lines)
                 ctx = Context(segment.stream, None, time.time())
                 meta = {"segment": segment.id, "stream": segment.stream}
                 rejected = [
@@ -323,14 +383,28 @@ class SegmentWriter:
                 self.write_records(REJECTED_STREAM, rejected)
                 await self.commit(durable=True)
             await loop.run_in_executor(self._seal_pool, _unlink_durably, segment.path)
-        except Exception as err:  # keep the open file; the next start retries the seal
-            self.stats.seal_errors += 1
-            self.stats.last_error = f"sealing {segment.id} failed: {err}"
-            log.exception("sealing %s failed; it stays in the open spool", segment.id)
+        except Exception as err:  # noqa: BLE001 - the open file is kept and sealed again later
+            self._seal_failed(segment, err)
             return
+        self._failed.pop(segment.id, None)
         self.stats.segments_sealed += 1
         self._spool_bytes += outcome.row.stored_bytes - segment.size
         self.on_sealed()
+
+    def _seal_failed(self, segment: OpenSegment, err: Exception) -> None:
+        failed = self._failed.get(segment.id)
+        attempts = failed.attempts + 1 if failed else 1
+        message = f"{type(err).__name__}: {err}"
+        self._failed[segment.id] = failed = FailedSeal(segment, message, attempts)
+        self.stats.seal_errors += 1
+        self.stats.last_error = f"sealing {segment.id} failed: {message}"
+        if self._closing:
+            log.error("sealing %s failed at stop: %s; its records stay in %s", segment.id, message, segment.path)
+            return
+        delay = retry_delay(attempts, SEAL_RETRY_BASE, SEAL_RETRY_MAX)
+        log.error("sealing %s failed (attempt %d, next in %.1f s); its records stay in %s",
+                  segment.id, attempts, delay, segment.path, exc_info=err)
+        failed.retry = asyncio.get_running_loop().call_later(delay, self._retry_seal, segment.id)
 
     def release(self, size: int) -> None:
         """A sealed copy of ``size`` bytes left the spool (pruned after upload). Loop thread only."""
@@ -340,6 +414,7 @@ class SegmentWriter:
         manifest = getattr(self._seal_local, "manifest", None)
         if manifest is None:
             manifest = self._seal_local.manifest = Manifest(self.data_dir.root)
+        failpoint("seal")
         try:
             outcome = seal_segment(self.data_dir, segment.stream, segment.id, segment.path, self.compression,
                                    self.compression_level, segment.tally)
@@ -367,6 +442,7 @@ class SegmentWriter:
             "commits_waited": self.stats.commits_waited,
             "segments_sealed": self.stats.segments_sealed,
             "seal_errors": self.stats.seal_errors,
+            "seal_failed": [failed.describe() for failed in self._failed.values()],
             "spool_error": self.stats.last_error,
         }
 
@@ -374,6 +450,7 @@ class SegmentWriter:
 def _sync_round(dirty: list[OpenSegment], retiring: list[OpenSegment]) -> None:
     """One group-commit round, on the fsync thread: data, then new directory entries, then
     close the retired files (already synced above when they were dirty)."""
+    failpoint("fsync-round")
     directories: set[Path] = set()
     for segment in dirty:
         if segment.fd >= 0:

@@ -1,7 +1,9 @@
 """The running sink: pid lock, sink identity, segment writer, HTTP server, signals, shutdown.
 
-Stop order on SIGTERM/SIGINT: stop accepting, let in-flight requests finish (each acks only
-after its durable append), seal every open segment, remove sink.json and the pid file, exit 0.
+Stop order on SIGTERM/SIGINT, the start order reversed: stop accepting, let in-flight TCP lines
+and HTTP requests finish (each acks only after its durable append), seal every open segment,
+let the upload jobs finish and publish, stop the embedded grid, remove sink.json and the pid
+file. Exit 0 only when every step succeeded; a segment left unsealed is named, with its path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 from fs.base import FS
 
 from .config import Config
+from .failpoints import failpoint
 from .grid import GridError, LocalGrid
 from .heap import TRIM_PERIOD, trim
 from .ingest.auth import Authenticator
@@ -37,7 +40,7 @@ from .layout import DataDir
 from .manifest import Manifest
 from .rotation import RotationPolicy
 from .scheduler import Jobs
-from .segments import SegmentWriter
+from .segments import FailedSeal, SegmentWriter
 from .store import open_store, redact
 from .store.tahoe import TahoeFS, create_root, split_tahoe_url
 from .uploader import UploadSettings, Uploader
@@ -49,8 +52,26 @@ EMBEDDED = "embedded"
 FILES_BESIDES_CONNECTIONS = 256
 
 
-class StartupError(RuntimeError):
+class ServiceError(RuntimeError):
+    """The sink failed in a way the operator must hear of: the message says what and where;
+    the process exits 1."""
+
+
+class StartupError(ServiceError):
     """The sink cannot start; the message says why and what to do."""
+
+
+class UnsealedSegments(ServiceError):
+    """Segments that could not be sealed at stop. Their records are durable in the open spool
+    and are sealed at the next start, but no reader sees them until then."""
+
+    def __init__(self, failures: list[FailedSeal]) -> None:
+        self.failures = failures
+        where = "; ".join(f"{f.segment.stream}/{f.segment.id} in {f.segment.path} ({f.error})" for f in failures)
+        super().__init__(
+            f"{len(failures)} segment(s) could not be sealed at stop; their records are durable and are "
+            f"sealed at the next start, but no reader sees them until then: {where}"
+        )
 
 
 class PidLock:
@@ -144,16 +165,22 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
     sink_id = sink_identity(data.root, config.sink_id)
     loop = asyncio.get_running_loop()
     with _stop_signals() as stop:
-        grid = await loop.run_in_executor(None, start_embedded_grid, config, data) if config.store.url == EMBEDDED else None
-        try:
-            await _run(config, data, sink_id, grid, stop)
-        finally:
-            if grid is not None:  # the embedded grid lives and dies with the sink
-                await loop.run_in_executor(None, grid.stop)
+        # Every component that starts pushes its stop; they unwind in reverse order whatever
+        # fails, so a failing step (the HTTP runner's cleanup, the TCP drain) never skips sealing.
+        async with contextlib.AsyncExitStack() as lifecycle:
+            grid = None
+            if config.store.url == EMBEDDED:
+                grid = await loop.run_in_executor(None, start_embedded_grid, config, data)
+                lifecycle.push_async_callback(loop.run_in_executor, None, grid.stop)  # lives and dies with the sink
+            await _run(config, data, sink_id, grid, stop, lifecycle)
     log.info("stopped")
 
 
-async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | None, stop: asyncio.Event) -> None:
+async def _run(
+    config: Config, data: DataDir, sink_id: str, grid: LocalGrid | None, stop: asyncio.Event,
+    lifecycle: contextlib.AsyncExitStack,
+) -> None:
+    """Start every component, registering its stop on ``lifecycle``, and wait for ``stop``."""
     loop = asyncio.get_running_loop()
     store_url = grid_store_url(grid) if grid else config.store.url
     uploader = jobs = None
@@ -173,19 +200,22 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
             data, sink_id, lambda: open_rooted_store(store_url, data, grid), _upload_settings(config),
             on_pruned=lambda size: _call_soon(loop, writer.release, size),
         )
+        lifecycle.callback(uploader.close)
         jobs = Jobs(
             uploader, upload_interval=config.uploader.interval, publish_delay=config.uploader.publish_delay,
             verify_interval=config.uploader.verify_interval, prune_interval=config.uploader.prune_interval,
         )
+        lifecycle.push_async_callback(loop.run_in_executor, None, jobs.shutdown)  # after sealing: publishes it
         writer.on_sealed = jobs.wake_upload
     await writer.start()
+    lifecycle.push_async_callback(_seal_everything, writer)
     info: dict[str, Any] = {"pid": os.getpid(), "sink_id": sink_id, "started": format_ts(time.time())}
     limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
 
     async def flush() -> dict[str, Any]:
-        await writer.flush()
+        failed = [seal.describe() for seal in await writer.flush()]
         if uploader is None:
-            return {"uploaded": 0, "failed": 0, "backlog": 0, "store": None}
+            return {"uploaded": 0, "failed": 0, "backlog": 0, "store": None, "seal_failed": failed}
         result: dict[str, Any] = await loop.run_in_executor(None, uploader.upload_due, True)
         if uploader.unpublished:  # also what a scheduled run uploaded just before: flush means "findable now"
             try:
@@ -193,63 +223,68 @@ async def _run(config: Config, data: DataDir, sink_id: str, grid: LocalGrid | No
             except Exception as err:  # noqa: BLE001 - reported, retried by the publish job
                 uploader.last_error = redact(f"publish: {type(err).__name__}: {err}")
         result["unpublished"] = uploader.unpublished
+        result["seal_failed"] = failed
         return result
 
     decoder = Decoder(config.server.decode_workers)
-    tcp = None
-    if config.tcp.enabled:
-        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder)
+    await decoder.start()
+    lifecycle.push_async_callback(decoder.close)
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
         admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder,
     )
     runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
     await runner.setup()
+    lifecycle.push_async_callback(_cleanup_http, runner)
+    tls = _tls_context(config)
+    site = BoundedSite(runner, config.server.host, config.server.port,
+                       max_connections=config.server.max_connections, ssl_context=tls)
     try:
-        await decoder.start()
-        tls = _tls_context(config)
-        site = BoundedSite(runner, config.server.host, config.server.port,
-                           max_connections=config.server.max_connections, ssl_context=tls)
+        await site.start()
+    except OSError as err:
+        raise StartupError(f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror}") from None
+    lifecycle.push_async_callback(_drain_http, site, app, config.server.shutdown_timeout)
+    host, port = runner.addresses[0][:2]
+    info["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
+    if config.tcp.enabled:
+        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder)
         try:
-            await site.start()
+            tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
         except OSError as err:
-            raise StartupError(
-                f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror}"
-            ) from None
-        host, port = runner.addresses[0][:2]
-        info["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
-        if tcp is not None:
-            try:
-                tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
-            except OSError as err:
-                raise StartupError(f"cannot listen on tcp {config.tcp.host}:{config.tcp.port}: {err.strerror}") from None
-            info["tcp"] = f"tcp://{tcp_host}:{tcp_port}"
-            log.info("tcp JSON lines on %s", info["tcp"])
-        _write_json_atomically(data.sink_file, {"tcp": None, **info, "data_dir": str(data.root)})
-        if jobs is not None:
-            jobs.start()
-        log.info("archiver %s listening on %s (data dir %s)", sink_id, info["http"], data.root)
-        if grid is not None and uploader is not None:
-            await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now
-            _announce_embedded(grid, info["http"], data)
-        trimming: asyncio.Task[None] = asyncio.create_task(_trim_heap())
-        await stop.wait()
-        trimming.cancel()
-        log.info("stopping: finishing in-flight requests")
-        await site.stop()
-        if not await drain(app, config.server.shutdown_timeout):
-            log.warning("requests still in progress after server.shutdown_timeout: cancelling them")
-    finally:
-        await runner.cleanup()
-        if tcp is not None:
-            await tcp.close()
-        await decoder.close()
-        log.info("sealing open segments")
-        await writer.close()
-        if jobs is not None:
-            await loop.run_in_executor(None, jobs.shutdown)
-        if uploader is not None:
-            uploader.close()
+            raise StartupError(f"cannot listen on tcp {config.tcp.host}:{config.tcp.port}: {err.strerror}") from None
+        lifecycle.push_async_callback(tcp.close, config.server.shutdown_timeout)
+        info["tcp"] = f"tcp://{tcp_host}:{tcp_port}"
+        log.info("tcp JSON lines on %s", info["tcp"])
+    _write_json_atomically(data.sink_file, {"tcp": None, **info, "data_dir": str(data.root)})
+    if jobs is not None:
+        jobs.start()
+    log.info("archiver %s listening on %s (data dir %s)", sink_id, info["http"], data.root)
+    if grid is not None and uploader is not None:
+        await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now
+        _announce_embedded(grid, info["http"], data)
+    trimming: asyncio.Task[None] = asyncio.create_task(_trim_heap())
+    lifecycle.callback(trimming.cancel)
+    await stop.wait()
+    log.info("stopping: finishing in-flight requests")
+
+
+async def _drain_http(site: BoundedSite, app: Any, timeout: float) -> None:
+    """Stop accepting, then let requests in progress finish (each acks after its durable append)."""
+    await site.stop()
+    if not await drain(app, timeout):
+        log.warning("requests still in progress after server.shutdown_timeout: cancelling them")
+
+
+async def _cleanup_http(runner: Any) -> None:
+    failpoint("http-cleanup")
+    await runner.cleanup()
+
+
+async def _seal_everything(writer: SegmentWriter) -> None:
+    log.info("sealing open segments")
+    failures = await writer.close()
+    if failures:
+        raise UnsealedSegments(failures)
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:

@@ -23,6 +23,7 @@ from fs import errors
 from fs.base import FS
 from fs.path import dirname
 
+from .backoff import retry_delay
 from .failpoints import failpoint
 from .layout import COMPRESSION_SUFFIX, DataDir
 from .manifest import Manifest, SegmentRow
@@ -57,12 +58,6 @@ def levels_of(path: str) -> list[str]:
     """``/a/b/c`` -> ``/a``, ``/a/b``, ``/a/b/c``: each directory on the way, from the root."""
     parts = [part for part in path.split("/") if part]
     return ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
-
-
-def retry_delay(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: about base * 2^(attempts-1), at most ``cap``."""
-    delay = min(cap, base * 2 ** max(0, attempts - 1))
-    return delay * (0.5 + rng.random() / 2)
 
 
 def stored_caps(store: FS, path: str) -> dict[str, Any]:
@@ -153,7 +148,8 @@ class Uploader:
         self._publish_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self._dirs = KnownDirs()
-        self.unpublished = 0
+        self._unpublished = 0  # changes not yet in the published manifest; under _count_lock
+        self._count_lock = threading.Lock()
         self.last_error: str | None = None
         self.stopping = threading.Event()  # set at shutdown: runs end after the current segment
 
@@ -164,6 +160,17 @@ class Uploader:
             if self._store is None:
                 self._store = self._open_store()
             return self._store
+
+    @property
+    def unpublished(self) -> int:
+        """Manifest changes (uploads, verifications) not yet published."""
+        return self._unpublished
+
+    def _count_unpublished(self, changes: int) -> None:
+        """The upload, verify and publish threads all change the count: a lost update could
+        skip the final publish at shutdown."""
+        with self._count_lock:
+            self._unpublished += changes
 
     @property
     def opened(self) -> FS | None:
@@ -199,7 +206,7 @@ class Uploader:
                 backlog = len(manifest.in_state("sealed"))
             finally:
                 manifest.close()
-        self.unpublished += uploaded
+        self._count_unpublished(uploaded)
         return {"uploaded": uploaded, "failed": failed, "backlog": backlog}
 
     def _upload_one(self, manifest: Manifest, row: SegmentRow) -> None:
@@ -259,7 +266,7 @@ class Uploader:
                 self._ensure_dirs(manifest, MANIFEST_DIR)
                 body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
                 self.store().upload(f"{MANIFEST_DIR}/{self.sink_id}.json", io.BytesIO(body))
-                self.unpublished -= pending
+                self._count_unpublished(-pending)
             finally:
                 manifest.close()
         log.info("published manifest with %d segment(s)", len(document["segments"]))
@@ -293,7 +300,7 @@ class Uploader:
         finally:
             manifest.close()
         if healthy:
-            self.unpublished += healthy
+            self._count_unpublished(healthy)
         return {"verified": healthy, "unhealthy": unhealthy, "missing": missing}
 
     def _missing_from_store(self, manifest: Manifest, row: SegmentRow) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,8 +19,9 @@ from fs.osfs import OSFS
 from fs.path import abspath, dirname
 
 from archiver.manifest import Manifest, ManifestError, parse_published
+from archiver.backoff import retry_delay
 from archiver.store.tahoe import NotEnoughShares
-from archiver.uploader import retry_delay, store_path
+from archiver.uploader import store_path
 from conftest import make_uploader, rows, seal
 
 
@@ -251,3 +253,22 @@ def test_directories_forgotten_while_another_thread_loads_them_stay_forgotten(tm
     [row] = rows(tmp_path)
     assert row.state == "sealed"
     assert uploader.upload_due()["uploaded"] == 1 and store.exists(store_path(row))
+
+
+def test_the_unpublished_count_loses_no_update_across_threads(tmp_path: Path) -> None:
+    """Uploads and verifications add, publish takes away, each on its own scheduler thread: a
+    lost update could leave 0 while changes are unpublished, and the last publish is skipped."""
+    (tmp_path / "data").mkdir()
+    uploader = make_uploader(tmp_path, MemoryFS())
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lambda: [uploader._count_unpublished(1) for _ in range(20_000)])
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert uploader.unpublished == 80_000

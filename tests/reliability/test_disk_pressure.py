@@ -67,6 +67,7 @@ def test_spool_limit_pushes_back_and_recovers(start_sink, tmp_path: Path) -> Non
     assert len(acked) == 400 and refusals > 0 and retry_after == {"1"}
     assert not sender.is_alive()
     assert sink.stop() == 0
+    assert list((sink.data_dir / "spool" / "open").glob("*/*")) == [], "a clean stop left segments unsealed"
     archive = open_archive(sink.data_dir)
     messages = {r["message"] for r in archive.records()}
     missing = (set(acked) | {f"tcp {n}" for n in range(3000)}) - messages
@@ -109,6 +110,7 @@ def test_tcp_reading_pauses_while_the_spool_is_full(start_sink, tmp_path: Path) 
         assert conn.recv(1) == b""  # read, durable, closed
     assert requests.post(f"{sink.url}/app", data="msg=after+the+flush", timeout=30).status_code == 200
     assert sink.stop() == 0
+    assert list((sink.data_dir / "spool" / "open").glob("*/*")) == [], "a clean stop left segments unsealed"
     messages = {r["message"] for r in open_archive(sink.data_dir).records()}
     assert set(acked) | {"after the flush"} <= messages
     assert {f"tcp {n}" for n in range(100)} <= messages
