@@ -12,6 +12,7 @@ fsync of the segment writer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -40,6 +41,7 @@ from .decoder import Decoder, decode_request, is_heavy
 log = logging.getLogger(__name__)
 DEFAULT_STREAM = "default"
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
+OVERSIZE_PREFIX = 64 * 1024  # bytes of a body over server.max_body_bytes kept in _rejected
 
 
 
@@ -53,11 +55,12 @@ class HttpLimits:
 class _Refused(Exception):
     """A request answered with an error status; the reason goes to the client and _rejected."""
 
-    def __init__(self, status: int, reason: str, raw: bytes = b"") -> None:
+    def __init__(self, status: int, reason: str, raw: bytes = b"", fields: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.raw = raw
+        self.fields = fields or {}  # more for the _rejected record: an oversize body's length and hash
 
 
 class _State:
@@ -303,16 +306,36 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
 async def _read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise _Refused(413, f"body of {declared} bytes is over the limit of {limit} bytes (server.max_body_bytes)")
+        reason = f"body of {declared} bytes is over the limit of {limit} bytes (server.max_body_bytes)"
+        raise await _oversize(request, b"", reason)
     body = bytearray()
     try:
         async for chunk in request.content.iter_any():
             body += chunk
             if len(body) > limit:
-                raise _Refused(413, f"body is over the limit of {limit} bytes (server.max_body_bytes)")
+                raise await _oversize(request, body, f"body is over the limit of {limit} bytes (server.max_body_bytes)")
     except (ClientPayloadError, ConnectionError) as err:  # cut short, or the client hung up
         raise _Refused(400, f"incomplete body: {err or type(err).__name__}", bytes(body)) from None
     return bytes(body)
+
+
+async def _oversize(request: web.Request, head: bytes | bytearray, reason: str) -> _Refused:
+    """A 413 that still says what was sent: the body's first OVERSIZE_PREFIX bytes, its length
+    and sha256. The rest is read as it arrives, hashed and discarded, never held whole."""
+    digest = hashlib.sha256(head)
+    prefix = bytearray(head[:OVERSIZE_PREFIX])
+    length = len(head)
+    complete = True
+    try:
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            length += len(chunk)
+            if len(prefix) < OVERSIZE_PREFIX:
+                prefix += chunk[: OVERSIZE_PREFIX - len(prefix)]
+    except (ClientPayloadError, ConnectionError):  # the client hung up: say how much arrived
+        complete = False
+    fields = {"body_bytes": length, "body_sha256": digest.hexdigest(), "body_complete": complete}
+    return _Refused(413, reason, bytes(prefix), fields)
 
 
 def _request_meta(request: web.Request, ctx: Context) -> dict[str, Any]:
@@ -331,7 +354,8 @@ async def _refuse(
     if refused.status == 503:
         headers["Retry-After"] = str(max(1, round(state.limits.retry_after)))
     else:
-        record = rejected_record(Rejected(refused.reason, refused.raw), ctx, "http", _request_meta(request, ctx))
+        meta = {**_request_meta(request, ctx), **refused.fields}
+        record = rejected_record(Rejected(refused.reason, refused.raw), ctx, "http", meta)
         try:
             writer.write_records(REJECTED_STREAM, [record])
             await writer.commit()
