@@ -3,7 +3,10 @@
 Segments with their state (sealed -> uploaded -> verified -> pruned), the directories the sink
 created in the store with their write and read caps (the manifest of directory URIs), the
 root caps and the sink id. One connection per thread. The schema is versioned with
-``PRAGMA user_version`` and migrated forward on open; a file from a newer archiver is refused.
+``PRAGMA user_version`` and migrated forward when the sink opens it; a file from a newer
+archiver is refused. Readers (``ls``, ``cat``, ``verify``, ``/_status``) open it read-only
+(:func:`open_for_reading`): no write transaction, no lock contention with the sink, and it
+works on a data dir they cannot write.
 
 The published manifest (``_manifest/<sink-id>.json`` in the store) is built here from the
 SQLite state and carries READ caps only.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -111,13 +115,60 @@ class SegmentRow:
         return cls(**values)
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. In WAL mode SQLite needs the ``-shm`` file, which a running (or
+    killed) sink leaves beside the database; only a data dir closed cleanly has neither ``-shm``
+    nor ``-wal``, and then nothing can be pending in a WAL, so on a directory we cannot write
+    the file is opened as immutable."""
+    if not path.exists():
+        raise ManifestError(f"{path} does not exist")
+    uri = "file:" + urllib.parse.quote(str(path))
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError as err:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise ManifestError(
+                f"cannot read {path}: {err}; its -wal holds changes, and without a -shm file beside it "
+                "a read-only reader cannot see them (open it once with write access)"
+            ) from None
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+
+def open_for_reading(data_dir: Path) -> "Manifest":
+    """The manifest for a reader: read-only, so readers never take the sink's write lock. A
+    file written by an older archiver is migrated first when we may write it; otherwise its
+    missing columns would break the reader."""
+    manifest = Manifest(data_dir, read_only=True)
+    if manifest.schema_version == SCHEMA_VERSION:
+        return manifest
+    manifest.close()
+    if not os.access(Path(data_dir) / Manifest.FILENAME, os.W_OK) or not os.access(data_dir, os.W_OK):
+        raise ManifestError(
+            f"{Path(data_dir) / Manifest.FILENAME} was written by an older archiver; start the sink on it "
+            "once (or read it once with write access) to migrate it"
+        )
+    return Manifest(data_dir)
+
+
 class Manifest:
     """A connection to ``manifest.sqlite``; create one per thread."""
 
     FILENAME = "manifest.sqlite"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
         self.path = Path(data_dir) / self.FILENAME
+        self.read_only = read_only
+        if read_only:
+            self._db = _connect_read_only(self.path)
+            self._db.row_factory = sqlite3.Row
+            self.schema_version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if self.schema_version > SCHEMA_VERSION:
+                self._db.close()
+                raise ManifestError(self._too_new(self.schema_version))
+            return
         if not self.path.exists():
             # Created 0600 before SQLite touches it: it will hold write caps (#4).
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -126,6 +177,7 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._migrate()
+        self.schema_version = SCHEMA_VERSION
 
     def _migrate(self) -> None:
         for target in range(1, SCHEMA_VERSION + 1):
@@ -133,10 +185,7 @@ class Manifest:
             try:
                 version = self._db.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
-                    raise ManifestError(
-                        f"{self.path} has schema version {version}; this archiver knows up to "
-                        f"{SCHEMA_VERSION}: upgrade archiver"
-                    )
+                    raise ManifestError(self._too_new(version))
                 if version < target:
                     for statement in _MIGRATIONS[target].split(";"):
                         self._db.execute(statement)
@@ -145,6 +194,9 @@ class Manifest:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _too_new(self, version: int) -> str:
+        return f"{self.path} has schema version {version}; this archiver knows up to {SCHEMA_VERSION}: upgrade archiver"
 
     def close(self) -> None:
         self._db.close()

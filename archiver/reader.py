@@ -25,7 +25,7 @@ from fs.base import FS
 from fs.errors import FSError
 
 from .layout import DataDir
-from .manifest import Manifest, SegmentRow, parse_published
+from .manifest import Manifest, SegmentRow, open_for_reading, parse_published
 from .sealing import open_compressed
 from .store import redact
 from .uploader import MANIFEST_DIR, store_path
@@ -357,14 +357,14 @@ def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_hap
     """One sink's archive: its manifest, its local spool, and its store for pruned segments."""
 
     def rows(stream: str | None, since: str | None, until: str | None) -> list[SegmentRow]:
-        manifest = Manifest(data_dir.root)
+        manifest = open_for_reading(data_dir.root)
         try:
             return list(manifest.segments(stream, since, until))
         finally:
             manifest.close()
 
     def store() -> FS | None:
-        manifest = Manifest(data_dir.root)
+        manifest = open_for_reading(data_dir.root)
         try:
             url = store_url or manifest.get_meta("store_url")
             cap = manifest.get_meta("root_read_cap")

@@ -384,7 +384,7 @@ def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) ->
 
 def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, store_url: str) -> dict[str, Any]:
     """What /_status and `archiver status` show beyond the writer's own figures. No write caps."""
-    manifest = Manifest(data.root)
+    manifest = Manifest(data.root, read_only=True)
     try:
         events = manifest.last_event()
         store: dict[str, Any] = {"url": public_store_url(store_url), "root_read_cap": manifest.get_meta("root_read_cap")}
