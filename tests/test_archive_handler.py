@@ -1,10 +1,17 @@
-"""ArchiveHandler against real sinks: authentication and TLS, backoff during an outage, the
-overflow policies, retrying from the queue when there is no buffer dir, shutting down while the
-sender logs, and flushing under steady logging."""
+"""ArchiveHandler against real sinks: bursts delivered whole, authentication and TLS, backoff
+during an outage, drops after block_timeout and their report, the buffer_dir bound, a killed
+application's buffer sent by the next, 413 splitting, the overflow policies, retrying from the
+queue when there is no buffer dir, shutting down while the sender logs, flushing under steady
+logging, and the sender's state machine."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import logging
+import os
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -18,7 +25,7 @@ from typing import Callable, Iterator
 import orjson
 import pytest
 
-from archiver.client import DROP_NEW, DROP_OLD, ArchiveHandler
+from archiver.client import DROP_NEW, DROP_OLD, ArchiveHandler, SenderEvent, SenderState, render, transition
 from conftest import cat_json, named_logger
 
 AUTH = {"ARCHIVER_AUTH_TOKENS": "t0ken", "ARCHIVER_AUTH_BASIC": "alice:s3crét"}  # non-ASCII: encoded as HTTPHandler does
@@ -284,3 +291,204 @@ def test_flush_under_steady_logging_waits_only_for_what_was_queued_before_it(loc
     logged = 5 + len(local_sink.bodies)  # one more record per batch taken
     assert handler.sent == len(local_sink.messages())
     assert handler.sent + handler.dropped == logged  # close() counts what was logged after it
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Poll until ``predicate`` holds; a hang detector, not a speed test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
+
+
+def _buffered_messages(buffer_dir: Path) -> list[str]:
+    return [orjson.loads(line)["message"] for path in sorted(buffer_dir.glob("*.ndjson"))
+            for line in path.read_bytes().splitlines()]
+
+
+BURST = 100_000
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["queue", "buffer_dir"])
+def test_a_burst_to_a_healthy_sink_is_delivered_whole(start_sink, tmp_path: Path, buffered: bool) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink()
+    handler = ArchiveHandler(f"{sink.url}/burst", buffer_dir=tmp_path / "buffer" if buffered else None)  # defaults
+    logger = named_logger("burst", handler)
+    for n in range(BURST):
+        logger.info("record %d", n)
+    _wait_for(lambda: handler.sent == BURST or handler.dropped > 0, "the burst to be sent")
+    handler.close()
+    assert (handler.sent, handler.dropped, handler.refused) == (BURST, 0, 0)
+    assert sink.stop() == 0
+    assert _messages(sink.data_dir, "burst") == [f"record {n}" for n in range(BURST)]
+
+
+class _Recording(ArchiveHandler):
+    """Keeps the sender's states in the order it took them."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.states: list[SenderState] = []
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _fire(self, event: SenderEvent) -> None:
+        super()._fire(event)
+        self.states.append(self.state)
+
+
+def test_an_outage_past_block_timeout_drops_without_waiting_and_says_so_once(start_sink, capsys) -> None:  # type: ignore[no-untyped-def]
+    with socket.create_server(("127.0.0.1", 0)) as reserved:
+        port = reserved.getsockname()[1]  # free again once closed: nothing listens there
+    handler = _Recording(f"http://127.0.0.1:{port}/app", queue_size=100, batch_size=10, block_timeout=0.5, flush_interval=0.05)
+    logger = named_logger("outage.block", handler)
+
+    def log(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            logger.info("record %d", n)
+
+    # Waiting per call (block_timeout each) would take over ten minutes: a hang detector.
+    during = threading.Thread(target=log, args=(0, 5_000))
+    during.start()
+    during.join(120)
+    assert not during.is_alive()
+    assert handler.sent == 0 and handler.dropped >= 5_000 - 100 - 10  # the queue (plus a batch put back) waits
+    assert handler.state in (SenderState.OUTAGE_DROPPING, SenderState.OUTAGE_RETRYING)
+    assert "dropped" not in capsys.readouterr().err  # the episode is not over
+
+    sink = start_sink(None, "--port", str(port))
+    _wait_for(lambda: handler.sent + handler.dropped == 5_000, "the queue to be sent once the sink is back")
+    err = ""
+    while "dropped" not in err:  # reported once the sender falls idle
+        err += capsys.readouterr().err
+        time.sleep(0.02)
+    dropped = handler.dropped
+    assert err.count("--- Logging error ---") == 1 and f"dropped {dropped} records" in err and "block_timeout" in err
+
+    log(5_000, 1_000)  # the sink answers again: a full queue waits, nothing is dropped
+    handler.close()
+    assert (handler.sent, handler.dropped) == (5_000 - dropped + 1_000, dropped)
+    assert "dropped" not in capsys.readouterr().err
+    assert sink.stop() == 0
+    messages = _messages(sink.data_dir, "app")
+    assert len(messages) == handler.sent and messages[-1_000:] == [f"record {n}" for n in range(5_000, 6_000)]
+    assert messages[:100] == [f"record {n}" for n in range(100)]  # the oldest were kept, later ones dropped
+    # tries and backoff until block_timeout, then dropping with tries, a success, sends, close()
+    letters = {SenderState.IDLE: "I", SenderState.SENDING: "S", SenderState.BACKOFF: "B", SenderState.OUTAGE_DROPPING: "D",
+               SenderState.OUTAGE_RETRYING: "R", SenderState.CLOSING: "C", SenderState.STOPPED: "X"}
+    path = "".join(letters[state] for state in handler.states)
+    assert re.fullmatch(r"S(BS)*B?D(RD)*R(IS)*ICX", path), path
+
+
+def test_buffer_max_bytes_drops_the_oldest_and_counts_them(down_sink, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    url, _ = down_sink
+    buffer_dir = tmp_path / "buffer"
+    bound = 64 * 1024
+    handler = ArchiveHandler(url, buffer_dir=buffer_dir, buffer_max_bytes=bound, batch_size=50, flush_interval=0.05, timeout=1)
+    logger = named_logger("buffer.bound", handler)
+    for n in range(2_000):  # ~200 bytes each: six times the bound
+        logger.info("record %d", n)
+    assert sum(path.stat().st_size for path in buffer_dir.glob("*.ndjson")) <= bound
+    handler.close()
+    dropped = handler.dropped
+    assert dropped > 0 and handler.sent == 0
+    assert _buffered_messages(buffer_dir) == [f"record {n}" for n in range(dropped, 2_000)]  # the newest kept
+    err = capsys.readouterr().err
+    assert err.count(f"dropped {dropped} records") == 1 and "buffer_max_bytes" in err
+
+
+# The application of the kill test: buffer_dir, a sink that takes three batches and then never
+# answers; it logs everything, waits for those three, says so and waits to be killed.
+APP_KILLED = """
+import sys, time, logging
+from archiver.client import ArchiveHandler
+
+handler = ArchiveHandler(sys.argv[1], buffer_dir=sys.argv[2], batch_size=100, flush_interval=0.05, timeout=600)
+logger = logging.getLogger("app")
+logger.propagate = False
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)
+for n in range(int(sys.argv[3])):
+    logger.info("record %d", n)
+while handler.sent < 300:
+    time.sleep(0.01)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_application_loses_nothing_its_restart_sends_the_rest(start_sink, local_sink: LocalSink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    buffer_dir, count = tmp_path / "buffer", 5_000
+    release = threading.Event()
+    local_sink.on_post.append(lambda: len(local_sink.bodies) > 3 and release.wait(60))  # the 4th never answered in time
+    with subprocess.Popen([sys.executable, "-c", APP_KILLED, local_sink.url, str(buffer_dir), str(count)],
+                          stdout=subprocess.PIPE) as app:
+        try:
+            assert app.stdout is not None and app.stdout.readline() == b"ready\n"
+            os.kill(app.pid, signal.SIGKILL)
+        finally:
+            app.kill()
+            app.wait(30)
+            release.set()
+    acknowledged = local_sink.messages()[:300]  # the three batches answered 200
+    assert acknowledged == [f"record {n}" for n in range(300)]
+    sink = start_sink()
+    restarted = ArchiveHandler(f"{sink.url}/app", buffer_dir=buffer_dir, flush_interval=0.05)
+    _wait_for(lambda: not list(buffer_dir.glob("*.ndjson")), "the buffer to be sent")
+    restarted.close()
+    assert (restarted.dropped, restarted.refused) == (0, 0)
+    assert sink.stop() == 0
+    resent = _messages(sink.data_dir, "app")
+    assert resent[-(count - 300):] == [f"record {n}" for n in range(300, count)]  # no gap
+    assert len(resent) == restarted.sent < count  # from the cursor on, not from the start
+
+
+def test_a_record_over_max_body_bytes_is_refused_alone_and_the_sink_keeps_its_digest(start_sink) -> None:  # type: ignore[no-untyped-def]
+    limit = 64 * 1024
+    sink = start_sink(None, env={"ARCHIVER_SERVER_MAX_BODY_BYTES": str(limit)})
+    handler = ArchiveHandler(f"{sink.url}/app", max_body_bytes=limit, flush_interval=60)
+    records: list[logging.LogRecord] = []
+    handler.addFilter(lambda record: records.append(record) or True)
+    logger = named_logger("oversize", handler)
+    for n in range(300):  # about 100 KB: more than one body
+        logger.info("small %d", n)
+        if n == 150:
+            logger.info("huge %s", "x" * 200_000)
+    handler.flush()  # all in one batch: split at the 413 until the big record is alone
+    handler.close()
+    assert (handler.sent, handler.refused, handler.dropped) == (300, 1, 0)
+    assert sink.stop() == 0
+    assert _messages(sink.data_dir, "app") == [f"small {n}" for n in range(300)]
+    huge = orjson.dumps(render(records[151], logging.Formatter()), default=repr, option=orjson.OPT_APPEND_NEWLINE)
+    rejected = [r["fields"] for r in cat_json(sink.data_dir, "--stream", "_rejected")]
+    assert len(rejected) == 1 and "over the limit" in rejected[0]["reason"]
+    assert rejected[0]["raw"].encode() == huge[:64 * 1024]
+    assert (rejected[0]["body_bytes"], rejected[0]["body_sha256"]) == (len(huge), hashlib.sha256(huge).hexdigest())
+
+
+# Every transition the sender may take; any other pair is a bug and raises.
+EXPECTED_TRANSITIONS = {
+    (SenderState.IDLE, SenderEvent.DUE): SenderState.SENDING,
+    (SenderState.IDLE, SenderEvent.CLOSE): SenderState.CLOSING,
+    (SenderState.SENDING, SenderEvent.SENT): SenderState.IDLE,
+    (SenderState.SENDING, SenderEvent.FAILED): SenderState.BACKOFF,
+    (SenderState.SENDING, SenderEvent.FAILED_LONG): SenderState.OUTAGE_DROPPING,
+    (SenderState.BACKOFF, SenderEvent.RETRY_DUE): SenderState.SENDING,
+    (SenderState.BACKOFF, SenderEvent.BLOCK_EXPIRED): SenderState.OUTAGE_DROPPING,
+    (SenderState.BACKOFF, SenderEvent.CLOSE): SenderState.CLOSING,
+    (SenderState.OUTAGE_DROPPING, SenderEvent.RETRY_DUE): SenderState.OUTAGE_RETRYING,
+    (SenderState.OUTAGE_DROPPING, SenderEvent.CLOSE): SenderState.CLOSING,
+    (SenderState.OUTAGE_RETRYING, SenderEvent.SENT): SenderState.IDLE,
+    (SenderState.OUTAGE_RETRYING, SenderEvent.FAILED): SenderState.OUTAGE_DROPPING,
+    (SenderState.OUTAGE_RETRYING, SenderEvent.FAILED_LONG): SenderState.OUTAGE_DROPPING,
+    (SenderState.CLOSING, SenderEvent.STOP): SenderState.STOPPED,
+}
+
+
+@pytest.mark.parametrize("state", list(SenderState), ids=lambda state: state.name)
+@pytest.mark.parametrize("event", list(SenderEvent), ids=lambda event: event.name)
+def test_sender_transitions(state: SenderState, event: SenderEvent) -> None:
+    expected = EXPECTED_TRANSITIONS.get((state, event))
+    if expected is None:
+        with pytest.raises(ValueError, match=f"no transition from {state.name} on {event.name}"):
+            transition(state, event)
+    else:
+        assert transition(state, event) is expected
