@@ -486,7 +486,7 @@ class ArchiveHandler(logging.Handler):
         """Records from the sender thread (urllib3's, about its requests) are skipped, and before
         taking the handler lock: ``logging.shutdown()`` holds it while ``close()`` waits for that
         very thread. Archived, each send would also log the next record to send."""
-        if threading.current_thread() is self._thread:
+        if threading.get_ident() == self._thread.ident:
             self.skipped += 1  # only ever the sender thread: no lock needed
             return False
         return super().handle(record)
@@ -505,7 +505,7 @@ class ArchiveHandler(logging.Handler):
             elif len(self._queue) < self.queue_size or self._make_room():
                 self._queue.append(line)
                 self._queued += 1
-                if len(self._queue) >= self._due:
+                if len(self._queue) == self._due:  # crossing it is enough: the sender looks before it waits
                     self._work.notify()
 
     def _append_to_buffer(self, line: bytes, buffer: _Buffer) -> None:
@@ -520,7 +520,7 @@ class ArchiveHandler(logging.Handler):
             return
         if dropped:
             self._note_drops(dropped, f"buffer_dir held more than buffer_max_bytes ({buffer.max_bytes})")
-        if buffer.unacked_records >= self.batch_size:
+        if buffer.unacked_records == self.batch_size:  # crossing it is enough: the sender looks before it waits
             self._work.notify()
 
     def _make_room(self) -> bool:
