@@ -3,14 +3,29 @@ rsyslog omfwd with a JSON template), one record a line.
 
 Same records and durability as HTTP: what is read is decoded, appended and committed before
 more is read, so a slow disk or a full spool slows the sender through TCP flow control instead
-of filling memory. A line that is not a JSON object goes raw to ``_rejected``. TCP has no
-acknowledgements: a sender that reconnects may resend what was in flight.
+of filling memory. A line that is not a JSON object goes raw to ``_rejected``.
+
+TCP has no acknowledgements: how a connection ends is the only answer a sender gets. The sink
+closes a connection cleanly (FIN) only after it has read the sender's own end of stream and
+made every line before it durable. Every other end is a reset (RST): a failed write; the sink
+stopping before the sender's EOF had arrived; a stop that cannot finish within its timeout. At
+a stop the sink reads what had arrived by then and nothing after. So a clean EOF tells a sender
+that every line it sent is archived; a reset tells it that some may not be, and a sender that
+sends them again may archive them twice.
+
+Connections are read straight from their sockets, not through a read-ahead buffer: bytes the
+sink has not asked for stay in the kernel, which discards them with the reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from dataclasses import dataclass
 
@@ -21,6 +36,9 @@ from .decoder import OFFLOAD_BYTES, Batch, Decoder, decode_tcp
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
 SPOOL_FULL_PAUSE = 0.5
+# After accept() fails for want of descriptors or buffers, how long to wait before the next.
+ACCEPT_PAUSE = 0.5
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,17 @@ class TcpSettings:
     max_line_bytes: int = 1024 * 1024
 
 
+class _Connection:
+    """A sender's socket, and once the sink stops, how many of its bytes had arrived by then."""
+
+    __slots__ = ("sock", "peer", "unread_at_stop")
+
+    def __init__(self, sock: socket.socket, peer: str | None) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.unread_at_stop: int | None = None
+
+
 class TcpSource:
     """One listener; ``start`` binds it, ``close`` stops accepting and ends open connections."""
 
@@ -37,57 +66,138 @@ class TcpSource:
         self.writer = writer
         self.settings = settings
         self.decoder = decoder or Decoder(0)
-        self.server: asyncio.Server | None = None
         self.records = 0
         self.rejected = 0
-        self._connections: set[asyncio.Task[None]] = set()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True, limit=READ_SIZE)
-        address = self.server.sockets[0].getsockname()
+        self._stopped = asyncio.get_running_loop().create_future()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=1024)
+        listener.setblocking(False)
+        self._listener = listener
+        self._accepting = asyncio.create_task(self._accept(listener))
+        address = listener.getsockname()
         return address[0], address[1]
 
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self.server is not None:
-            await self.server.wait_closed()
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting and reading: each connection commits what it had read and what had
+        arrived by now, then ends, cleanly if its sender's EOF was among it, else with a reset.
+        Connections still committing after ``timeout`` seconds are reset. The segment writer
+        and the decoder must stay open until this returns."""
+        if self._stopped is None or self._stopped.done():
+            return
+        for conn in self._connections.values():
+            conn.unread_at_stop = _unread(conn.sock)
+        self._stopped.set_result(None)
+        if self._accepting is not None:
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()  # the kernel resets connections it had not handed over yet
+        if not self._connections:
+            return
+        _, late = await asyncio.wait(set(self._connections), timeout=timeout)
+        if late:
+            log.warning("%d tcp connection(s) still archiving after %g s: resetting them", len(late), timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        peer_host = peer[0] if peer else None
-        pending = b""
+    async def _accept(self, listener: socket.socket) -> None:
+        """Take connections until the sink stops. It accepts only when the listener is ready
+        and never awaits with a connection in hand, so a stop cannot drop one unseen."""
+        stopped = self._stopped_future()
+        while not stopped.done():
+            try:
+                sock, address = listener.accept()
+            except BlockingIOError:
+                await self._readable(listener)
+                continue
+            except ConnectionAbortedError:  # the client gave up before it was accepted
+                continue
+            except OSError as err:  # out of descriptors or buffers: wait for some to free
+                log.warning("tcp: cannot accept connections: %s; retrying", err.strerror)
+                await asyncio.wait([stopped], timeout=ACCEPT_PAUSE)
+                continue
+            sock.setblocking(False)
+            conn = _Connection(sock, address[0] if address else None)
+            task = asyncio.create_task(self._serve(conn))
+            self._connections[task] = conn
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        del self._connections[task]
+
+    async def _serve(self, conn: _Connection) -> None:
+        finished = False
         try:
-            while True:
-                while self.writer.over_limit():  # stop reading: TCP flow control holds the sender
-                    await asyncio.sleep(SPOOL_FULL_PAUSE)
-                chunk = await reader.read(READ_SIZE)
-                if not chunk:
-                    break
-                data = pending + chunk
-                cut = data.rfind(b"\n") + 1
-                pending = data[cut:]
-                if len(pending) > self.settings.max_line_bytes:
-                    await self._archive(Batch(SOURCE_TCP, {}, [Rejected("line longer than max_line_bytes", pending)]), peer_host)
-                    pending = b""
-                if cut:
-                    await self._ingest(data[:cut], peer_host)
-            if pending.strip():
-                await self._ingest(pending + b"\n", peer_host)
-        except asyncio.CancelledError:
-            pass
-        except (ConnectionError, OSError) as err:
-            log.info("tcp connection from %s ended: %s", peer_host, err)
+            finished = await self._receive(conn)
+        except OSError as err:
+            log.info("tcp connection from %s ended: %s", conn.peer, err)
+        except Exception:  # noqa: BLE001 - the sender is told by the reset; the sink goes on
+            log.exception("tcp connection from %s failed", conn.peer)
         finally:
-            self._connections.discard(task)
-            writer.close()
+            _end(conn.sock, clean=finished)
+
+    async def _receive(self, conn: _Connection) -> bool:
+        """Archive the connection's lines. True once the sender's EOF is read and every line
+        before it is durable; False when the sink stops first."""
+        pending = b""
+        while True:
+            chunk = await self._next_block(conn)
+            if chunk is None:
+                if pending.strip():  # the rest of this line was never read: kept as it is
+                    unfinished = Rejected("line unfinished when the sink stopped", pending)
+                    await self._archive(Batch(SOURCE_TCP, {}, [unfinished]), conn.peer)
+                return False
+            if not chunk:
+                if pending.strip():  # a last line without its newline is whole at EOF
+                    await self._ingest(pending + b"\n", conn.peer)
+                return True
+            data = pending + chunk
+            cut = data.rfind(b"\n") + 1
+            pending = data[cut:]
+            if len(pending) > self.settings.max_line_bytes:
+                too_long = Rejected("line longer than max_line_bytes", pending)
+                await self._archive(Batch(SOURCE_TCP, {}, [too_long]), conn.peer)
+                pending = b""
+            if cut:
+                await self._ingest(data[:cut], conn.peer)
+
+    async def _next_block(self, conn: _Connection) -> bytes | None:
+        """The sender's next bytes, b"" at its EOF; None once the sink has stopped and every
+        byte that had arrived by then is read, unless the EOF had arrived too, or at once
+        when it stops with the spool full."""
+        while True:
+            if self.writer.over_limit():  # leave the bytes unread: flow control holds the sender
+                if conn.unread_at_stop is not None:
+                    return None
+                await asyncio.wait([self._stopped_future()], timeout=SPOOL_FULL_PAUSE)
+                continue
+            if conn.unread_at_stop is not None:
+                return _read_arrived(conn)
+            try:
+                return conn.sock.recv(READ_SIZE)
+            except BlockingIOError:
+                await self._readable(conn.sock)
+
+    async def _readable(self, sock: socket.socket) -> None:
+        """Wait until ``sock`` has something to read (bytes, an EOF, a connection to accept),
+        or the sink stops."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(sock.fileno(), _settle, ready)
+        try:
+            await asyncio.wait([ready, self._stopped_future()], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(sock.fileno())
+
+    def _stopped_future(self) -> asyncio.Future[None]:
+        assert self._stopped is not None, "start() first"
+        return self._stopped
 
     async def _ingest(self, data: bytes, peer: str | None) -> None:
         ctx = Context(self.settings.stream, peer, time.time())
@@ -107,3 +217,38 @@ class TcpSource:
         await self.writer.commit()
         self.records += batch.count
         self.rejected += len(batch.rejected)
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes that have arrived on ``sock`` and are not read yet."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+    except OSError:  # reset by the sender: reading will say so
+        return 0
+
+
+def _read_arrived(conn: _Connection) -> bytes | None:
+    """After a stop: the next of the bytes that had arrived by then; once they are read, b"" if
+    the sender's EOF follows, else None (whatever came later stays unread)."""
+    assert conn.unread_at_stop is not None
+    try:
+        if conn.unread_at_stop == 0:
+            return b"" if conn.sock.recv(1, socket.MSG_PEEK) == b"" else None
+        chunk = conn.sock.recv(min(READ_SIZE, conn.unread_at_stop))
+    except BlockingIOError:
+        return None
+    conn.unread_at_stop -= len(chunk)
+    return chunk
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _end(conn: socket.socket, *, clean: bool) -> None:
+    """Close ``conn``: a FIN when ``clean``, else a reset, so the sender cannot take it for one."""
+    if not clean:
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    conn.close()
