@@ -9,13 +9,14 @@ from __future__ import annotations
 import fs
 from fs.base import FS
 
-from .tahoe import TahoeFS, redact
+from .redaction import redact
+from .tahoe import TahoeFS
 
 __all__ = ["TahoeFS", "open_store", "redact"]
 
 
 def open_store(url: str) -> FS:
-    """The filesystem for a store URL; errors name the URL with its capability redacted."""
+    """The filesystem for a store URL; errors name the URL with its secrets redacted."""
     try:
         return fs.open_fs(url, create=True)
     except fs.errors.FSError as err:

@@ -34,27 +34,13 @@ from fs.opener.parse import ParseResult
 from fs.path import basename, dirname, join
 from fs.subfs import SubFS
 
+from .redaction import redact
+
 DEFAULT_TIMEOUT = (5.0, 3600.0)  # connect fast; an upload is answered only once on the grid
 CHUNK = 1024 * 1024
-# A capability, plain or percent-encoded as in a URL: its kind, then its body. What redact()
-# makes of one (kind, at most four characters, "…") is tried first and kept, so a cap is cut
-# once however often redacted, while a whole cap is cut whatever follows it.
-_SEP = "(?::|%3[Aa])"
-_CAP = re.compile(rf"(URI{_SEP}[A-Za-z0-9-]+{_SEP})(?:[A-Za-z0-9:%-]{{1,4}}…|((?:[A-Za-z0-9-]|{_SEP})+))")
 _READ_ONLY_KINDS = ("-RO:", "-CHK:", "URI:CHK:", "URI:LIT:", "-Verifier:")
 _HAPPY = re.compile(r"at least (\d+) such servers")
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): ", re.M)  # a traceback's last line: "pkg.SomeError: message"
-
-
-def redact(text: str) -> str:
-    """Text with every capability cut to its kind and a few characters."""
-    return _CAP.sub(_cut, text)
-
-
-def _cut(cap: re.Match[str]) -> str:
-    """A whole cap cut to its kind and four characters; one redact() already cut, unchanged."""
-    kind, body = cap.groups()
-    return cap[0] if body is None else f"{kind}{body[:4]}…"
 
 
 def is_read_only_cap(cap: str) -> bool:

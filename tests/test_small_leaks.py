@@ -1,0 +1,32 @@
+"""Small leaks: store credentials in status and logs, /_admin behind a local proxy, bare
+years in --since, and root caps on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+
+from conftest import archiver_cli
+
+SECRET = "s3cretpw"
+FTP_STORE = f"ftp://archiver:{SECRET}@127.0.0.1:1/archive?token=t0kensecret"
+
+
+def test_store_credentials_are_in_no_status_or_log(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A store URL with a password and a secret query parameter, that cannot be opened: the
+    failures it causes are reported everywhere with the secrets cut."""
+    sink = start_sink(None, "--store", FTP_STORE)
+    assert sink.post("/app", "msg=hello").status_code == 200
+    flushed = archiver_cli("flush", "--data-dir", str(sink.data_dir), check=False)  # the upload fails
+    assert flushed.returncode == 1
+    status = requests.get(f"{sink.url}/_status", timeout=10).text
+    cli_json = archiver_cli("status", "--json", "--data-dir", str(sink.data_dir)).stdout.decode()
+    cli_text = archiver_cli("status", "--data-dir", str(sink.data_dir)).stdout.decode()
+    assert sink.stop() == 0
+    outputs = {"/_status": status, "status --json": cli_json, "status": cli_text,
+               "flush": (flushed.stdout + flushed.stderr).decode(), "log": sink.log_text()}
+    assert "ftp://archiver:***@127.0.0.1:1/archive?token=***" in cli_json
+    assert "last_error" in status and "null" not in status.split('"last_error"', 1)[1][:8]  # a failure was shown
+    for name, text in outputs.items():
+        assert SECRET not in text and "t0kensecret" not in text, f"{name} shows a store secret:\n{text}"
