@@ -105,6 +105,7 @@ class UploaderConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     token: str = ""
+    trust_loopback: bool = True
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,25 @@ def test_every_key_is_documented_with_its_default() -> None:
 def test_dev_config_loads() -> None:
     config = load_config(ROOT / "config" / "dev.toml")
     assert config.data_dir == ROOT / "data" or config.data_dir.resolve() == (ROOT / "data").resolve()
+
+
+@pytest.mark.parametrize(
+    ("raw", "trusted"),
+    [("false", False), ("False", False), (" 0 ", False), ("no", False), ("off", False),
+     ("true", True), ("1", True), ("YES", True), ("on", True)],
+)
+def test_admin_trust_loopback_from_the_environment(raw: str, trusted: bool) -> None:
+    assert load_config(env={"ARCHIVER_ADMIN_TRUST_LOOPBACK": raw}).admin.trust_loopback is trusted
+
+
+def test_admin_trust_loopback_from_toml_and_its_errors(tmp_path: Path) -> None:
+    assert load_config().admin.trust_loopback is True
+    path = tmp_path / "archiver.toml"
+    path.write_text("[admin]\ntrust_loopback = false\ntoken = \"adm1n\"\n")
+    assert load_config(path).admin.trust_loopback is False
+    for value in ('"maybe"', "2"):
+        path.write_text(f"[admin]\ntrust_loopback = {value}\n")
+        with pytest.raises(ConfigError, match="admin.trust_loopback"):
+            load_config(path)
+    with pytest.raises(ConfigError, match="admin.trust_loopback = 'nope' \\(from environment\\): expected true or false"):
+        load_config(env={"ARCHIVER_ADMIN_TRUST_LOOPBACK": "nope"})

@@ -3,10 +3,18 @@ years in --since, and root caps on the command line."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
+from aiohttp.test_utils import TestClient, TestServer
 
+from archiver.ingest.http import create_app
+from archiver.layout import DataDir
+from archiver.rotation import RotationPolicy
+from archiver.segments import SegmentWriter
 from conftest import archiver_cli
 
 SECRET = "s3cretpw"
@@ -30,3 +38,32 @@ def test_store_credentials_are_in_no_status_or_log(start_sink, tmp_path: Path) -
     assert "last_error" in status and "null" not in status.split('"last_error"', 1)[1][:8]  # a failure was shown
     for name, text in outputs.items():
         assert SECRET not in text and "t0kensecret" not in text, f"{name} shows a store secret:\n{text}"
+
+
+async def _admin_answers(data_dir: Path, **admin: Any) -> list[int]:
+    """Status codes of POST /_admin/flush from 127.0.0.1: no token, the token, a wrong one."""
+    writer = SegmentWriter(DataDir(data_dir), "sinkA", RotationPolicy(10**9, 10**9, 3600))
+    await writer.start()
+
+    async def flush() -> dict[str, Any]:
+        return {"uploaded": 0, "failed": 0, "backlog": 0}
+
+    client = TestClient(TestServer(create_app(writer, flush=flush, admin_token="adm1n", **admin), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        answers = []
+        for headers in ({}, {"Authorization": "Bearer adm1n"}, {"Authorization": "Bearer guess"}):
+            response = await client.post("/_admin/flush", headers=headers)
+            answers.append(response.status)
+    finally:
+        await client.close()
+        await writer.close()
+    return answers
+
+
+@pytest.mark.parametrize(("trust", "answers"), [(True, [200, 200, 200]), (False, [403, 200, 403])])
+def test_admin_trusts_loopback_only_when_told(tmp_path: Path, trust: bool, answers: list[int]) -> None:
+    """Behind a local reverse proxy every client is loopback: admin.trust_loopback = false
+    leaves the token as the only key."""
+    (tmp_path / "data").mkdir()
+    assert asyncio.run(_admin_answers(tmp_path / "data", admin_trust_loopback=trust)) == answers

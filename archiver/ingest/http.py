@@ -74,12 +74,14 @@ class _State:
         admin_token: str,
         auth: Authenticator,
         decoder: Decoder,
+        admin_trust_loopback: bool,
     ) -> None:
         self.limits = limits
         self.decoder = decoder
         self.info = info
         self.flush = flush
         self.admin = Authenticator(tokens=[admin_token] if admin_token else [])
+        self.admin_trust_loopback = admin_trust_loopback
         self.auth = auth
         self.responses: Counter[int] = Counter()
         self.records: Counter[str] = Counter()
@@ -100,16 +102,19 @@ def create_app(
     *,
     flush: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     admin_token: str = "",
+    admin_trust_loopback: bool = True,
     auth: Authenticator | None = None,
     decoder: Decoder | None = None,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
-    block: it runs on a worker thread); ``flush`` serves /_admin/flush; ``auth``, when it has
-    credentials, guards every route but /_health; ``decoder`` decodes large bodies (by
-    default on a thread)."""
+    block: it runs on a worker thread); ``flush`` serves /_admin/flush to ``admin_token``
+    and to loopback peers unless ``admin_trust_loopback`` is false (behind a local proxy
+    every peer is loopback); ``auth``, when it has credentials, guards every route but
+    /_health; ``decoder`` decodes large bodies (by default on a thread)."""
     app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
-    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token, auth or Authenticator(), decoder or Decoder(0))
+    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token, auth or Authenticator(), decoder or Decoder(0),
+                            admin_trust_loopback)
     app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
@@ -206,16 +211,18 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _admin_flush(request: web.Request) -> web.Response:
     """Seal every open segment and upload now; answers when done. Loopback or token only."""
     state: _State = request.app[STATE_KEY]
-    if not _admin_allowed(request, state.admin):
-        raise web.HTTPForbidden(text="error: /_admin is for localhost, or needs admin.token as a Bearer token\n")
+    if not _admin_allowed(request, state):
+        where = "is for localhost, or " if state.admin_trust_loopback else ""
+        raise web.HTTPForbidden(text=f"error: /_admin {where}needs admin.token as a Bearer token\n")
     if state.flush is None:
         raise web.HTTPNotFound(text="error: this sink has no flush\n")
     result = await state.flush()
     return web.Response(body=orjson.dumps(result), content_type="application/json")
 
 
-def _admin_allowed(request: web.Request, admin: Authenticator) -> bool:
-    return request.remote in ("127.0.0.1", "::1") or admin.allows(request.headers.get("Authorization"))
+def _admin_allowed(request: web.Request, state: _State) -> bool:
+    loopback = state.admin_trust_loopback and request.remote in ("127.0.0.1", "::1")
+    return loopback or state.admin.allows(request.headers.get("Authorization"))
 
 
 async def _reserved(request: web.Request) -> web.Response:
