@@ -105,8 +105,8 @@ def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
         [
             click.option("--archive", help="A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...)."),
             click.option("--stream", help="Only this stream."),
-            click.option("--since", help="From this time, inclusive: ISO-8601 or an age (15m, 2h, 7d)."),
-            click.option("--until", help="Before this time, exclusive: ISO-8601 or an age."),
+            click.option("--since", help="From this time, inclusive: ISO-8601, a year or month (2024, 2024-05), or an age (15m, 2h, 7d)."),
+            click.option("--until", help="Before this time, exclusive: ISO-8601, a year or month, or an age."),
             click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
         ]
     ):
@@ -196,8 +196,8 @@ def verify_command(config_path: Path | None, data_dir: Path | None, archive: str
 @_config_options
 @click.option("--archive", help="A config, a data dir, or a store URL with a root cap.")
 @click.option("--stream", help="Only this stream.")
-@click.option("--since", help="From this time, inclusive: ISO-8601 or an age (15m, 2h, 7d).")
-@click.option("--until", help="Before this time, exclusive: ISO-8601 or an age.")
+@click.option("--since", help="From this time, inclusive: ISO-8601, a year or month (2024, 2024-05), or an age (15m, 2h, 7d).")
+@click.option("--until", help="Before this time, exclusive: ISO-8601, a year or month, or an age.")
 def restore_command(
     dest: Path, config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None,
     since: str | None, until: str | None,

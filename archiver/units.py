@@ -29,6 +29,8 @@ _SIZE_UNITS = {
 }
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_AGE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[a-zA-Z]+\s*$")  # an age always names its unit
+_YEAR_OR_MONTH = re.compile(r"^\s*(\d{4})(?:-(\d{2}))?\s*$")
 
 
 def _quantity(value: str, units: Mapping[str, float], kind: str) -> float:
@@ -72,19 +74,28 @@ def _second_text(seconds: int) -> str:
 
 
 def parse_time(value: str, now: float) -> str:
-    """A canonical timestamp from ISO-8601 or a relative age (``15m``, ``2h``, ``7d``) before now.
+    """A canonical timestamp from a point in time or an age before ``now``.
 
-    ISO values without a zone are taken as UTC, like every time in the archive.
+    Points: ISO-8601 (``2026-11-23``, ``2026-11-23T20:49Z``), a year (``2024``) or a month
+    (``2024-05``), each meaning its start; times without a zone are UTC, like every time in
+    the archive. Ages carry their unit (``90s``, ``15m``, ``2h``, ``7d``): a bare number such
+    as ``2024`` is a year, never seconds.
     """
-    try:
+    period = _YEAR_OR_MONTH.match(value)
+    if period:
+        try:
+            start = datetime(int(period[1]), int(period[2] or 1), 1, tzinfo=timezone.utc)
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a year or a month: {err}") from None
+        return format_ts(start.timestamp())
+    if _AGE.match(value):
         return format_ts(now - parse_duration(value))
-    except ValueError:
-        pass
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
-            f"{value!r} is neither an ISO-8601 time nor a relative age such as 15m, 2h or 7d"
+            f"{value!r} is neither an ISO-8601 time, a year or a month (2024, 2024-05), "
+            "nor a relative age with its unit such as 90s, 15m, 2h or 7d"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

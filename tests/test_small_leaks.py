@@ -13,9 +13,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from archiver.ingest.http import create_app
 from archiver.layout import DataDir
+from archiver.records import Context, encode_record, json_record
 from archiver.rotation import RotationPolicy
 from archiver.segments import SegmentWriter
-from conftest import archiver_cli
+from archiver.units import parse_time
+from conftest import archiver_cli, cat_json
 
 SECRET = "s3cretpw"
 FTP_STORE = f"ftp://archiver:{SECRET}@127.0.0.1:1/archive?token=t0kensecret"
@@ -67,3 +69,52 @@ def test_admin_trusts_loopback_only_when_told(tmp_path: Path, trust: bool, answe
     leaves the token as the only key."""
     (tmp_path / "data").mkdir()
     assert asyncio.run(_admin_answers(tmp_path / "data", admin_trust_loopback=trust)) == answers
+
+
+NOW = 1_795_467_684.0  # 2026-11-23T20:01:24Z
+
+
+@pytest.mark.parametrize(
+    ("value", "moment"),
+    [
+        ("2024", "2024-01-01T00:00:00.000000Z"),
+        ("2024-05", "2024-05-01T00:00:00.000000Z"),
+        (" 2024-12 ", "2024-12-01T00:00:00.000000Z"),
+        ("2024-05-10", "2024-05-10T00:00:00.000000Z"),
+        ("2024-05-10T12:30+02:00", "2024-05-10T10:30:00.000000Z"),
+        ("90s", "2026-11-23T20:59:54.000000Z"),
+        ("2h", "2026-11-23T19:01:24.000000Z"),
+        ("7d", "2026-11-16T21:01:24.000000Z"),
+    ],
+)
+def test_years_and_months_are_dates_and_ages_carry_their_unit(value: str, moment: str) -> None:
+    assert parse_time(value, NOW) == moment
+
+
+@pytest.mark.parametrize("value", ["90", "86400", "2024-13", "0000", "2024-5", "yesterday"])
+def test_what_is_neither_a_date_nor_an_age_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="is n"):
+        parse_time(value, NOW)
+
+
+def test_since_a_year_reads_that_year(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    moments = {"end of 2023": 1_704_067_199, "may 2024": 1_715_299_200, "new year 2025": 1_735_689_600}
+
+    async def write() -> None:
+        writer = SegmentWriter(DataDir(data_dir), "sinkA", RotationPolicy(10**9, 10**9, 3600))
+        await writer.start()
+        for message, created in moments.items():
+            writer.write("app", encode_record(json_record({"message": message, "created": created}, Context("app", None, 0))), 1)
+        await writer.commit()
+        await writer.close()
+
+    asyncio.run(write())
+
+    def cat(*args: str) -> list[str]:
+        return [record["message"] for record in cat_json(data_dir, *args)]
+
+    assert cat("--since", "2024", "--until", "2025") == ["may 2024"]
+    assert cat("--since", "2024-05") == ["may 2024", "new year 2025"]
+    assert cat("--until", "2024-05-10T00:00:01") == ["end of 2023", "may 2024"]
