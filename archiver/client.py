@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import collections
 import enum
+import fcntl
 import logging
 import logging.handlers
 import math
@@ -199,6 +200,11 @@ class _Buffer:
         self.closed = False
         directory.mkdir(parents=True, exist_ok=True)
         self._cursor_fd = os.open(directory / self.CURSOR, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:  # held until close(), or the process dies: two senders on one buffer would send twice
+            fcntl.flock(self._cursor_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._cursor_fd)
+            raise ValueError(f"buffer_dir {directory} is in use by another ArchiveHandler: give each process its own") from None
         self._load()
 
     def _load(self) -> None:
@@ -374,7 +380,8 @@ class ArchiveHandler(logging.Handler):
       nothing (a restart with the same directory sends what was not acknowledged, possibly again);
       a power loss can lose the last ``flush_interval``. Unacknowledged records past
       ``buffer_max_bytes`` are dropped oldest first, an eighth of the bound at a time.
-      ``queue_size`` and ``overflow`` do not apply.
+      ``queue_size`` and ``overflow`` do not apply. One handler (so one process) per directory:
+      a second one while the first is open raises ``ValueError``.
     - ``dropped`` counts every record dropped, and each episode of drops is reported once on
       stderr with its count (when ``logging.raiseExceptions`` is set, as ``handleError`` does):
       after a send with no drop since the previous one, when the sender falls idle, or at close.
@@ -453,7 +460,8 @@ class ArchiveHandler(logging.Handler):
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0  # records ever put in the queue ...
         self._taken = 0  # ... and taken off its front (a batch put back is untaken)
-        self._due = batch_size if overflow != BLOCK else min(batch_size, queue_size)
+        # records that make a batch due; a full queue that emit() waits on is due at once
+        self._due = min(batch_size, queue_size) if buffer_dir is None and overflow == BLOCK else batch_size
         self._flush_requests = 0  # flush() and close() calls so far ...
         self._flushes_done = 0  # ... and how many of them the sender has answered
         self._flush_mark: Any = 0  # the latest of them waits for the records before this mark
@@ -520,7 +528,7 @@ class ArchiveHandler(logging.Handler):
             return
         if dropped:
             self._note_drops(dropped, f"buffer_dir held more than buffer_max_bytes ({buffer.max_bytes})")
-        if buffer.unacked_records == self.batch_size:  # crossing it is enough: the sender looks before it waits
+        if buffer.unacked_records == self._due:  # crossing it is enough: the sender looks before it waits
             self._work.notify()
 
     def _make_room(self) -> bool:

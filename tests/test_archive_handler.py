@@ -99,7 +99,12 @@ def test_tls_with_secure_and_a_context(start_sink, tls_files: dict[str, Path]) -
     assert _messages(sink.data_dir, "tls") == [f"over tls {n}" for n in range(10)]
 
 
-def test_options_that_cannot_work_together_are_refused() -> None:
+def test_options_that_cannot_work_together_are_refused(tmp_path: Path) -> None:
+    first = ArchiveHandler("http://127.0.0.1:9/app", buffer_dir=tmp_path)
+    with pytest.raises(ValueError, match="in use"):  # both would send the same records
+        ArchiveHandler("http://127.0.0.1:9/app", buffer_dir=tmp_path)
+    first.close()
+    ArchiveHandler("http://127.0.0.1:9/app", buffer_dir=tmp_path).close()  # free again once closed
     with pytest.raises(ValueError, match="context"):
         ArchiveHandler("http://127.0.0.1:9/app", context=ssl.create_default_context())
     with pytest.raises(ValueError, match="one"):
