@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import click
 import orjson
+from click.core import ParameterSource
 
 from . import __version__
 from .config import Config, ConfigError, load_config
@@ -28,6 +29,30 @@ def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         envvar="ARCHIVER_CONFIG", help="TOML config file (default: none, built-in defaults).",
     )(func)
     return func
+
+
+ARCHIVE_ENV = "ARCHIVER_ARCHIVE"
+
+
+def _secret_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``@FILE`` stands for the first line of FILE: a root cap given so stays out of ``ps`` and
+    shell history."""
+    if value is None or not value.startswith("@"):
+        return value
+    try:
+        text = Path(value[1:]).expanduser().read_text().strip()
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {value[1:]}: {err.strerror}") from None
+    if not text:
+        raise click.BadParameter(f"{value[1:]} is empty")
+    return text.splitlines()[0].strip()
+
+
+def _archive_option(help_text: str, required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--archive", envvar=ARCHIVE_ENV, callback=_secret_value, required=required,
+        help=f"{help_text} @FILE reads it from FILE; ${ARCHIVE_ENV} sets it too, out of sight of ps.",
+    )
 
 
 def _load(config_path: Path | None, overrides: dict[str, Any]) -> Config:
@@ -48,7 +73,8 @@ def main() -> None:
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="HTTP port (default 8000; 0 picks a free one).")
 @click.option("--tcp-port", type=int, help="Also listen for JSON lines on this TCP port (0 picks a free one).")
-@click.option("--store", "store_url", help="Where sealed segments go: embedded, tahoe://HOST:PORT[/CAP], osfs://DIR.")
+@click.option("--store", "store_url", callback=_secret_value,
+              help="Where sealed segments go: embedded, tahoe://HOST:PORT[/CAP], osfs://DIR; @FILE reads it from FILE.")
 def serve_command(
     config_path: Path | None, data_dir: Path | None, host: str | None, port: int | None, tcp_port: int | None,
     store_url: str | None,
@@ -78,9 +104,14 @@ def serve_command(
 
 def _archive(config_path: Path | None, data_dir: Path | None, archive: str | None = None) -> Archive:
     """The archive named by --archive (a config, a data dir or a store URL), else the one the
-    config describes (its store and store.shares_happy included; --data-dir wins)."""
+    config describes (its store and store.shares_happy included; --data-dir wins). $ARCHIVER_ARCHIVE
+    stands in for --archive unless --data-dir or --config is on the command line."""
     from fs.errors import FSError
 
+    ctx = click.get_current_context()
+    if archive and ctx.get_parameter_source("archive") is ParameterSource.ENVIRONMENT:
+        if data_dir is not None or ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE:
+            archive = None
     try:
         if archive:
             return open_archive(archive)
@@ -103,7 +134,7 @@ def _time_option(value: str | None) -> str | None:
 def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
-            click.option("--archive", help="A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...)."),
+            _archive_option("A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...)."),
             click.option("--stream", help="Only this stream."),
             click.option("--since", help="From this time, inclusive: ISO-8601, a year or month (2024, 2024-05), or an age (15m, 2h, 7d)."),
             click.option("--until", help="Before this time, exclusive: ISO-8601, a year or month, or an age."),
@@ -167,7 +198,7 @@ def cat_command(
 
 @main.command("verify")
 @_config_options
-@click.option("--archive", help="A config, a data dir, or a store URL with a root cap.")
+@_archive_option("A config, a data dir, or a store URL with a root cap.")
 @click.option("--repair", is_flag=True, help="Ask Tahoe to repair unhealthy segments while checking.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify_command(config_path: Path | None, data_dir: Path | None, archive: str | None, repair: bool, as_json: bool) -> None:
@@ -194,7 +225,7 @@ def verify_command(config_path: Path | None, data_dir: Path | None, archive: str
 @main.command("restore")
 @click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
 @_config_options
-@click.option("--archive", help="A config, a data dir, or a store URL with a root cap.")
+@_archive_option("A config, a data dir, or a store URL with a root cap.")
 @click.option("--stream", help="Only this stream.")
 @click.option("--since", help="From this time, inclusive: ISO-8601, a year or month (2024, 2024-05), or an age (15m, 2h, 7d).")
 @click.option("--until", help="Before this time, exclusive: ISO-8601, a year or month, or an age.")
@@ -359,7 +390,7 @@ def manifest_export(config_path: Path | None, data_dir: Path | None, include_wri
 
 @manifest_group.command("rebuild")
 @_config_options
-@click.option("--archive", required=True, help="The store URL with the root cap (a read cap is enough).")
+@_archive_option("The store URL with the root cap (a read cap is enough).", required=True)
 @click.option("--sink-id", help="Whose manifest, when several sinks share the root.")
 def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: str, sink_id: str | None) -> None:
     """Rebuild a lost data dir's manifest from the published manifests, else by reading the tree."""

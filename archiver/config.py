@@ -20,9 +20,10 @@ from .segments import FSYNC_POLICIES
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "ARCHIVER_"
-# ARCHIVER_* variables that are not config keys: the config file itself, the tahoe executable
-# (grid.find_tahoe) and test failpoints (failpoints.py).
-NOT_CONFIG_ENV = {"ARCHIVER_CONFIG", "ARCHIVER_TAHOE", "ARCHIVER_FAILPOINTS"}
+# ARCHIVER_* variables that are not config keys: the config file itself, the archive the
+# reading commands open (cli.py), the tahoe executable (grid.find_tahoe) and test failpoints
+# (failpoints.py).
+NOT_CONFIG_ENV = {"ARCHIVER_CONFIG", "ARCHIVER_ARCHIVE", "ARCHIVER_TAHOE", "ARCHIVER_FAILPOINTS"}
 
 
 class ConfigError(ValueError):

@@ -4,12 +4,17 @@ years in --since, and root caps on the command line."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import requests
 from aiohttp.test_utils import TestClient, TestServer
+from fs.osfs import OSFS
 
 from archiver.ingest.http import create_app
 from archiver.layout import DataDir
@@ -17,7 +22,7 @@ from archiver.records import Context, encode_record, json_record
 from archiver.rotation import RotationPolicy
 from archiver.segments import SegmentWriter
 from archiver.units import parse_time
-from conftest import archiver_cli, cat_json
+from conftest import archiver_cli, cat_json, make_uploader, seal
 
 SECRET = "s3cretpw"
 FTP_STORE = f"ftp://archiver:{SECRET}@127.0.0.1:1/archive?token=t0kensecret"
@@ -118,3 +123,40 @@ def test_since_a_year_reads_that_year(tmp_path: Path) -> None:
     assert cat("--since", "2024", "--until", "2025") == ["may 2024"]
     assert cat("--since", "2024-05") == ["may 2024", "new year 2025"]
     assert cat("--until", "2024-05-10T00:00:01") == ["end of 2023", "may 2024"]
+
+
+def _archiver(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ARCHIVER_")}
+    return subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, text=True, timeout=120,
+                          env={**environment, **(env or {})})
+
+
+def test_the_archive_url_can_come_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    """A root cap on the command line lands in ps and shell history: --archive @FILE and
+    ARCHIVER_ARCHIVE keep it off. Flags on the command line still beat the environment."""
+    seal(tmp_path / "data", {"app": 3})
+    store = OSFS(str(tmp_path / "store"), create=True)
+    uploader = make_uploader(tmp_path, store)
+    assert uploader.upload_due()["uploaded"] == 1
+    uploader.publish()
+    url = f"osfs://{tmp_path / 'store'}"
+    cap_file = tmp_path / "root.cap"
+    cap_file.write_text(url + "\n")
+    expected = [f"app-{n}" for n in range(3)]
+
+    def messages(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert result.returncode == 0, result.stderr
+        return [orjson.loads(line)["message"] for line in result.stdout.splitlines()]
+
+    assert messages(_archiver("cat", "--json", "--archive", f"@{cap_file}")) == expected
+    assert messages(_archiver("cat", "--json", env={"ARCHIVER_ARCHIVE": url})) == expected
+    assert messages(_archiver("cat", "--json", env={"ARCHIVER_ARCHIVE": f"@{cap_file}"})) == expected
+    assert "1 segment(s) checked, 0 problem(s)" in _archiver("verify", env={"ARCHIVER_ARCHIVE": url}).stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()  # not a data dir: --data-dir on the command line is what is read, not the environment
+    refused = _archiver("cat", "--json", "--data-dir", str(empty), env={"ARCHIVER_ARCHIVE": url})
+    assert refused.returncode == 1 and "empty" in refused.stderr
+    rebuilt = _archiver("manifest", "rebuild", "--data-dir", str(tmp_path / "rebuilt"), env={"ARCHIVER_ARCHIVE": url})
+    assert rebuilt.returncode == 0 and "rebuilt 1 segment(s)" in rebuilt.stdout, rebuilt.stderr
+    missing = _archiver("ls", "--archive", f"@{tmp_path / 'nowhere.cap'}")
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
