@@ -105,6 +105,8 @@ class SenderState(enum.Enum):
 
 
 class SenderEvent(enum.Enum):
+    """What ends a sender state; ``transition`` says where each one leads."""
+
     DUE = "due"  # a full batch, flush_interval passed with records waiting, a waiting emit(), a flush()
     RETRY_DUE = "retry_due"  # the backoff interval passed, or a flush() asks for a try now
     SENT = "sent"  # the sink took the batch (2xx) or refused it for good
@@ -500,6 +502,8 @@ class ArchiveHandler(logging.Handler):
         return super().handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Encode the record here, in the caller's thread (its message and arguments may change
+        after the call), then queue it or append it to the buffer."""
         try:
             line = orjson.dumps(render(record, self.formatter or self._formatter), default=repr, option=_NEWLINE)
         except Exception:  # noqa: BLE001 - logging must not raise into the application
