@@ -231,7 +231,8 @@ async def _run(
     lifecycle.push_async_callback(decoder.close)
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
-        admin_token=config.admin.token, auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder,
+        admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback,
+        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder,
     )
     runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
     await runner.setup()

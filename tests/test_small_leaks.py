@@ -160,3 +160,11 @@ def test_the_archive_url_can_come_from_a_file_or_the_environment(tmp_path: Path)
     assert rebuilt.returncode == 0 and "rebuilt 1 segment(s)" in rebuilt.stdout, rebuilt.stderr
     missing = _archiver("ls", "--archive", f"@{tmp_path / 'nowhere.cap'}")
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_admin_behind_a_local_proxy_needs_the_token(start_sink) -> None:  # type: ignore[no-untyped-def]
+    """A running sink with admin.trust_loopback off: loopback alone no longer opens /_admin."""
+    sink = start_sink(None, env={"ARCHIVER_ADMIN_TRUST_LOOPBACK": "false", "ARCHIVER_ADMIN_TOKEN": "adm1n"})
+    assert requests.post(f"{sink.url}/_admin/flush", timeout=30).status_code == 403
+    allowed = requests.post(f"{sink.url}/_admin/flush", headers={"Authorization": "Bearer adm1n"}, timeout=30)
+    assert allowed.status_code == 200
