@@ -400,6 +400,29 @@ def test_buffer_max_bytes_drops_the_oldest_and_counts_them(down_sink, tmp_path: 
     assert err.count(f"dropped {dropped} records") == 1 and "buffer_max_bytes" in err
 
 
+def test_the_buffer_is_fsynced_every_flush_interval(down_sink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    url, _ = down_sink
+    synced: list[str] = []
+    fdatasync = os.fdatasync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    buffer_dir = tmp_path / "buffer"
+    handler = ArchiveHandler(url, buffer_dir=buffer_dir, flush_interval=0.05, timeout=1)
+    logger = named_logger("buffer.fsync", handler)
+    logger.info("first")
+    (segment,) = [str(path) for path in buffer_dir.glob("*.ndjson")]  # written before emit() returned
+    _wait_for(lambda: segment in synced, "the first record to be fsynced")
+    count = len(synced)
+    logger.info("second")
+    _wait_for(lambda: synced[count:].count(segment) > 0, "the second record to be fsynced")
+    handler.close()
+    assert _buffered_messages(buffer_dir) == ["first", "second"]
+
+
 # The application of the kill test: buffer_dir, a sink that takes three batches and then never
 # answers; it logs everything, waits for those three, says so and waits to be killed.
 APP_KILLED = """

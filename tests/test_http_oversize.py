@@ -1,0 +1,35 @@
+"""A body over server.max_body_bytes: 413, and _rejected keeps its first 64 KiB, its length and
+its sha256, read as it streams (with or without a Content-Length), never held whole."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterator
+
+import pytest
+import requests
+
+from conftest import cat_json
+
+LIMIT = 64 * 1024
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_oversize_body_is_refused_and_identified(start_sink, framing: str) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(None, env={"ARCHIVER_SERVER_MAX_BODY_BYTES": str(LIMIT)})
+    body = b"".join(b'{"message": "line %d"}\n' % n for n in range(60_000))  # ~1.4 MB, 20x the limit
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 10_000):
+            yield body[start:start + 10_000]
+
+    data = body if framing == "content-length" else chunks()
+    response = requests.post(f"{sink.url}/app", data=data, timeout=30)
+    assert response.status_code == 413 and "over the limit" in response.text
+    assert sink.post("/app", b'{"message": "after"}').status_code == 200
+    assert sink.stop() == 0
+    assert [r["message"] for r in cat_json(sink.data_dir, "--stream", "app")] == ["after"]
+    (rejected,) = [r["fields"] for r in cat_json(sink.data_dir, "--stream", "_rejected")]
+    assert rejected["raw"].encode() == body[:64 * 1024] and rejected["raw_bytes"] == 64 * 1024
+    assert (rejected["body_bytes"], rejected["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+    assert rejected["body_complete"] is True
