@@ -13,20 +13,21 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Archive": ("reader", "Archive"),
+    "Archive": ("read.reader", "Archive"),
     "ArchiveHandler": ("client", "ArchiveHandler"),
     "FormattingHTTPHandler": ("client", "FormattingHTTPHandler"),
-    "Segment": ("manifest", "SegmentRow"),
-    "VerifyReport": ("reader", "VerifyReport"),
-    "open_archive": ("reader", "open_archive"),
+    "Segment": ("format.manifest", "SegmentRow"),
+    "VerifyReport": ("read.reader", "VerifyReport"),
+    "open_archive": ("app.archives", "open_archive"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
-    from .client import ArchiveHandler, FormattingHTTPHandler
-    from .manifest import SegmentRow as Segment
-    from .reader import Archive, VerifyReport, open_archive
+    from archiver.app.archives import open_archive
+    from archiver.client import ArchiveHandler, FormattingHTTPHandler
+    from archiver.format.manifest import SegmentRow as Segment
+    from archiver.read.reader import Archive, VerifyReport
 
 
 def __getattr__(name: str) -> Any:

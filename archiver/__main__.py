@@ -1,5 +1,5 @@
 """``python -m archiver``: the same as the ``archiver`` command."""
 
-from .cli import main
+from archiver.app.cli import main
 
 main()

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import orjson
 import psutil
 
-from archiver.grid import LocalGrid
+from archiver.app.grid import LocalGrid
 
 
 def start_sink(workdir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:

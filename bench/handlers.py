@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archiver.client import ArchiveHandler
 from common import cpu_seconds, start_sink, stop
+
+from archiver.client import ArchiveHandler
 
 
 def run_stdlib(handler: logging.Handler, records: int) -> tuple[float, float]:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import orjson
 import requests
-
 from common import start_sink, stop
 
 SYSLOG_NG_CONF = """@version: 3.38

@@ -35,9 +35,9 @@ from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
 import orjson
-
-from archiver.grid import free_port
 from common import cpu_seconds, machine_busy_seconds, start_sink, stop
+
+from archiver.app.grid import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Time for the load processes to receive their share before the shared start.

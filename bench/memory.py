@@ -29,10 +29,10 @@ from typing import Any, Iterator
 import orjson
 import psutil
 import requests
-
-from archiver.service import grid_store_url
 from common import one_node_grid, stop
 from ingest_http import load_pool, max_rate, run_load, start_archiver
+
+from archiver.app.service import grid_store_url
 
 MB = 1024 * 1024
 # Short enough that pruning happens many times in a run; every other setting is the default.

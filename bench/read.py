@@ -23,12 +23,13 @@ from pathlib import Path
 import orjson
 
 from archiver import open_archive
-from archiver.grid import LocalGrid
-from archiver.layout import DataDir
-from archiver.manifest import SEALED_COLUMNS, Manifest
-from archiver.records import Context, encode_record, json_record
-from archiver.sealing import seal_segment
-from archiver.uploader import UploadSettings, Uploader
+from archiver.app.grid import LocalGrid
+from archiver.format.layout import DataDir
+from archiver.format.manifest import SEALED_COLUMNS, Manifest
+from archiver.format.record import Context, encode_record
+from archiver.ingest.decode.jsonbody import json_record
+from archiver.ship.uploader import Uploader, UploadSettings
+from archiver.spool.sealing import seal_segment
 
 T0 = 1_795_467_600
 

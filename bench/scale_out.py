@@ -24,10 +24,10 @@ from pathlib import Path
 
 import orjson
 import requests
-
-from archiver.service import grid_store_url
 from common import one_node_grid, stop
 from ingest_http import cores, load_pool, max_rate, start_archiver
+
+from archiver.app.service import grid_store_url
 
 
 def flushed_root(port: int) -> str | None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from archiver.grid import LocalGrid
+from archiver.app.grid import LocalGrid
 
 SETS = {"200 x 256 KB": (200, 256 * 1024), "5 x 20 MB": (5, 20 * 1024 * 1024)}
 

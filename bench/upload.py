@@ -30,16 +30,18 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from common import one_node_grid
 
 from archiver import open_archive
-from archiver.layout import DataDir
-from archiver.manifest import Manifest, SegmentRow
-from archiver.records import Context, json_record
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest, SegmentRow
+from archiver.format.record import Context
+from archiver.format.store_layout import store_path
+from archiver.ingest.decode.jsonbody import json_record
+from archiver.ship.uploader import Uploader, UploadSettings
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 from archiver.store.tahoe import TahoeFS, _new_session
-from archiver.uploader import UploadSettings, Uploader, store_path
-from common import one_node_grid
 
 SINK_ID = "bench"
 Tally = dict[str, list[float]]  # request kind -> [count, seconds]

@@ -20,17 +20,18 @@ import pytest
 import requests
 from fs.base import FS
 
-from archiver.layout import DataDir
-from archiver.manifest import Manifest
-from archiver.records import Context, encode_record, json_record
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
-from archiver.uploader import UploadSettings, Uploader
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest
+from archiver.format.record import Context, encode_record
+from archiver.ingest.decode.jsonbody import json_record
+from archiver.ship.uploader import Uploader, UploadSettings
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:
-    from archiver.grid import LocalGrid
+    from archiver.app.grid import LocalGrid
 
 
 @dataclass
@@ -149,7 +150,7 @@ def cat_json(data_dir: Path, *args: str) -> list[dict]:
 
 
 def _grid(tmp_path_factory: pytest.TempPathFactory, name: str, **shape: int) -> Iterator["LocalGrid"]:
-    from archiver.grid import GridError, LocalGrid
+    from archiver.app.grid import GridError, LocalGrid
 
     try:
         grid = LocalGrid.create(tmp_path_factory.mktemp(name), **shape)

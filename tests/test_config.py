@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.config import SECTIONS, Config, ConfigError, load_config
+from archiver.app.config import SECTIONS, Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

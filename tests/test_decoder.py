@@ -11,9 +11,10 @@ import orjson
 import psutil
 import pytest
 
+from archiver.format.record import Context
+from archiver.ingest.decode.result import DecodeError
 from archiver.ingest.decoder import Decoder, decode_request, decode_tcp
 from archiver.ingest.workers import WorkerDied
-from archiver.records import Context, DecodeError
 
 CTX = Context("app", "127.0.0.1", 1_795_467_684.0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from archiver import heap
+from archiver.app import heap
 
 
 def test_trim_returns_the_holes_big_buffers_leave_in_the_heap() -> None:

@@ -18,14 +18,16 @@ from click.testing import CliRunner
 from fs.osfs import OSFS
 
 from archiver import open_archive
-from archiver.reader import Archive
-from archiver.cli import main as cli_main
-from archiver.layout import DataDir
-from archiver.manifest import Manifest
-from archiver.records import Context, encode_record, json_record
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
-from archiver.uploader import UploadSettings, Uploader, store_path
+from archiver.app.cli import main as cli_main
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest
+from archiver.format.record import Context, encode_record
+from archiver.format.store_layout import store_path
+from archiver.ingest.decode.jsonbody import json_record
+from archiver.read.reader import Archive
+from archiver.ship.uploader import Uploader, UploadSettings
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 from conftest import archiver_cli, peak_rss_growth
 
 MB = 1024 * 1024
@@ -116,7 +118,7 @@ def test_a_gigabyte_streams_in_bounded_memory(tmp_path: Path) -> None:
     manifest = Manifest(data.root)
     body = "x" * 4000
     per_segment, segments = 16_000, 16  # 16 x 16,000 x ~4.2 KB = ~1.07 GB
-    from archiver.sealing import seal_segment
+    from archiver.spool.sealing import seal_segment
 
     for n in range(segments):
         source = data.open_path("big", f"20261123T21{n:02d}00Z-sinkR-{n:06d}")

@@ -9,23 +9,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from archiver.records import (
-    json_record,
-    BodyTooLarge,
-    Context,
-    DecodeError,
-    Rejected,
-    decode_body,
-    decode_query,
-    decompress,
-    encode_record,
-    event_time,
-    normalize_level,
-    rebuild_message,
-    rejected_record,
-    typed_value,
-    valid_stream_name,
-)
+from archiver.format.record import Context, Rejected, encode_record, rejected_record, valid_stream_name
+from archiver.ingest.decode.form import rebuild_message, typed_value
+from archiver.ingest.decode.jsonbody import json_record
+from archiver.ingest.decode.levels import normalize_level
+from archiver.ingest.decode.result import BodyTooLarge, DecodeError
+from archiver.ingest.decode.sniff import decode_body, decode_query, decompress
+from archiver.ingest.decode.times import event_time
 
 CTX = Context("app", "127.0.0.1", 1795467684.5)
 RECEIVED = "2026-11-23T21:01:24.500000Z"

@@ -11,8 +11,11 @@ from urllib.parse import parse_qsl, urlencode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver.records import Context, DecodeError, _parse_form, decode_body, decode_query, literal_args
-from archiver.units import format_ts
+from archiver.common.units import format_ts
+from archiver.format.record import Context
+from archiver.ingest.decode.form import literal_args, parse_form
+from archiver.ingest.decode.result import DecodeError
+from archiver.ingest.decode.sniff import decode_body, decode_query
 
 # Lone surrogates cannot be urlencoded, so HTTPHandler itself cannot send them.
 texts = st.text(alphabet=st.characters(exclude_categories=("Cs",)))
@@ -119,7 +122,7 @@ def test_form_parsing_matches_strict_parse_qsl(text: str) -> None:
     except ValueError:  # UnicodeDecodeError included
         expected = "error"
     try:
-        got: Any = _parse_form(text.encode())
+        got: Any = parse_form(text.encode())
     except DecodeError:
         got = "error"
     if expected == []:  # parse_qsl finds nothing in an empty body; the sink refuses it

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver.store import redact as store_redact
-from archiver.store.tahoe import redact
+from archiver.common.redaction import redact
 
 CAP = "URI:DIR2:gqzl4y3cimw6k2opcnnhtwn4ry:tu4dc7nbfssjmv3n6vfqvo4upwjzy3mfzgeahbyc3tvssbrgrl3q"
 CUT = "URI:DIR2:gqzl…"
@@ -63,10 +62,6 @@ def test_store_url_secrets_are_cut(url: str, shown: str) -> None:
     assert redact(url) == shown
     assert redact(f"cannot open store {url}: refused") == f"cannot open store {shown}: refused"
     assert redact(shown) == shown
-
-
-def test_the_old_import_path_still_redacts_urls() -> None:
-    assert store_redact is redact and redact("ftp://u:pw@h") == "ftp://u:***@h"
 
 
 schemes = st.sampled_from(["ftp", "sftp", "s3", "webdav", "ssh", "dropbox"])

@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from archiver.layout import DataDir, segment_seq
-from archiver.manifest import Manifest
-from archiver.reader import data_dir_archive
-from archiver.records import Context, encode_record, json_record
-from archiver.rotation import RotationPolicy
-from archiver.sealing import SegmentTally
-from archiver.segments import SegmentWriter
+from archiver.format.layout import DataDir, segment_seq
+from archiver.format.manifest import Manifest
+from archiver.format.record import Context, encode_record
+from archiver.format.segment import SegmentTally
+from archiver.ingest.decode.jsonbody import json_record
+from archiver.read.reader import data_dir_archive
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 
 LOOSE = RotationPolicy(max_bytes=10**9, max_records=10**9, max_age=3600)
 
@@ -239,7 +241,7 @@ def test_manifest_is_private_and_versioned(tmp_path: Path) -> None:
     db.execute("PRAGMA user_version = 99")
     db.commit()
     db.close()
-    from archiver.manifest import ManifestError
+    from archiver.format.manifest import ManifestError
 
     with pytest.raises(ManifestError, match="schema version 99"):
         Manifest(tmp_path)

@@ -16,12 +16,13 @@ import requests
 from aiohttp.test_utils import TestClient, TestServer
 from fs.osfs import OSFS
 
+from archiver.common.units import parse_time
+from archiver.format.layout import DataDir
+from archiver.format.record import Context, encode_record
+from archiver.ingest.decode.jsonbody import json_record
 from archiver.ingest.http import create_app
-from archiver.layout import DataDir
-from archiver.records import Context, encode_record, json_record
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
-from archiver.units import parse_time
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 from conftest import archiver_cli, cat_json, make_uploader, seal
 
 SECRET = "s3cretpw"

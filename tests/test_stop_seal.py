@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from archiver.layout import DataDir
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
-
+from archiver.format.layout import DataDir
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 from conftest import Sink, cat_json
 from test_segments import LOOSE, all_messages, line, sealed
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from archiver.units import format_ts
+from archiver.common.units import format_ts
 from conftest import ROOT, cat_json
 
 CONFIG = ROOT / "config" / "syslog-ng" / "archiver.conf"

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
+from test_tcp_and_clients import tcp_address
 
 from archiver import open_archive
+from archiver.format.layout import DataDir
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.tcp import TcpSettings, TcpSource
-from archiver.layout import DataDir
-from archiver.rotation import RotationPolicy
-from archiver.segments import SegmentWriter
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 from conftest import Sink
-from test_tcp_and_clients import tcp_address
 
 LINES = b"".join(orjson.dumps({"message": f"line {n}"}) + b"\n" for n in range(2000))
 

@@ -18,10 +18,10 @@ from fs.memoryfs import MemoryFS
 from fs.osfs import OSFS
 from fs.path import abspath, dirname
 
-from archiver.manifest import Manifest, ManifestError, parse_published
-from archiver.backoff import retry_delay
+from archiver.common.backoff import retry_delay
+from archiver.format.manifest import Manifest, ManifestError, parse_published
+from archiver.format.store_layout import store_path
 from archiver.store.tahoe import NotEnoughShares
-from archiver.uploader import store_path
 from conftest import make_uploader, rows, seal
 
 
@@ -113,7 +113,7 @@ def test_published_manifest_never_has_write_caps(tmp_path: Path) -> None:
 
 def test_schema_v1_is_migrated(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "manifest.sqlite")
-    from archiver.manifest import _MIGRATIONS
+    from archiver.format.manifest import _MIGRATIONS
 
     for statement in _MIGRATIONS[1].split(";"):
         db.execute(statement)

@@ -13,18 +13,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..records import (
-    Context,
-    Lines,
-    Rejected,
-    decode_body,
-    decode_lines,
-    decode_query,
-    decompress,
-    encode_lines,
-    valid_stream_name,
-)
-from .workers import WorkerDied, WorkerPool
+from archiver.format.record import Context, Lines, Rejected, encode_lines, valid_stream_name
+from archiver.ingest.decode.jsonbody import decode_lines
+from archiver.ingest.decode.sniff import decode_body, decode_query, decompress
+from archiver.ingest.workers import WorkerDied, WorkerPool
 
 # Inputs at least this big (or compressed: they may inflate to megabytes) leave the loop.
 OFFLOAD_BYTES = 64 * 1024

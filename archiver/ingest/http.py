@@ -23,20 +23,19 @@ import orjson
 from aiohttp import web
 from aiohttp.client_exceptions import ClientPayloadError
 
-from .. import __version__
-from ..records import (
+from archiver import __version__
+from archiver.format.record import (
     REJECTED_STREAM,
     SOURCE_JSON,
-    BodyTooLarge,
     Context,
-    DecodeError,
     Rejected,
     rejected_record,
     valid_stream_name,
 )
-from ..segments import SegmentWriter
-from .auth import Authenticator
-from .decoder import Decoder, decode_request, is_heavy
+from archiver.ingest.auth import Authenticator
+from archiver.ingest.decode.result import BodyTooLarge, DecodeError
+from archiver.ingest.decoder import Decoder, decode_request, is_heavy
+from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
 DEFAULT_STREAM = "default"

@@ -29,9 +29,9 @@ import termios
 import time
 from dataclasses import dataclass
 
-from ..records import REJECTED_STREAM, SOURCE_TCP, Context, Rejected, rejected_record
-from ..segments import SegmentWriter
-from .decoder import OFFLOAD_BYTES, Batch, Decoder, decode_tcp
+from archiver.format.record import REJECTED_STREAM, SOURCE_TCP, Context, Rejected, rejected_record
+from archiver.ingest.decoder import OFFLOAD_BYTES, Batch, Decoder, decode_tcp
+from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024

@@ -9,10 +9,10 @@ from __future__ import annotations
 import fs
 from fs.base import FS
 
-from .redaction import redact
-from .tahoe import TahoeFS
+from archiver.common.redaction import redact
+from archiver.store.tahoe import TahoeFS
 
-__all__ = ["TahoeFS", "open_store", "redact"]
+__all__ = ["TahoeFS", "open_store"]
 
 
 def open_store(url: str) -> FS:

@@ -34,7 +34,7 @@ from fs.opener.parse import ParseResult
 from fs.path import basename, dirname, join
 from fs.subfs import SubFS
 
-from .redaction import redact
+from archiver.common.redaction import redact
 
 DEFAULT_TIMEOUT = (5.0, 3600.0)  # connect fast; an upload is answered only once on the grid
 CHUNK = 1024 * 1024

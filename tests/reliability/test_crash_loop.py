@@ -15,7 +15,7 @@ import orjson
 import pytest
 import requests
 
-from archiver.grid import LocalGrid
+from archiver.app.grid import LocalGrid
 from conftest import Sink, cat_json
 
 ROUNDS = int(os.environ.get("TEST_CRASH_LOOP_ROUNDS", "20"))

@@ -11,7 +11,6 @@ fresh directory: every logged number must be there (duplicates are allowed and r
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,9 +21,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-import requests
 
-from archiver.grid import LocalGrid, free_port
+from archiver.app.grid import LocalGrid, free_port
 from conftest import Sink, archiver_cli
 
 APP = textwrap.dedent(

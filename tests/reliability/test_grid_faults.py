@@ -10,7 +10,7 @@ import orjson
 import pytest
 import requests
 
-from archiver.grid import LocalGrid
+from archiver.app.grid import LocalGrid
 from conftest import archiver_cli, cat_json
 
 OUTAGE_MINUTES = 3

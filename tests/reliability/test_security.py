@@ -19,8 +19,8 @@ import orjson
 import pytest
 import requests
 
-from archiver.config import load_config
-from archiver.grid import LocalGrid
+from archiver.app.config import load_config
+from archiver.app.grid import LocalGrid
 from conftest import Sink, archiver_cli, cat_json
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # stdlib HTTPHandler

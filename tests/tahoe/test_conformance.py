@@ -7,7 +7,7 @@ import unittest
 import pytest
 from fs.test import FSTestCases
 
-from archiver.grid import LocalGrid
+from archiver.app.grid import LocalGrid
 from archiver.store.tahoe import TahoeFS
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from archiver.grid import GridError, LocalGrid
+from archiver.app.grid import GridError, LocalGrid
 from conftest import archiver_cli
 
 

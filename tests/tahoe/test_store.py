@@ -15,10 +15,10 @@ import pytest
 import requests
 from fs import errors
 
-from archiver.grid import LocalGrid
-from conftest import peak_rss_growth
+from archiver.app.grid import LocalGrid
 from archiver.store import open_store
 from archiver.store.tahoe import _HAPPY, NotEnoughShares, TahoeFS, UploadUnhappy, _error_text, redact
+from conftest import peak_rss_growth
 
 MB = 1024 * 1024
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import logging
 import logging.handlers
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ import orjson
 import pytest
 import requests
 
-from archiver.grid import LocalGrid
+from archiver.app.grid import LocalGrid
 from archiver.store.tahoe import TahoeFS
 from conftest import Sink, archiver_cli, cat_json, make_uploader, rows, seal
 

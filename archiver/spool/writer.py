@@ -29,13 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .backoff import retry_delay
-from .failpoints import failpoint
-from .layout import DataDir, segment_id, segment_seq
-from .manifest import Manifest
-from .records import REJECTED_STREAM, Context, Lines, Rejected, encode_lines, rejected_record, valid_stream_name
-from .rotation import RotationPolicy
-from .sealing import SealError, SegmentTally, fsync_dir, seal_segment
+from archiver.common.backoff import retry_delay
+from archiver.common.failpoints import failpoint
+from archiver.format.layout import DataDir, segment_id, segment_seq
+from archiver.format.manifest import Manifest
+from archiver.format.record import (
+    REJECTED_STREAM,
+    Context,
+    Lines,
+    Rejected,
+    encode_lines,
+    rejected_record,
+    valid_stream_name,
+)
+from archiver.format.segment import SegmentTally
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.sealing import SealError, fsync_dir, seal_segment
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import orjson
 import requests
 
-from .store.tahoe import TahoeFS
+from archiver.store.tahoe import TahoeFS
 
 TAHOE_VERSION = "1.20.0"
 PORT_RANGE = (20000, 32000)  # below the ephemeral range: see shared/reference/tahoe-webapi.md

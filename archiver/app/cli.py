@@ -14,12 +14,13 @@ import click
 import orjson
 from click.core import ParameterSource
 
-from . import __version__
-from .config import Config, ConfigError, load_config
-from .manifest import ManifestError
-from .reader import Archive, Filters, config_archive, open_archive
-from .store import redact
-from .units import parse_time
+from archiver import __version__
+from archiver.app.archives import config_archive, open_archive
+from archiver.app.config import Config, ConfigError, load_config
+from archiver.common.redaction import redact
+from archiver.common.units import parse_time
+from archiver.format.manifest import ManifestError
+from archiver.read.reader import Archive, Filters
 
 
 def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,7 +94,7 @@ def serve_command(
     # the uploader logs what matters itself.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))  # its DEBUG lines hold caps
-    from .service import ServiceError, serve  # the server's imports cost the reading commands time
+    from archiver.app.service import ServiceError, serve  # the server's imports cost the reading commands time
 
     try:
         asyncio.run(serve(config))
@@ -375,7 +376,7 @@ def manifest_group() -> None:
 @click.option("--include-write-caps", is_flag=True, help="Also print write caps: the keys to the data.")
 def manifest_export(config_path: Path | None, data_dir: Path | None, include_write_caps: bool) -> None:
     """Print the manifest as JSON (read caps only unless asked)."""
-    from .manifest import Manifest
+    from archiver.format.manifest import Manifest
 
     config = _load(config_path, {"data_dir": data_dir})
     if not (config.data_dir / Manifest.FILENAME).exists():
@@ -396,8 +397,8 @@ def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: s
     """Rebuild a lost data dir's manifest from the published manifests, else by reading the tree."""
     from fs.errors import FSError
 
-    from .rebuild import RebuildError, rebuild_manifest
-    from .store import open_store
+    from archiver.read.rebuild import RebuildError, rebuild_manifest
+    from archiver.store import open_store
 
     config = _load(config_path, {"data_dir": data_dir})
     try:
@@ -413,7 +414,7 @@ def grid_group() -> None:
 
 
 def _grid_call(action: Callable[[], Any]) -> Any:
-    from .grid import GridError
+    from archiver.app.grid import GridError
 
     try:
         return action()
@@ -430,7 +431,7 @@ def _grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open_grid(directory: Path, config_path: Path | None) -> Any:
-    from .grid import LocalGrid
+    from archiver.app.grid import LocalGrid
 
     tahoe = _load(config_path, {}).grid.tahoe or None
     return _grid_call(lambda: LocalGrid(directory, tahoe))
@@ -448,7 +449,7 @@ def grid_create(
     total: int | None, start: bool,
 ) -> None:
     """Create an introducer and storage nodes in DIRECTORY."""
-    from .grid import LocalGrid
+    from archiver.app.grid import LocalGrid
 
     tahoe = _load(config_path, {}).grid.tahoe or None
     grid = _grid_call(

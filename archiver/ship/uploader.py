@@ -4,8 +4,7 @@ Knows only ``fs.base.FS`` and the manifest. Ordering (docs/format.md): a segment
 then the manifest row says so, then it is verified, and only then, after ``keep_local``, is the
 local copy removed. Store paths are fixed by the segment id, and Tahoe's CHK caps are derived
 from the content, so uploading a segment again after a crash (between the PUT and the
-manifest update) writes the same file under the same name: never a second entry.
-"""
+manifest update) writes the same file under the same name: never a second entry."""
 
 from __future__ import annotations
 
@@ -23,17 +22,17 @@ from fs import errors
 from fs.base import FS
 from fs.path import dirname
 
-from .backoff import retry_delay
-from .failpoints import failpoint
-from .layout import COMPRESSION_SUFFIX, DataDir
-from .manifest import Manifest, SegmentRow
-from .store import redact
-from .store.tahoe import NotEnoughShares, UploadUnhappy
-from .units import format_ts
+from archiver.common.backoff import retry_delay
+from archiver.common.failpoints import failpoint
+from archiver.common.redaction import redact
+from archiver.common.units import format_ts
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest, SegmentRow
+from archiver.format.store_layout import MANIFEST_DIR, levels_of, store_path
+from archiver.store.caps import _cap_fields, stored_caps
+from archiver.store.tahoe import NotEnoughShares, UploadUnhappy
 
 log = logging.getLogger(__name__)
-
-MANIFEST_DIR = "/_manifest"
 # Failures of the store as a whole: the rest of the batch would fail the same way.
 STORE_DOWN = (errors.RemoteConnectionError, errors.OperationTimeout, UploadUnhappy, NotEnoughShares)
 
@@ -46,27 +45,6 @@ class UploadSettings:
     keep_local: float = 7 * 86400.0
     shares_happy: int = 1
     repair: bool = False
-
-
-def store_path(segment: SegmentRow) -> str:
-    """``/<stream>/<YYYY>/<MM>/<DD>/<segment-id>.jsonl.gz``, the day taken from the segment id."""
-    day = segment.id[:8]
-    return f"/{segment.stream}/{day[:4]}/{day[4:6]}/{day[6:8]}/{segment.id}{COMPRESSION_SUFFIX[segment.compression]}"
-
-
-def levels_of(path: str) -> list[str]:
-    """``/a/b/c`` -> ``/a``, ``/a/b``, ``/a/b/c``: each directory on the way, from the root."""
-    parts = [part for part in path.split("/") if part]
-    return ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
-
-
-def stored_caps(store: FS, path: str) -> dict[str, Any]:
-    """write/read/verify caps of a stored path; all None for stores without capabilities."""
-    return _cap_fields(store.getinfo(path, namespaces=["tahoe"]).raw.get("tahoe", {}))
-
-
-def _cap_fields(tahoe: Mapping[str, Any]) -> dict[str, Any]:
-    return {"write_cap": tahoe.get("write_cap"), "read_cap": tahoe.get("read_cap"), "verify_cap": tahoe.get("verify_cap")}
 
 
 def root_identity(store: FS) -> str:

@@ -1,79 +1,21 @@
-"""Turning a closed open-segment file into a compressed, hashed, sealed file.
-
-Runs in a worker thread, never on the request path. The sealed file is written to a temporary
-name, fsynced and renamed, so a crash leaves either no sealed file or a whole one; sealing the
-same open file again after a crash rewrites the same name.
-"""
+"""What a sealed segment holds and how to read it back: the compressions, a decompressing
+reader, and the tally of records (count, time range, levels) that the manifest keeps."""
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import os
 import time
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping, cast
 
 import orjson
 
-from .layout import DataDir
-from .manifest import SegmentRow
-from .records import Lines
-from .units import format_ts
+from archiver.common.units import format_ts
+from archiver.format.manifest import SegmentRow
+from archiver.format.record import Lines
 
 COMPRESSIONS = ("gzip", "zstd")
-_BLOCK_BYTES = 1 << 20
-
-
-class SealError(Exception):
-    """A segment's file is not what was written to it; it stays open for a checked seal."""
-
-
-@dataclass(frozen=True)
-class SealOutcome:
-    """The manifest row of the sealed file, and lines that were not whole JSON records
-    (a torn last line after a crash) for the caller to keep in ``_rejected``."""
-
-    row: SegmentRow
-    bad_lines: list[bytes]
-
-
-class _HashingWriter:
-    """A file sink that hashes and counts exactly the bytes that reach the disk."""
-
-    def __init__(self, target: BinaryIO) -> None:
-        self.target = target
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self.target.write(data)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-
-def _compressor(kind: str, level: int, sink: _HashingWriter) -> BinaryIO:
-    target = cast(BinaryIO, sink)
-    if kind == "gzip":
-        return cast(BinaryIO, gzip.GzipFile(filename="", mode="wb", fileobj=target, compresslevel=level, mtime=0))
-    import zstandard  # optional dependency, checked when the config is loaded
-
-    return cast(BinaryIO, zstandard.ZstdCompressor(level=level).stream_writer(target, closefd=False))
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory entry (a create, rename or unlink) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SegmentTally:
@@ -143,44 +85,6 @@ class SegmentTally:
             raw_bytes=self.raw_bytes, stored_bytes=stored_bytes, sha256=sha256, records=self.records,
             first_ts=self.first_ts, last_ts=self.last_ts, levels=dict(self.levels), sealed_at=format_ts(time.time()),
         )
-
-
-def seal_segment(
-    data_dir: DataDir, stream: str, segment: str, source: Path, compression: str, level: int,
-    known: SegmentTally | None = None,
-) -> SealOutcome:
-    """Compress ``source`` into the sealed spool and return its manifest row and bad lines.
-
-    ``known`` is the tally of a segment this process wrote whole: its lines are not parsed
-    again (that parse costs as much as the compression). Without it every line is checked.
-    """
-    target = data_dir.sealed_path(stream, segment, compression)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    tally = known or SegmentTally()
-    size = 0
-    with open(source, "rb") as src, open(temporary, "wb") as out:
-        hashing = _HashingWriter(out)
-        with _compressor(compression, level, hashing) as packed:
-            rest = b""
-            while block := src.read(_BLOCK_BYTES):
-                size += len(block)
-                block = rest + block
-                cut = block.rfind(b"\n") + 1
-                rest = block[cut:]
-                packed.write(block[:cut] if known else tally.add_block(block[:cut]))
-            if known and (rest or size != known.raw_bytes):
-                raise SealError(f"{source.name} holds {size} bytes, {known.raw_bytes} were written to it")
-            if rest:
-                tally.add(rest)  # a last line with no newline: torn by a crash
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, target)
-    fsync_dir(target.parent)
-    fsync_dir(target.parent.parent)  # the stream's sealed directory may be new
-    local_path = str(target.relative_to(data_dir.root))
-    row = tally.row(segment, stream, local_path, compression, hashing.size, hashing.sha256.hexdigest())
-    return SealOutcome(row, tally.bad_lines)
 
 
 class _GzipReader(gzip.GzipFile):

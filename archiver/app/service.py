@@ -24,27 +24,27 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
-
 from fs.base import FS
 
-from .config import Config
-from .failpoints import failpoint
-from .grid import GridError, LocalGrid
-from .heap import TRIM_PERIOD, trim
-from .ingest.auth import Authenticator
-from .ingest.decoder import Decoder
-from .ingest.http import HttpLimits, create_app, drain, make_runner
-from .ingest.listener import BoundedSite
-from .ingest.tcp import TcpSettings, TcpSource
-from .layout import DataDir
-from .manifest import Manifest
-from .rotation import RotationPolicy
-from .scheduler import Jobs
-from .segments import FailedSeal, SegmentWriter
-from .store import open_store, redact
-from .store.tahoe import TahoeFS, create_root, split_tahoe_url
-from .uploader import UploadSettings, Uploader
-from .units import format_ts
+from archiver.app.config import Config
+from archiver.app.grid import GridError, LocalGrid
+from archiver.app.heap import TRIM_PERIOD, trim
+from archiver.common.failpoints import failpoint
+from archiver.common.redaction import redact
+from archiver.common.units import format_ts
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest
+from archiver.ingest.auth import Authenticator
+from archiver.ingest.decoder import Decoder
+from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
+from archiver.ingest.listener import BoundedSite
+from archiver.ingest.tcp import TcpSettings, TcpSource
+from archiver.ship.scheduler import Jobs
+from archiver.ship.uploader import Uploader, UploadSettings
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import FailedSeal, SegmentWriter
+from archiver.store import open_store
+from archiver.store.tahoe import TahoeFS, create_root, split_tahoe_url
 
 log = logging.getLogger("archiver")
 EMBEDDED = "embedded"
@@ -436,7 +436,7 @@ archiver is serving on {http}, uploading to the embedded Tahoe grid.
 
 
 async def _trim_heap() -> None:
-    """Every TRIM_PERIOD, give the heap's free pages back (see archiver/heap.py), on a worker
+    """Every TRIM_PERIOD, give the heap's free pages back (see archiver/app/heap.py), on a worker
     thread: ctypes lets go of the GIL, so requests go on meanwhile."""
     loop = asyncio.get_running_loop()
     while True:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .layout import SINK_ID
-from .records import valid_stream_name
-from .sealing import COMPRESSIONS
-from .segments import FSYNC_POLICIES
-from .units import parse_duration, parse_size
+from archiver.common.units import parse_duration, parse_size
+from archiver.format.layout import SINK_ID
+from archiver.format.record import valid_stream_name
+from archiver.format.segment import COMPRESSIONS
+from archiver.spool.writer import FSYNC_POLICIES
 
 ENV_PREFIX = "ARCHIVER_"
 # ARCHIVER_* variables that are not config keys: the config file itself, the archive the

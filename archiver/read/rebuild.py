@@ -10,12 +10,13 @@ from typing import Any
 
 from fs.base import FS
 
-from .layout import COMPRESSION_SUFFIX, SEGMENT_ID
-from .manifest import Manifest
-from .reader import published_manifests, published_row
-from .sealing import SegmentTally, open_compressed
-from .uploader import MANIFEST_DIR, levels_of, stored_caps
-from .units import format_ts
+from archiver.common.units import format_ts
+from archiver.format.layout import COMPRESSION_SUFFIX, SEGMENT_ID
+from archiver.format.manifest import Manifest
+from archiver.format.segment import SegmentTally, open_compressed
+from archiver.format.store_layout import MANIFEST_DIR, levels_of
+from archiver.read.reader import published_manifests, published_row
+from archiver.store.caps import stored_caps
 
 _SUFFIXES = {suffix: kind for kind, suffix in COMPRESSION_SUFFIX.items()}
 

@@ -1,7 +1,8 @@
 """Reading archives back: list, filter, stream records, restore, verify.
 
-``open_archive(source)`` takes a config file, a data dir, or a store URL holding a root
-capability (read-only caps work). From a data dir the sink's own manifest answers, and each
+An archive is read from a data dir (:func:`data_dir_archive`) or from a store root
+(:func:`store_archive`, read-only caps work); ``archiver.open_archive`` picks one from what a
+user names. From a data dir the sink's own manifest answers, and each
 segment is read from its local copy while there is one (the newest data: sealed, not yet
 uploaded), else from the store; from a store URL the published manifests of every sink under
 that root answer.
@@ -18,20 +19,17 @@ import hashlib
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 from fs.base import FS
 from fs.errors import FSError
 
-from .layout import DataDir
-from .manifest import Manifest, SegmentRow, open_for_reading, parse_published
-from .sealing import open_compressed
-from .store import redact
-from .uploader import MANIFEST_DIR, store_path
-
-if TYPE_CHECKING:
-    from .config import Config
+from archiver.common.redaction import redact
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest, SegmentRow, open_for_reading, parse_published
+from archiver.format.segment import open_compressed
+from archiver.format.store_layout import MANIFEST_DIR, store_path
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
 LEVEL_ORDER = {"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -372,7 +370,7 @@ def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_hap
             manifest.close()
         if not url:
             return None
-        from .store import open_store
+        from archiver.store import open_store
 
         if url.startswith("tahoe://") and cap and "/URI:" not in url:
             url = f"{url}/{cap}"
@@ -381,30 +379,8 @@ def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_hap
     return Archive(rows, data_dir=data_dir, store=store, shares_happy=shares_happy)
 
 
-def open_archive(source: str | Path) -> Archive:
-    """An Archive from a config file, a data dir, or a store URL holding a root capability."""
-    text = str(source)
-    if "://" in text:
-        from .store import open_store
-
-        return store_archive(open_store(text))
-    path = Path(source)
-    if path.is_file():
-        from .config import load_config
-
-        return config_archive(load_config(path))
-    return data_dir_archive(_existing_data_dir(path))
-
-
-def config_archive(config: Config) -> Archive:
-    """The archive a loaded config describes: its data dir, its store (``store.url``; the one
-    the sink recorded in its manifest when that is empty or ``embedded``) and its
-    ``store.shares_happy`` for verify. The CLI's ``-c CONFIG`` comes here."""
-    url = config.store.url if config.store.url not in ("", "embedded") else None
-    return data_dir_archive(_existing_data_dir(config.data_dir), url, config.store.shares_happy)
-
-
-def _existing_data_dir(path: Path) -> DataDir:
+def existing_data_dir(path: Path) -> DataDir:
+    """``path`` as a DataDir, or FileNotFoundError when it holds no manifest."""
     if not (path / Manifest.FILENAME).exists():
         raise FileNotFoundError(f"{path} is not an archiver data dir (no {Manifest.FILENAME})")
     return DataDir(path)

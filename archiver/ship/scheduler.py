@@ -17,8 +17,8 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from .store import redact
-from .uploader import Uploader
+from archiver.common.redaction import redact
+from archiver.ship.uploader import Uploader
 
 log = logging.getLogger(__name__)
 

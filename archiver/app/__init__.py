@@ -1,0 +1,1 @@
+"""The application shell: configuration, the running sink, the CLI, the local Tahoe grid."""

@@ -1,0 +1,1 @@
+"""Decoding what clients send into canonical records. Pure functions: no I/O, no clock."""

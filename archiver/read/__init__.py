@@ -1,0 +1,1 @@
+"""The read side: listing, filtering and streaming records, verify, restore, manifest rebuild."""
