@@ -107,10 +107,11 @@ def test_archive_handler_batches_and_renders(start_sink) -> None:  # type: ignor
     assert failed["fields"]["stack_info"].startswith("Stack (most recent call last):")
 
 
-def test_archive_handler_never_blocks_and_counts_drops() -> None:
-    handler = ArchiveHandler("http://127.0.0.1:9/nowhere", queue_size=100, flush_interval=60, timeout=0.5)
+def test_archive_handler_waits_at_most_block_timeout_for_a_dead_sink_then_counts_drops() -> None:
+    handler = ArchiveHandler("http://127.0.0.1:9/nowhere", queue_size=100, flush_interval=60, timeout=0.5,
+                             block_timeout=0.5)
     logger = named_logger("app.blocked", handler)
-    for n in range(10_000):  # were emit to wait on the dead sink, this would hang (pytest-timeout)
+    for n in range(10_000):  # were emit to wait on the dead sink for each record, this would hang (pytest-timeout)
         logger.warning("record %d", n)
     handler.close()
     assert handler.dropped >= 9_900 and handler.sent == 0
