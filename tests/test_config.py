@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
-from archiver.app.config import SECTIONS, Config, ConfigError, load_config
+from archiver.app.config import KEYS, SECTIONS, Config, ConfigError, Duration, field_converters, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +42,9 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[server]\nport = 70000\n", {}, "server.port must be 0-65535"),
         ("[server]\nport = true\n", {}, "expected an integer"),
         ("[server]\nhost = 5\n", {}, "expected a string"),
+        ("[server]\nport = 80.5\n", {}, "server.port = 80.5"),
+        ("data_dir = 5\n", {}, "data_dir = 5"),
+        ("", {"ARCHIVER_SPOOL_FSYNC_INTERVAL": "soon"}, "spool.fsync_interval = 'soon' (from environment)"),
         ('[segments]\ncompression = "lz4"\n', {}, "segments.compression must be one of gzip, zstd"),
         ("[segments]\ncompression_level = 12\n", {}, "compression_level for gzip must be 0..9"),
         ('sink_id = "has space"\n', {}, "sink_id must be"),
@@ -100,3 +105,86 @@ def test_admin_trust_loopback_from_toml_and_its_errors(tmp_path: Path) -> None:
             load_config(path)
     with pytest.raises(ConfigError, match="admin.trust_loopback = 'nope' \\(from environment\\): expected true or false"):
         load_config(env={"ARCHIVER_ADMIN_TRUST_LOOPBACK": "nope"})
+
+
+def _fields() -> list[tuple[str, str, Any]]:
+    """(section, key, real type) of every config key; section "" is the top level."""
+    found = []
+    for section, cls in {"": Config, **SECTIONS}.items():
+        hints = get_type_hints(cls, include_extras=True)
+        found += [(section, f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name not in SECTIONS]
+    return found
+
+
+def _value(config: Config, section: str, key: str) -> Any:
+    return getattr(getattr(config, section) if section else config, key)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """``value`` is of the field type ``hint``: exactly (True is no int), items of tuples too."""
+    base = getattr(hint, "__origin__", hint)  # Annotated[int, ...] -> int
+    if get_origin(base) is tuple:
+        return type(value) is tuple and all(type(item) is get_args(base)[0] for item in value)
+    return isinstance(value, base) if base is Path else type(value) is base
+
+
+def _env_text(value: Any) -> str:
+    """A default as someone would write it in the environment."""
+    if isinstance(value, bool):
+        return "yes" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def test_every_key_has_a_converter_and_each_layer_gives_the_field_its_type() -> None:
+    """Every field of every section: a TOML value (the documented file), an environment string
+    and a flag each come out as the field's type and its default."""
+    fields = _fields()
+    assert {(section, key) for section, key, _ in fields} == {(s, k) for s, keys in KEYS.items() for k in keys}
+    defaults = Config()
+    name = lambda section, key: "ARCHIVER_" + (f"{section}_{key}" if section else key).upper()  # noqa: E731
+    layers = {
+        "toml": load_config(ROOT / "config" / "archiver.toml"),
+        "env": load_config(env={name(s, k): _env_text(_value(defaults, s, k)) for s, k, _ in fields}),
+        "flags": load_config(overrides={f"{s}.{k}" if s else k: _value(defaults, s, k) for s, k, _ in fields}),
+    }
+    for layer, config in layers.items():
+        for section, key, hint in fields:
+            value = _value(config, section, key)
+            assert _has_type(value, hint), (layer, section, key, value)
+            if key != "data_dir":  # a file's is relative to the file
+                assert value == _value(defaults, section, key), (layer, section, key)
+
+
+@dataclass(frozen=True)
+class _WithFloats:
+    ratio: float = 0.5
+    window: Duration = 1.0
+
+
+def test_a_float_field_gets_a_float_from_a_string() -> None:
+    """A float field without units is converted too, not passed through as the env's str."""
+    converters = field_converters(_WithFloats)
+    assert converters["ratio"]("0.25") == 0.25 and type(converters["ratio"]("0.25")) is float
+    assert type(converters["ratio"](2)) is float  # TOML's integer 2
+    assert converters["window"]("200ms") == pytest.approx(0.2)
+    for bad in ("half", "nan", True):
+        with pytest.raises(ValueError):
+            converters["ratio"](bad)
+
+
+def test_a_field_of_a_type_without_a_converter_fails_loudly() -> None:
+    @dataclass(frozen=True)
+    class Odd:
+        labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    with pytest.raises(TypeError, match=r"Odd.labels: no config converter for dict\[str, str\]"):
+        field_converters(Odd)
+
+
+def test_flags_are_checked_like_any_layer() -> None:
+    with pytest.raises(ConfigError, match=r"server.port = 'eighty' \(from flags\)"):
+        load_config(overrides={"server.port": "eighty"})
+    config = load_config(overrides={"data_dir": Path("~/spool"), "tcp.enabled": True, "server.port": "0"})
+    assert config.data_dir == Path.home() / "spool" and config.tcp.enabled is True and config.server.port == 0

@@ -1,17 +1,21 @@
 """Configuration: TOML file, then ``ARCHIVER_*`` environment, then command-line flags.
 
 Every key lives in a frozen dataclass below with its default; config/archiver.toml documents
-each one (a test keeps the two in step). Environment names are ``ARCHIVER_<KEY>`` for top-level
-keys and ``ARCHIVER_<SECTION>_<KEY>`` for the rest, e.g. ``ARCHIVER_SEGMENTS_MAX_BYTES=64MiB``.
+each one (a test keeps the two in step). A field's type picks how a value becomes it
+(``CONVERTERS``): TOML gives typed values, the environment strings, flags either. Environment
+names are ``ARCHIVER_<KEY>`` for top-level keys and ``ARCHIVER_<SECTION>_<KEY>`` for the rest,
+e.g. ``ARCHIVER_SEGMENTS_MAX_BYTES=64MiB``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping, get_type_hints
 
 from archiver.common.units import parse_duration, parse_size
 from archiver.format.layout import SINK_ID
@@ -30,24 +34,22 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 
 
-def _size(default: int) -> Any:
-    return field(default=default, metadata={"parse": parse_size})
-
-
-def _duration(default: float) -> Any:
-    return field(default=default, metadata={"parse": parse_duration})
+# Field types that take units. To type checkers they are plain int and float; the converter
+# table below tells them apart from int and float fields, which take bare numbers.
+Size = Annotated[int, "bytes, or a number with a unit: 64MiB, 500kB"]
+Duration = Annotated[float, "seconds, or a number with a unit: 250ms, 5m, 7d"]
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    max_body_bytes: int = _size(16 * 1024**2)
-    max_decoded_bytes: int = _size(64 * 1024**2)
-    max_line_bytes: int = _size(256 * 1024)
+    max_body_bytes: Size = 16 * 1024**2
+    max_decoded_bytes: Size = 64 * 1024**2
+    max_line_bytes: Size = 256 * 1024
     decode_workers: int = 1
     max_connections: int = 1024
-    shutdown_timeout: float = _duration(30.0)
+    shutdown_timeout: Duration = 30.0
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -65,22 +67,22 @@ class TcpConfig:
     port: int = 5170
     stream: str = "tcp"
     stream_field: str = ""
-    max_line_bytes: int = _size(1024**2)
+    max_line_bytes: Size = 1024**2
 
 
 @dataclass(frozen=True)
 class SpoolConfig:
-    max_bytes: int = _size(10 * 1024**3)
+    max_bytes: Size = 10 * 1024**3
     fsync: str = "always"
-    fsync_interval: float = _duration(0.2)
-    retry_after: float = _duration(5.0)
+    fsync_interval: Duration = 0.2
+    retry_after: Duration = 5.0
 
 
 @dataclass(frozen=True)
 class SegmentsConfig:
-    max_bytes: int = _size(64 * 1024**2)
+    max_bytes: Size = 64 * 1024**2
     max_records: int = 1_000_000
-    max_age: float = _duration(300.0)
+    max_age: Duration = 300.0
     compression: str = "gzip"
     compression_level: int = 6
 
@@ -93,14 +95,14 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class UploaderConfig:
-    interval: float = _duration(30.0)
-    publish_delay: float = _duration(5.0)
-    verify_interval: float = _duration(60.0)
-    prune_interval: float = _duration(60.0)
-    keep_local: float = _duration(7 * 86400.0)
+    interval: Duration = 30.0
+    publish_delay: Duration = 5.0
+    verify_interval: Duration = 60.0
+    prune_interval: Duration = 60.0
+    keep_local: Duration = 7 * 86400.0
     repair: bool = False
-    backoff_base: float = _duration(5.0)
-    backoff_max: float = _duration(600.0)
+    backoff_base: Duration = 5.0
+    backoff_max: Duration = 600.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,90 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def _string(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("expected a string")
+    return raw
+
+
+def _integer(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise ValueError("expected an integer")
+    return int(raw)
+
+
+def _number(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError("expected a number")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _path(raw: Any) -> Path:
+    if not isinstance(raw, (str, os.PathLike)):
+        raise ValueError("expected a path")
+    return Path(raw).expanduser()
+
+
+def _strings(raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise ValueError("expected a list of strings (or, in the environment, comma-separated)")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+# How a value from TOML (typed), the environment (always a string) or a flag (typed or a string)
+# becomes a field's value, keyed by the field's real type. Each raises ValueError or TypeError
+# with a message for the user.
+CONVERTERS: dict[Any, Callable[[Any], Any]] = {
+    str: _string,
+    int: _integer,
+    float: _number,
+    bool: _boolean,
+    Path: _path,
+    tuple[str, ...]: _strings,
+    Size: parse_size,
+    Duration: parse_duration,
+}
+
+
+def field_converters(cls: type) -> dict[str, Callable[[Any], Any]]:
+    """The converter of each field of the dataclass ``cls`` (nested sections aside), looked
+    up by the field's type. A type with no converter is a TypeError, so a new field of a new
+    type fails at import instead of passing raw strings through."""
+    hints = get_type_hints(cls, include_extras=True)
+    converters: dict[str, Callable[[Any], Any]] = {}
+    for spec in dataclasses.fields(cls):
+        hint = hints[spec.name]
+        if dataclasses.is_dataclass(hint):
+            continue
+        try:
+            converters[spec.name] = CONVERTERS[hint]
+        except (KeyError, TypeError):  # TypeError: an unhashable hint
+            raise TypeError(f"{cls.__name__}.{spec.name}: no config converter for {hint!r}") from None
+    return converters
+
+
+# Section name ("" for the top level) -> key -> converter.
+KEYS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "": field_converters(Config),
+    **{name: field_converters(cls) for name, cls in SECTIONS.items()},
+}
+
+
 def load_config(
     path: Path | str | None = None,
     env: Mapping[str, str] | None = None,
@@ -170,15 +256,17 @@ def load_config(
     if overrides:
         layers.append(("flags", {key: value for key, value in overrides.items() if value is not None}))
 
-    values: dict[str, dict[str, Any]] = {"": {}, **{name: {} for name in SECTIONS}}
+    values: dict[str, dict[str, Any]] = {name: {} for name in KEYS}
     for origin, flat in layers:
         for dotted, raw in flat.items():
             section, _, key = dotted.rpartition(".")
-            cls = SECTIONS.get(section, Config) if section else Config
-            spec = _fields(cls).get(key)
-            if spec is None or (not section and key in SECTIONS):
+            convert = KEYS.get(section, {}).get(key)
+            if convert is None:
                 raise ConfigError(f"unknown config key {dotted!r} (from {origin})")
-            value = _convert(spec, raw, dotted, origin)
+            try:
+                value = convert(raw)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{dotted} = {raw!r} (from {origin}): {err}") from None
             if key == "data_dir" and origin not in ("environment", "flags"):
                 value = base / value
             values[section][key] = value
@@ -186,10 +274,6 @@ def load_config(
     config = Config(**values[""], **sections)
     validate(config)
     return config
-
-
-def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _flatten(document: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -217,43 +301,6 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         else:
             flat[rest] = value
     return flat
-
-
-def _convert(spec: dataclasses.Field[Any], raw: Any, dotted: str, origin: str) -> Any:
-    parse: Callable[[Any], Any] | None = spec.metadata.get("parse")
-    kind = spec.type
-    try:
-        if parse is not None:
-            return parse(raw)
-        if kind in ("int", int):
-            if isinstance(raw, bool):
-                raise ValueError("expected an integer")
-            return int(raw)
-        if kind in ("bool", bool):
-            return _boolean(raw)
-        if kind == "tuple[str, ...]":
-            items = raw.split(",") if isinstance(raw, str) else raw
-            if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-                raise ValueError("expected a list of strings (or, in the environment, comma-separated)")
-            return tuple(item.strip() for item in items if item.strip())
-        if kind in ("Path", Path):
-            return Path(str(raw)).expanduser()
-        if not isinstance(raw, str):
-            raise ValueError("expected a string")
-        return raw
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{dotted} = {raw!r} (from {origin}): {err}") from None
-
-
-def _boolean(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
 
 
 def validate(config: Config) -> None:
