@@ -23,7 +23,6 @@ import logging
 import logging.handlers
 import math
 import os
-import random
 import ssl
 import sys
 import threading
@@ -38,12 +37,17 @@ import requests
 import requests.adapters
 import requests.auth
 
+from archiver.common.backoff import retry_delay
+
 BLOCK = "block"
 DROP_NEW = "drop_new"
 DROP_OLD = "drop_old"
 _SKIP = ("args", "exc_info", "msg", "stack_info", "message")
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _HEADERS = {"Content-Type": "application/x-ndjson"}
+# A failed try is retried after 0.1 s doubling to 30 s, jittered so many handlers do not retry in step.
+RETRY_BASE = 0.1
+RETRY_MAX = 30.0
 
 
 def render(record: logging.LogRecord, formatter: logging.Formatter) -> dict[str, Any]:
@@ -707,7 +711,7 @@ class ArchiveHandler(logging.Handler):
                 self._auth_reported = False
                 return SenderEvent.SENT
             self._failures += 1
-            self._retry_at = time.monotonic() + _backoff(self._failures)
+            self._retry_at = time.monotonic() + retry_delay(self._failures, RETRY_BASE, RETRY_MAX)
             if self._outage_since is None:
                 self._outage_since = started
             if self._blocking and time.monotonic() - self._outage_since >= self.block_timeout:
@@ -858,12 +862,6 @@ class ArchiveHandler(logging.Handler):
                 self._buffer.sync(self._lock)
             except OSError:
                 self.handleError(logging.makeLogRecord({"msg": f"ArchiveHandler: syncing {self.buffer_dir} failed"}))
-
-
-def _backoff(failures: int) -> float:
-    """Seconds before the next try: 0.1 doubling to 30, each jittered down by up to half so
-    many handlers do not retry in step."""
-    return min(30.0, 0.1 * 2 ** min(failures - 1, 9)) * (0.5 + random.random() / 2)
 
 
 class FormattingHTTPHandler(logging.handlers.HTTPHandler):
