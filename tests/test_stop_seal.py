@@ -81,7 +81,7 @@ def test_a_flush_cancelled_midway_never_cancels_the_seals(tmp_path: Path, monkey
         writer.write("app", line(0), 1)
         await writer.commit()
         flushing = asyncio.create_task(writer.flush())
-        while not writer._sealing:
+        while not writer._sealer.in_progress():
             await asyncio.sleep(0.01)
         flushing.cancel()
         with pytest.raises(asyncio.CancelledError):

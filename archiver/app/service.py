@@ -42,7 +42,8 @@ from archiver.ingest.tcp import TcpSettings, TcpSource
 from archiver.ship.scheduler import Jobs
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
-from archiver.spool.writer import FailedSeal, SegmentWriter
+from archiver.spool.sealer import FailedSeal
+from archiver.spool.writer import SegmentWriter
 from archiver.store import open_store
 from archiver.store.tahoe import TahoeFS, create_root, split_tahoe_url
 
