@@ -1,4 +1,6 @@
-"""Shared fixtures: real sink processes started on free ports and stopped by their own PID."""
+"""Shared fixtures: real sink processes started on free ports and stopped by their own PID, and
+the same HTTP application served inside the test process (``local_sink``) where no process
+boundary matters."""
 
 from __future__ import annotations
 
@@ -12,23 +14,30 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, Mapping, TypeVar
 
 import orjson
 import psutil
 import pytest
 import requests
-from fs.base import FS
+from aiohttp import web
 
+from archiver.app.config import Config, load_config
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest
 from archiver.format.record import Context, encode_record
+from archiver.ingest.auth import Authenticator
 from archiver.ingest.decode.jsonbody import json_record
+from archiver.ingest.decoder import Decoder
+from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
+from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
+from archiver.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from archiver.app.grid import LocalGrid
@@ -111,6 +120,98 @@ def start_sink(sinks: list[Sink], tmp_path: Path):  # type: ignore[no-untyped-de
     return start
 
 
+class LocalSink:
+    """The sink's HTTP side as `archiver serve` builds it from a config (SegmentWriter, Decoder,
+    Authenticator, create_app and make_runner), served on a real 127.0.0.1 socket by an event
+    loop on a thread of the test process, so blocking clients (requests, HTTPHandler, raw
+    sockets, curl) talk to it as to a process, without the start-up of one. Uploads, pid
+    files, signals and the CLI are not part of it: those tests use ``start_sink``."""
+
+    SINK_ID = "local"
+
+    def __init__(self, data_dir: Path, config: Config) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="local-sink", daemon=True)
+        self._stopped = False
+
+    def start(self) -> "LocalSink":
+        self._thread.start()
+        self._run(self._start())
+        return self
+
+    def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _start(self) -> None:
+        config = self.config
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SegmentWriter(
+            DataDir(self.data_dir), self.SINK_ID,
+            RotationPolicy(config.segments.max_bytes, config.segments.max_records, config.segments.max_age),
+            fsync=config.spool.fsync, fsync_interval=config.spool.fsync_interval,
+            compression=config.segments.compression, compression_level=config.segments.compression_level,
+            spool_limit=config.spool.max_bytes,
+        )
+        await self.writer.start()
+        self.decoder = Decoder(config.server.decode_workers)
+        await self.decoder.start()
+        self.app = create_app(
+            self.writer, HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after),
+            lambda: {"sink_id": self.SINK_ID}, admin_token=config.admin.token,
+            admin_trust_loopback=config.admin.trust_loopback,
+            auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=self.decoder,
+        )
+        self._runner = make_runner(self.app, max_line_bytes=config.server.max_line_bytes)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """What SIGTERM does to the HTTP side: stop listening, finish requests in progress, seal
+        every open segment (a seal that fails fails the test)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            failures = self._run(self._stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop.close()
+        assert not failures, [failure.describe() for failure in failures]
+
+    async def _stop(self) -> list[Any]:
+        await self._site.stop()
+        await drain(self.app, self.config.server.shutdown_timeout)
+        await self._runner.cleanup()
+        await self.decoder.close()
+        return await self.writer.close()
+
+    def post(self, path: str, data: bytes | str, **kwargs: object) -> requests.Response:
+        return requests.post(self.url + path, data=data, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def local_sink(tmp_path: Path) -> Iterator[Callable[..., LocalSink]]:
+    """``local_sink(env={...})`` starts a LocalSink on TMP/data configured as `archiver serve`
+    would be by those ``ARCHIVER_*`` variables; each is stopped at teardown."""
+    started: list[LocalSink] = []
+
+    def start(env: Mapping[str, str] | None = None, data_dir: Path | None = None) -> LocalSink:
+        sink = LocalSink(data_dir or tmp_path / "data", load_config(env=env or {}))
+        started.append(sink)
+        return sink.start()
+
+    yield start
+    for sink in started:
+        sink.stop()
+
+
 def peak_rss_growth(action: Callable[[], None]) -> int:
     """How far this process's RSS rose above its starting point while ``action`` ran."""
     process = psutil.Process()
@@ -144,6 +245,13 @@ def cat_json(data_dir: Path, *args: str) -> list[dict]:
     """Every record `archiver cat --json` gives back."""
     out = archiver_cli("cat", "--json", "--data-dir", str(data_dir), *args).stdout
     return [orjson.loads(line) for line in out.splitlines()]
+
+
+def read_json(data_dir: Path, stream: str | None = None) -> list[dict]:
+    """What ``cat_json(data_dir[, "--stream", stream])`` gives, read by the same reader in this
+    process (a CLI process costs more than most in-process tests)."""
+    with data_dir_archive(existing_data_dir(data_dir)) as archive:
+        return [orjson.loads(line) for line in b"".join(archive.json_chunks(Filters(stream))).splitlines()]
 
 
 # -- real Tahoe grids, one per shape for the whole session ------------------------------------
@@ -216,10 +324,10 @@ def seal(data_dir: Path, streams: dict[str, int]) -> None:
     asyncio.run(main())
 
 
-def make_uploader(tmp_path: Path, store: FS, **settings: float) -> Uploader:
+def make_uploader(tmp_path: Path, store: Store, **settings: float) -> Uploader:
     """An Uploader of sink "sinkA" over TMP/data, into ``store``."""
     Manifest(tmp_path / "data").set_meta("sink_id", "sinkA")
-    return Uploader(DataDir(tmp_path / "data"), "sinkA", lambda: store, UploadSettings(**settings))  # type: ignore[arg-type]
+    return Uploader(DataDir(tmp_path / "data"), "sinkA", lambda: store, UploadSettings(**settings))
 
 
 def rows(tmp_path: Path) -> list:
