@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import os
 import pty
 import subprocess
@@ -24,11 +25,14 @@ from archiver.format.manifest import Manifest
 from archiver.format.record import Context, encode_record
 from archiver.format.store_layout import store_path
 from archiver.ingest.decode.jsonbody import json_record
+from archiver.read.rebuild import rebuild_manifest
 from archiver.read.reader import Archive
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
+from archiver.store import FsStore, Health, HealthCheck, Store
 from conftest import archiver_cli, peak_rss_growth
+from minimal_store import BACKENDS, make_store
 
 MB = 1024 * 1024
 T0 = 1_795_467_600  # 2026-11-23T21:00:00Z
@@ -145,7 +149,7 @@ def test_a_gigabyte_streams_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_restore_is_byte_identical_and_verify_finds_damage(archive_dir: Path, tmp_path: Path) -> None:
-    store = OSFS(str(tmp_path / "store"), create=True)
+    store = make_store("osfs", tmp_path / "store")
     uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
     assert uploader.upload_due()["failed"] == 0
     Manifest(archive_dir).set_meta("store_url", f"osfs://{tmp_path / 'store'}")
@@ -158,7 +162,7 @@ def test_restore_is_byte_identical_and_verify_finds_damage(archive_dir: Path, tm
 
     local = archive_dir / rows[0].local_path
     local.write_bytes(gzip.compress(b'{"forged": true}\n'))
-    store.remove(rows[1].store_path)
+    store.delete(rows[1].store_path)
     report = open_archive(archive_dir).verify()
     found = {(p.segment, p.where) for p in report.problems}
     assert found == {(rows[0].id, "local"), (rows[1].id, "store")}, report.problems
@@ -174,9 +178,8 @@ def sealed_files(data_dir: Path) -> dict[str, bytes]:
     }
 
 
-def upload_and_prune(data_dir: Path, store_dir: Path) -> OSFS:
-    """Upload every sealed segment to a local-filesystem store, then prune the local copies."""
-    store = OSFS(str(store_dir), create=True)
+def upload_and_prune(data_dir: Path, store: Store) -> Store:
+    """Upload every sealed segment to ``store``, then prune the local copies."""
     uploader = Uploader(DataDir(data_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
     assert uploader.upload_due()["failed"] == 0
     uploader.verify_due()
@@ -189,10 +192,18 @@ def restored_files(dest: Path) -> dict[str, bytes]:
     return {str(path.relative_to(dest)): path.read_bytes() for path in dest.rglob("*") if path.is_file()}
 
 
-def test_pruned_segments_are_read_from_the_store(archive_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def opened_store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A store of each backend, which a data dir whose manifest names any store URL opens."""
+    store = make_store(request.param, tmp_path / "store")
+    monkeypatch.setattr("archiver.store.open_store", lambda url, **options: store)
+    return store
+
+
+def test_pruned_segments_are_read_from_the_store(archive_dir: Path, tmp_path: Path, opened_store: Store) -> None:
     originals = sealed_files(archive_dir)
-    store = upload_and_prune(archive_dir, tmp_path / "store")
-    Manifest(archive_dir).set_meta("store_url", f"osfs://{tmp_path / 'store'}")
+    store = upload_and_prune(archive_dir, opened_store)
+    Manifest(archive_dir).set_meta("store_url", "any://store")
     archive = open_archive(archive_dir)
     assert messages(archive.records()) == [r["message"] for r in SAMPLE]
 
@@ -201,7 +212,7 @@ def test_pruned_segments_are_read_from_the_store(archive_dir: Path, tmp_path: Pa
     assert archive.verify().ok
 
     row = archive.segments(stream="audit")[0]
-    store.writebytes(row.store_path, gzip.compress(b'{"forged": true}\n'))
+    store.put(row.store_path, io.BytesIO(gzip.compress(b'{"forged": true}\n')))
     with pytest.raises(ValueError, match="does not match its sha256"):
         open_archive(archive_dir).restore(tmp_path / "again", stream="audit")
     assert restored_files(tmp_path / "again") == {}
@@ -224,11 +235,12 @@ def test_verify_reports_a_sealed_segment_missing_everywhere(archive_dir: Path) -
     assert cat.returncode == 1 and lost.id.encode() in cat.stderr and b"Traceback" not in cat.stderr
 
 
-def test_verify_does_not_call_missing_what_was_uploaded_and_pruned_meanwhile(archive_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verify_does_not_call_missing_what_was_uploaded_and_pruned_meanwhile(archive_dir: Path, tmp_path: Path, backend: str) -> None:
     """A running sink may upload and prune a segment between verify's read of the manifest
     and its look at the spool: the manifest, read again, finds it in the store."""
     before = list(Manifest(archive_dir).segments())
-    store = upload_and_prune(archive_dir, tmp_path / "store")
+    store = upload_and_prune(archive_dir, make_store(backend, tmp_path / "store"))
     reads = [before]
 
     def rows(stream: str | None, since: str | None, until: str | None) -> list[Any]:
@@ -236,16 +248,16 @@ def test_verify_does_not_call_missing_what_was_uploaded_and_pruned_meanwhile(arc
 
     report = Archive(rows, data_dir=DataDir(archive_dir), store=lambda: store).verify()
     assert report.checked == 3 and report.ok, report.problems
-    store.remove(before[0].store_path or store_path(before[0]))
+    store.delete(before[0].store_path or store_path(before[0]))
     report = Archive(rows, data_dir=DataDir(archive_dir), store=lambda: store).verify()
     assert [(p.segment, p.where) for p in report.problems] == [(before[0].id, "store")]
 
 
-class ThinGrid(OSFS):
-    """A local store that answers Tahoe's check as a grid where each file reaches 2 servers."""
+class ThinGrid(FsStore, HealthCheck):
+    """A local store whose health check answers as a grid where each file reaches 2 servers."""
 
-    def check_health(self, path: str, verify: bool, repair: bool) -> dict[str, Any]:
-        return {"results": {"healthy": True, "count-happiness": 2, "summary": "Healthy"}}
+    def check(self, path: str, *, verify: bool = True, repair: bool = False) -> Health:
+        return Health(healthy=True, happiness=2, summary="Healthy")
 
 
 def write_config(path: Path, store_dir: Path, shares_happy: int) -> Path:
@@ -258,7 +270,7 @@ def test_a_config_file_brings_its_store_and_shares_happy(
 ) -> None:
     """The data dir's manifest names no store here: only the config says where the pruned
     segments are and how happy the grid must be."""
-    upload_and_prune(archive_dir, tmp_path / "store")
+    upload_and_prune(archive_dir, make_store("osfs", tmp_path / "store"))
     happy3 = write_config(tmp_path / "happy3.toml", tmp_path / "store", 3)
     happy2 = write_config(tmp_path / "happy2.toml", tmp_path / "store", 2)
     everything = [r["message"] for r in SAMPLE]
@@ -274,7 +286,7 @@ def test_a_config_file_brings_its_store_and_shares_happy(
     assert archiver_cli("verify", "-c", str(happy3), check=False).returncode == 0
     assert archiver_cli("verify", "--data-dir", str(archive_dir), check=False).returncode == 1  # no store known
 
-    monkeypatch.setattr("archiver.store.open_store", lambda url: ThinGrid(str(tmp_path / "store")))
+    monkeypatch.setattr("archiver.store.open_store", lambda url, **options: ThinGrid(OSFS(str(tmp_path / "store"))))
     report = open_archive(happy3).verify()
     assert len(report.problems) == 3 and all("count-happiness 2 < shares.happy 3" in p.problem for p in report.problems)
     assert open_archive(happy2).verify().ok
@@ -287,7 +299,7 @@ def test_a_config_file_brings_its_store_and_shares_happy(
 def test_cli_restore_is_byte_identical_and_quiet(archive_dir: Path, tmp_path: Path) -> None:
     """One segment only in the store, one uploaded with its local copy, one sealed and not
     uploaded: all come back as the sink sealed them. Not on a terminal, success prints nothing."""
-    store = OSFS(str(tmp_path / "store"), create=True)
+    store = make_store("osfs", tmp_path / "store")
     assert Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0)).upload_due()["uploaded"] == 3
     Manifest(archive_dir).set_meta("store_url", f"osfs://{tmp_path / 'store'}")
     write_archive(archive_dir, [{"created": T0 + 70, "level": "INFO", "logger": "app.web", "message": "late"}])
@@ -371,3 +383,22 @@ def test_restore_refuses_a_copy_that_does_not_match(archive_dir: Path, tmp_path:
     with pytest.raises(ValueError, match="does not match its sha256"):
         open_archive(archive_dir).restore(tmp_path / "out", stream="audit")
     assert not list((tmp_path / "out").rglob("*.gz"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("source", ["published", "walk"])
+def test_a_lost_manifest_is_rebuilt_from_the_store(archive_dir: Path, tmp_path: Path, backend: str, source: str) -> None:
+    """From the published manifest, or (none left) by walking the tree and reading every segment back."""
+    store = make_store(backend, tmp_path / "store")
+    Manifest(archive_dir).set_meta("sink_id", "sinkR")
+    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
+    assert uploader.upload_due()["uploaded"] == 3
+    uploader.publish()
+    if source == "walk":
+        store.delete("/_manifest")
+    assert rebuild_manifest(tmp_path / "rebuilt", store) == {"sink_id": "sinkR", "segments": 3, "source": source}
+    kept = ("id", "stream", "store_path", "sha256", "records", "first_ts", "last_ts", "stored_bytes")
+    wanted = [{key: getattr(row, key) for key in kept} for row in Manifest(archive_dir).segments()]
+    assert [{key: getattr(row, key) for key in kept} for row in Manifest(tmp_path / "rebuilt").segments()] == wanted
+    rebuilt = Archive(lambda *query: list(Manifest(tmp_path / "rebuilt").segments()), store=lambda: store)
+    assert messages(rebuilt.records()) == [r["message"] for r in SAMPLE] and rebuilt.verify().ok

@@ -23,6 +23,7 @@ from archiver.ingest.decode.jsonbody import json_record
 from archiver.ingest.http import create_app
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
+from archiver.store import FsStore
 from conftest import archiver_cli, cat_json, make_uploader, seal
 
 SECRET = "s3cretpw"
@@ -136,8 +137,7 @@ def test_the_archive_url_can_come_from_a_file_or_the_environment(tmp_path: Path)
     """A root cap on the command line lands in ps and shell history: --archive @FILE and
     ARCHIVER_ARCHIVE keep it off. Flags on the command line still beat the environment."""
     seal(tmp_path / "data", {"app": 3})
-    store = OSFS(str(tmp_path / "store"), create=True)
-    uploader = make_uploader(tmp_path, store)
+    uploader = make_uploader(tmp_path, FsStore(OSFS(str(tmp_path / "store"), create=True)))
     assert uploader.upload_due()["uploaded"] == 1
     uploader.publish()
     url = f"osfs://{tmp_path / 'store'}"

@@ -1,8 +1,10 @@
-"""Uploader jobs against the local-filesystem store: fast checks of the state machine."""
+"""Uploader jobs against local stores (memory, a directory, a backend with only the required
+methods): fast checks of the state machine."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 import sqlite3
 import sys
@@ -12,17 +14,15 @@ from typing import Any, BinaryIO
 
 import orjson
 import pytest
-from fs import errors
-from fs.info import Info
 from fs.memoryfs import MemoryFS
-from fs.osfs import OSFS
 from fs.path import abspath, dirname
 
 from archiver.common.backoff import retry_delay
 from archiver.format.manifest import Manifest, ManifestError, parse_published
 from archiver.format.store_layout import store_path
-from archiver.store.tahoe import NotEnoughShares
+from archiver.store import FsStore, HasCaps, NotFound, Store, Stored, StoreUnavailable
 from conftest import make_uploader, rows, seal
+from minimal_store import BACKENDS, MinimalStore, make_store
 
 
 def day_dirs(stream: str, segment_id: str) -> list[str]:
@@ -31,9 +31,13 @@ def day_dirs(stream: str, segment_id: str) -> list[str]:
     return [f"/{stream}", f"/{stream}/{day[:4]}", f"/{stream}/{day[:4]}/{day[4:6]}", f"/{stream}/{day[:4]}/{day[4:6]}/{day[6:8]}"]
 
 
-def test_upload_publish_verify_prune(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    return make_store(request.param, tmp_path / "store")
+
+
+def test_upload_publish_verify_prune(tmp_path: Path, store: Store) -> None:
     seal(tmp_path / "data", {"app": 3, "audit": 2})
-    store = OSFS(str(tmp_path / "store"), create=True)
     pruned: list[int] = []
     uploader = make_uploader(tmp_path, store, keep_local=0.0)
     uploader._on_pruned = pruned.append
@@ -41,10 +45,10 @@ def test_upload_publish_verify_prune(tmp_path: Path) -> None:
     for row in rows(tmp_path):
         assert row.state == "uploaded" and row.store_path == store_path(row)
         assert row.store_path.startswith(day_dirs(row.stream, row.id)[-1] + "/") and store.exists(row.store_path)
-        assert store.readbytes(row.store_path) == (tmp_path / "data" / row.local_path).read_bytes()
+        assert store.read_bytes(row.store_path) == (tmp_path / "data" / row.local_path).read_bytes()
     assert set(Manifest(tmp_path / "data").dirs()) == {path for row in rows(tmp_path) for path in day_dirs(row.stream, row.id)}
     uploader.publish()
-    published = parse_published(store.readbytes("/_manifest/sinkA.json"), "published")
+    published = parse_published(store.read_bytes("/_manifest/sinkA.json"), "published")
     assert published["sink_id"] == "sinkA" and len(published["segments"]) == 2
     assert uploader.verify_due() == {"verified": 2, "unhealthy": 0, "missing": 0}
     assert uploader.prune_due() == {"pruned": 2}
@@ -52,9 +56,8 @@ def test_upload_publish_verify_prune(tmp_path: Path) -> None:
     assert not list((tmp_path / "data" / "spool" / "sealed").rglob("*.gz")) and len(pruned) == 2
 
 
-def test_uploading_again_is_idempotent(tmp_path: Path) -> None:
+def test_uploading_again_is_idempotent(tmp_path: Path, store: Store) -> None:
     seal(tmp_path / "data", {"app": 3})
-    store = OSFS(str(tmp_path / "store"), create=True)
     uploader = make_uploader(tmp_path, store)
     uploader.upload_due()
     [row] = rows(tmp_path)
@@ -67,25 +70,24 @@ def test_uploading_again_is_idempotent(tmp_path: Path) -> None:
 def test_failures_back_off_and_a_down_store_stops_the_batch(tmp_path: Path) -> None:
     seal(tmp_path / "data", {"a": 1, "b": 1, "c": 1})
 
-    class DownStore(OSFS):
-        def makedirs(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            raise errors.RemoteConnectionError(msg="cannot reach the Tahoe node at http://x: URI:DIR2:secretsecret:more")
+    class DownStore(MinimalStore):
+        def makedirs(self, path: str) -> None:
+            raise StoreUnavailable("cannot reach the Tahoe node at http://x: URI:DIR2:secretsecret:more")
 
-    uploader = make_uploader(tmp_path, DownStore(str(tmp_path / "store"), create=True), interval=2.0, backoff_base=5.0)
+    uploader = make_uploader(tmp_path, DownStore(tmp_path / "store"), interval=2.0, backoff_base=5.0)
     assert uploader.upload_due() == {"uploaded": 0, "failed": 1, "backlog": 3}
     [failed] = [row for row in rows(tmp_path) if row.attempts]
-    assert "secretsecret:more" not in failed.last_error and "RemoteConnectionError" in failed.last_error
+    assert "secretsecret:more" not in failed.last_error and "StoreUnavailable" in failed.last_error
     assert failed.next_attempt > 0
     assert uploader.upload_due()["failed"] == 1  # the others are still due: the next one is tried
 
 
-def test_a_corrupt_stored_copy_fails_verification(tmp_path: Path) -> None:
+def test_a_corrupt_stored_copy_fails_verification(tmp_path: Path, store: Store) -> None:
     seal(tmp_path / "data", {"app": 2})
-    store = OSFS(str(tmp_path / "store"), create=True)
     uploader = make_uploader(tmp_path, store, keep_local=0.0)
     uploader.upload_due()
     [row] = rows(tmp_path)
-    store.writebytes(row.store_path, b"not what was uploaded")
+    store.put(row.store_path, io.BytesIO(b"not what was uploaded"))
     assert uploader.verify_due() == {"verified": 0, "unhealthy": 1, "missing": 0}
     assert uploader.prune_due() == {"pruned": 0}  # never drop the local copy of an unverified segment
     assert (tmp_path / "data" / row.local_path).exists()
@@ -125,49 +127,52 @@ def test_schema_v1_is_migrated(tmp_path: Path) -> None:
     assert row.id == "20260101T000000Z-s-000001" and row.attempts == 0 and row.store_path is None
 
 
-def test_a_directory_removed_from_the_store_is_made_again(tmp_path: Path) -> None:
+def test_a_directory_removed_from_the_store_is_made_again(tmp_path: Path, store: Store) -> None:
     seal(tmp_path / "data", {"app": 2})
-    store = OSFS(str(tmp_path / "store"), create=True)
     uploader = make_uploader(tmp_path, store)
     assert uploader.upload_due()["uploaded"] == 1
-    store.removetree("/app")  # someone deleted the stream's tree
+    store.delete("/app")  # someone deleted the stream's tree
     seal(tmp_path / "data", {"app": 1})
     assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
     [again] = [row for row in rows(tmp_path) if store.exists(row.store_path)]
     assert store.listdir(day_dirs("app", again.id)[-1]) == [again.id + ".jsonl.gz"]
 
 
-class CapStore(MemoryFS):
-    """A MemoryFS that answers like a Tahoe grid of its own: directories have caps naming the
-    grid, and ``upload_with_caps`` PUTs into a directory by its cap, as TahoeFS does."""
+class CapStore(FsStore, HasCaps):
+    """A memory store that answers like a Tahoe grid of its own: directories have caps naming
+    the grid, and ``put`` writes into a directory by its cap, as TahoeStore does."""
 
     def __init__(self, grid: str) -> None:
-        super().__init__()
+        super().__init__(MemoryFS())
         self.grid = grid
         self.refused = 0
 
-    def dir_caps(self, path: str) -> dict[str, str]:
-        return {"write_cap": f"URI:DIR2:{self.grid}:{abspath(path)}", "read_cap": f"URI:DIR2-RO:{self.grid}:{abspath(path)}"}
+    def caps(self, path: str) -> Stored:
+        if not self.isdir(path):
+            return Stored()
+        return Stored(read_cap=f"URI:DIR2-RO:{self.grid}:{abspath(path)}", write_cap=f"URI:DIR2:{self.grid}:{abspath(path)}")
 
-    def getinfo(self, path: str, namespaces: Any = None) -> Info:
-        info = super().getinfo(path, namespaces)
-        return Info({**info.raw, "tahoe": self.dir_caps(path)}) if info.is_dir else info
+    def open_cap(self, cap: str, size: int, name: str = "") -> BinaryIO:
+        raise NotFound(name)
 
-    def upload_with_caps(self, path: str, file: BinaryIO, parent_cap: str | None = None) -> dict[str, Any]:
-        """A cap of another grid is unreadable here (410). One of a directory since unlinked
-        from the tree still takes the file, which is then not at its path."""
-        if parent_cap is not None and not parent_cap.startswith(f"URI:DIR2:{self.grid}:"):
+    def root_identity(self) -> str:
+        return hashlib.sha256(str(self.caps("/").read_cap).encode()).hexdigest()
+
+    def put(self, path: str, file: BinaryIO, parent: str | None = None) -> Stored:
+        """A cap of another grid is unreadable here. One of a directory since unlinked from the
+        tree still takes the file, which is then not at its path."""
+        if parent is not None and not parent.startswith(f"URI:DIR2:{self.grid}:"):
             self.refused += 1
-            raise NotEnoughShares(path, msg="410 Gone: no shares of that directory")
+            raise NotFound(f"the directory of {path} cannot be read by the cap known for it")
         data = file.read()
-        if parent_cap is None or self.isdir(dirname(path)):
-            self.writebytes(path, data)
+        if parent is None or self.isdir(dirname(path)):
+            self.fs.writebytes(path, data)
         digest = hashlib.sha256(data).hexdigest()
-        return {"write_cap": None, "read_cap": f"URI:CHK:{digest}", "verify_cap": f"URI:CHK-Verifier:{digest}"}
+        return Stored(read_cap=f"URI:CHK:{digest}", verify_cap=f"URI:CHK-Verifier:{digest}")
 
 
 @pytest.mark.parametrize("how", ["rebuilt", "deleted"])
-def test_a_segment_missing_from_the_store_without_a_local_copy_keeps_its_caps(tmp_path: Path, how: str) -> None:
+def test_a_segment_missing_from_the_store_without_a_local_copy_keeps_its_caps(tmp_path: Path, how: str, store: Store) -> None:
     """A row rebuilt from the store has no local copy (local_path ''); a deleted copy is none
     either. Nothing to upload again: it stays uploaded with its caps and is reported missing."""
     seal(tmp_path / "data", {"app": 1})
@@ -177,7 +182,7 @@ def test_a_segment_missing_from_the_store_without_a_local_copy_keeps_its_caps(tm
     Manifest(tmp_path / "data").update_segment(
         row.id, state="uploaded", **stored, **({"local_path": ""} if how == "rebuilt" else {})
     )
-    uploader = make_uploader(tmp_path, MemoryFS())
+    uploader = make_uploader(tmp_path, store)
     assert uploader.verify_due() == {"verified": 0, "unhealthy": 0, "missing": 1}
     assert uploader.upload_due() == {"uploaded": 0, "failed": 0, "backlog": 0}
     [after] = rows(tmp_path)
@@ -192,7 +197,7 @@ def test_a_segment_missing_from_the_store_keeps_its_caps_until_uploaded_again(tm
     uploader = make_uploader(tmp_path, store)
     uploader.upload_due()
     [row] = rows(tmp_path)
-    store.removetree("/app")
+    store.delete("/app")
     assert uploader.verify_due()["missing"] == 1
     [sealed] = rows(tmp_path)
     assert (sealed.state, sealed.store_path, sealed.read_cap, sealed.verify_cap) == ("sealed", None, row.read_cap, row.verify_cap)
@@ -236,7 +241,7 @@ def test_directories_forgotten_while_another_thread_loads_them_stay_forgotten(tm
     seal(tmp_path / "data", {"app": 1})
     store = CapStore("grid")
     make_uploader(tmp_path, store).upload_due()
-    store.removetree("/app")
+    store.delete("/app")
     uploader = make_uploader(tmp_path, store)  # a restarted sink: nothing loaded yet
     load = Manifest.dirs_under
     verify = threading.Thread(target=uploader.verify_due)
@@ -259,7 +264,7 @@ def test_the_unpublished_count_loses_no_update_across_threads(tmp_path: Path) ->
     """Uploads and verifications add, publish takes away, each on its own scheduler thread: a
     lost update could leave 0 while changes are unpublished, and the last publish is skipped."""
     (tmp_path / "data").mkdir()
-    uploader = make_uploader(tmp_path, MemoryFS())
+    uploader = make_uploader(tmp_path, FsStore(MemoryFS()))
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:

@@ -107,7 +107,7 @@ def _archive(config_path: Path | None, data_dir: Path | None, archive: str | Non
     """The archive named by --archive (a config, a data dir or a store URL), else the one the
     config describes (its store and store.shares_happy included; --data-dir wins). $ARCHIVER_ARCHIVE
     stands in for --archive unless --data-dir or --config is on the command line."""
-    from fs.errors import FSError
+    from archiver.store.base import StoreError
 
     ctx = click.get_current_context()
     if archive and ctx.get_parameter_source("archive") is ParameterSource.ENVIRONMENT:
@@ -119,7 +119,7 @@ def _archive(config_path: Path | None, data_dir: Path | None, archive: str | Non
         return config_archive(_load(config_path, {"data_dir": data_dir}))
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
-    except (FileNotFoundError, FSError, ManifestError) as err:
+    except (FileNotFoundError, StoreError, ManifestError) as err:
         raise click.ClickException(redact(str(err))) from None
 
 
@@ -184,7 +184,7 @@ def cat_command(
     include_open: bool,
 ) -> None:
     """Print records: the classic one-line form, or JSON lines with --json."""
-    from fs.errors import FSError
+    from archiver.store.base import StoreError
 
     source = _archive(config_path, data_dir, archive)
     query = Filters(stream, _time_option(since), _time_option(until), level, logger_glob, contains)
@@ -193,7 +193,7 @@ def cat_command(
             _emit(source.json_chunks(query, include_open))
         else:
             _emit(classic_line(record).encode() for record in source.records(**query.__dict__, include_open=include_open))
-    except (FSError, OSError) as err:  # a segment gone from disk and store; _emit handles a closed pipe
+    except (StoreError, OSError) as err:  # a segment gone from disk and store; _emit handles a closed pipe
         raise click.ClickException(redact(str(err))) from None
 
 
@@ -205,12 +205,12 @@ def cat_command(
 def verify_command(config_path: Path | None, data_dir: Path | None, archive: str | None, repair: bool, as_json: bool) -> None:
     """Check every segment: local and stored copies against their sha256, grid health.
     Exits 1 when anything is missing, corrupt or unhealthy."""
-    from fs.errors import FSError
+    from archiver.store.base import StoreError
 
     source = _archive(config_path, data_dir, archive)
     try:
         report = source.verify(repair=repair)
-    except (FSError, OSError) as err:
+    except (StoreError, OSError) as err:
         raise click.ClickException(redact(str(err))) from None
     if as_json:
         document = {"checked": report.checked, "ok": report.ok, "problems": [p.__dict__ for p in report.problems]}
@@ -236,7 +236,7 @@ def restore_command(
 ) -> None:
     """Copy matching segments byte for byte into DEST (checked against their sha256).
     On a terminal, a progress bar (bytes, speed, ETA) and a summary; otherwise quiet."""
-    from fs.errors import FSError
+    from archiver.store.base import StoreError
 
     source = _archive(config_path, data_dir, archive)
     start, end = _time_option(since), _time_option(until)
@@ -255,7 +255,7 @@ def restore_command(
                 restored = source.restore(dest, stream, start, end, progress=lambda n: bar.advance(task, n))
         else:
             restored = source.restore(dest, stream, start, end)
-    except (FSError, OSError, ValueError) as err:
+    except (StoreError, OSError, ValueError) as err:
         raise click.ClickException(redact(str(err))) from None
     if interactive:
         click.echo(f"restored {len(restored)} segment(s), {_human_bytes(total)} into {dest}", err=True)
@@ -395,7 +395,7 @@ def manifest_export(config_path: Path | None, data_dir: Path | None, include_wri
 @click.option("--sink-id", help="Whose manifest, when several sinks share the root.")
 def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: str, sink_id: str | None) -> None:
     """Rebuild a lost data dir's manifest from the published manifests, else by reading the tree."""
-    from fs.errors import FSError
+    from archiver.store.base import StoreError
 
     from archiver.read.rebuild import RebuildError, rebuild_manifest
     from archiver.store import open_store
@@ -403,7 +403,7 @@ def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: s
     config = _load(config_path, {"data_dir": data_dir})
     try:
         result = rebuild_manifest(config.data_dir, open_store(archive), sink_id)
-    except (RebuildError, FSError, ManifestError) as err:
+    except (RebuildError, StoreError, ManifestError) as err:
         raise click.ClickException(redact(str(err))) from None
     click.echo(f"rebuilt {result['segments']} segment(s) of sink {result['sink_id']} from the {result['source']}")
 

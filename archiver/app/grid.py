@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import requests
 
+from archiver.store import tahoe as tahoe_store
 from archiver.store.tahoe import TahoeFS
 
 TAHOE_VERSION = "1.20.0"
@@ -251,18 +251,11 @@ class LocalGrid:
         return f"http://127.0.0.1:{self.spec.nodes[0].web_port}"
 
     def servers_connected(self) -> int | None:
-        try:
-            welcome = requests.get(f"{self.gateway_url}/?t=json", timeout=5).json()
-        except (requests.RequestException, ValueError):
-            return None
-        return sum(1 for s in welcome.get("servers", []) if str(s.get("connection_status", "")).lower().startswith("connected"))
+        return tahoe_store.servers_connected(self.gateway_url)
 
     def create_root(self) -> TahoeFS:
         """A new empty directory on the grid, as a TahoeFS rooted at its write cap."""
-        response = requests.post(f"{self.gateway_url}/uri?t=mkdir", timeout=60)
-        if response.status_code != 200:
-            raise GridError(f"mkdir on the grid failed with {response.status_code}")
-        return TahoeFS(self.gateway_url, response.text.strip())
+        return tahoe_store.create_root(self.gateway_url)
 
     def add_alias(self, alias: str, cap: str) -> None:
         """Make ``tahoe -d DIR/<gateway> ls ALIAS:`` show the directory ``cap``."""

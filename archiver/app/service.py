@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
-from fs.base import FS
 
 from archiver.app.config import Config
 from archiver.app.grid import GridError, LocalGrid
@@ -44,8 +43,7 @@ from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.sealer import FailedSeal
 from archiver.spool.writer import SegmentWriter
-from archiver.store import open_store
-from archiver.store.tahoe import TahoeFS, create_root, split_tahoe_url
+from archiver.store import GridStatus, Store, Stored, names_root, open_store, public_url
 
 log = logging.getLogger("archiver")
 EMBEDDED = "embedded"
@@ -342,7 +340,7 @@ def grid_store_url(grid: LocalGrid) -> str:
 def _refuse_second_root(url: str, data: DataDir) -> None:
     """A data dir whose root is known only by its read cap (a manifest rebuilt from it) given
     ``tahoe://HOST:PORT`` alone would start a second, unrelated root: refused at start."""
-    if not url.startswith("tahoe://") or split_tahoe_url(url)[1]:
+    if names_root(url):
         return
     manifest = Manifest(data.root)
     try:
@@ -356,30 +354,23 @@ def _refuse_second_root(url: str, data: DataDir) -> None:
         )
 
 
-def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) -> FS:
-    """The store at ``url``. For ``tahoe://HOST:PORT`` alone, the root directory is created on
-    first use and its caps kept in the manifest (root_write_cap, root_read_cap)."""
+def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) -> Store:
+    """The store at ``url``. A URL that names no root (``tahoe://HOST:PORT``) gets one on
+    first use; the root's caps are kept in the manifest (root_write_cap, root_read_cap)."""
     manifest = Manifest(data.root)
+
+    def keep(root: Stored) -> None:
+        if root.write_cap:
+            manifest.set_meta("root_write_cap", root.write_cap)
+            if grid is not None:
+                grid.add_alias("archive", root.write_cap)
+        if root.read_cap:
+            manifest.set_meta("root_read_cap", root.read_cap)
+
     try:
-        if not url.startswith("tahoe://"):
-            store = open_store(url)
-            manifest.set_meta("store_url", url)
-            return store
-        node_url, cap, sub = split_tahoe_url(url)
-        cap = cap or manifest.get_meta("root_write_cap")
-        if cap:
-            tahoe = TahoeFS(node_url, cap)
-        else:
-            tahoe = create_root(node_url)
-            manifest.set_meta("root_write_cap", tahoe.root_cap)  # before anything else can fail
-        caps: Any = tahoe.getinfo("/", namespaces=["tahoe"]).raw["tahoe"]
-        if caps["write_cap"]:
-            manifest.set_meta("root_write_cap", caps["write_cap"])
-        manifest.set_meta("root_read_cap", caps["read_cap"])
-        manifest.set_meta("store_url", "tahoe://" + node_url.split("://", 1)[1])
-        if grid is not None and caps["write_cap"]:
-            grid.add_alias("archive", caps["write_cap"])
-        return tahoe.opendir(sub) if sub else tahoe
+        store = open_store(url, root_cap=manifest.get_meta("root_write_cap"), make_root=True, on_root=keep)
+        manifest.set_meta("store_url", store.location or url)
+        return store
     finally:
         manifest.close()
 
@@ -389,7 +380,7 @@ def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, 
     manifest = Manifest(data.root, read_only=True)
     try:
         events = manifest.last_event()
-        store: dict[str, Any] = {"url": public_store_url(store_url), "root_read_cap": manifest.get_meta("root_read_cap")}
+        store: dict[str, Any] = {"url": public_url(store_url), "root_read_cap": manifest.get_meta("root_read_cap")}
         status = {
             **info,
             "streams": manifest.streams(),
@@ -402,19 +393,11 @@ def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, 
         manifest.close()
     connected = None
     if uploader is not None and uploader.opened is not None:
-        connected = getattr(uploader.opened, "servers_connected", lambda: None)()
+        opened = uploader.opened
+        connected = opened.servers_connected() if isinstance(opened, GridStatus) else None
     store["servers_connected"] = connected
     status["store"] = store
     return status
-
-
-def public_store_url(url: str) -> str | None:
-    """A store URL fit for status output: a tahoe:// URL loses its capability."""
-    if not url:
-        return None
-    if url.startswith("tahoe://"):
-        return "tahoe://" + split_tahoe_url(url)[0].split("://", 1)[1]
-    return redact(url)
 
 
 def _announce_embedded(grid: LocalGrid, http: str, data: DataDir) -> None:

@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
-from fs.base import FS
-from fs.errors import FSError
-
 from archiver.common.redaction import redact
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow, open_for_reading, parse_published
 from archiver.format.segment import open_compressed
 from archiver.format.store_layout import MANIFEST_DIR, store_path
+from archiver.store.base import HasCaps, HealthCheck, Store, StoreError
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
 LEVEL_ORDER = {"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -116,17 +114,17 @@ class Archive:
         rows: RowSource,
         *,
         data_dir: DataDir | None = None,
-        store: Callable[[], FS | None] = lambda: None,
+        store: Callable[[], Store | None] = lambda: None,
         shares_happy: int = 1,
     ) -> None:
         self._rows = rows
         self.data_dir = data_dir
         self._store_factory = store
-        self._store: FS | None = None
+        self._store: Store | None = None
         self.shares_happy = shares_happy
 
     @property
-    def store(self) -> FS | None:
+    def store(self) -> Store | None:
         """The store, opened on first need (listing never needs it)."""
         if self._store is None:
             self._store = self._store_factory()
@@ -208,10 +206,9 @@ class Archive:
         store = self.store
         if store is None or row.store_path is None:
             raise FileNotFoundError(f"segment {row.id} has no local copy and no store to read it from")
-        open_cap = getattr(store, "open_cap", None)
-        if open_cap is not None and row.read_cap:
-            return open_cap(row.read_cap, row.stored_bytes, row.store_path)
-        return store.openbin(row.store_path)
+        if isinstance(store, HasCaps) and row.read_cap:
+            return store.open_cap(row.read_cap, row.stored_bytes, row.store_path)
+        return store.open(row.store_path)
 
     def _lines(self, row: SegmentRow) -> Iterator[bytes]:
         with open_compressed(self.open_segment(row), row.compression) as lines:
@@ -284,22 +281,20 @@ class Archive:
         return _verify_stored(store, row, repair, self.shares_happy, progress)
 
 
-def _verify_stored(store: FS, row: SegmentRow, repair: bool, shares_happy: int, progress: Callable[[int], None]) -> list[Problem]:
+def _verify_stored(store: Store, row: SegmentRow, repair: bool, shares_happy: int, progress: Callable[[int], None]) -> list[Problem]:
     assert row.store_path is not None
     try:
-        if _sha256_of(store.openbin(row.store_path), progress) != row.sha256:
+        if _sha256_of(store.open(row.store_path), progress) != row.sha256:
             return [Problem(row.id, "store", "the stored copy does not match its sha256")]
-        check = getattr(store, "check_health", None)
-        if check is None:
+        if not isinstance(store, HealthCheck):
             return []
-        answer = check(row.store_path, verify=True, repair=repair)
-        results = answer.get("post-repair-results", answer)["results"]
-        happiness = results.get("count-happiness") or 0
-        if not results.get("healthy") or happiness < shares_happy:
-            return [Problem(row.id, "store", f"unhealthy: count-happiness {happiness} < shares.happy {shares_happy}"
-                            if results.get("healthy") else f"unhealthy: {results.get('summary', 'not healthy')}")]
-    except FSError as err:
+        health = store.check(row.store_path, verify=True, repair=repair)
+    except StoreError as err:
         return [Problem(row.id, "store", redact(str(err)))]
+    if not health.healthy:
+        return [Problem(row.id, "store", f"unhealthy: {health.summary or 'not healthy'}")]
+    if not health.enough(shares_happy):
+        return [Problem(row.id, "store", f"unhealthy: count-happiness {health.happiness or 0} < shares.happy {shares_happy}")]
     return []
 
 
@@ -329,7 +324,7 @@ def published_row(entry: dict[str, Any]) -> SegmentRow:
     return SegmentRow(**{"local_path": "", **values})
 
 
-def published_manifests(store: FS) -> list[dict[str, Any]]:
+def published_manifests(store: Store) -> list[dict[str, Any]]:
     """The published manifests of every sink sharing this root."""
     if not store.isdir(MANIFEST_DIR):
         return []
@@ -337,11 +332,11 @@ def published_manifests(store: FS) -> list[dict[str, Any]]:
     for name in sorted(store.listdir(MANIFEST_DIR)):
         if name.endswith(".json"):
             path = f"{MANIFEST_DIR}/{name}"
-            documents.append(parse_published(store.readbytes(path), path))
+            documents.append(parse_published(store.read_bytes(path), path))
     return documents
 
 
-def store_archive(store: FS) -> Archive:
+def store_archive(store: Store) -> Archive:
     """Every sink's segments under one store root, from the published manifests."""
 
     def rows(stream: str | None, since: str | None, until: str | None) -> list[SegmentRow]:
@@ -361,7 +356,7 @@ def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_hap
         finally:
             manifest.close()
 
-    def store() -> FS | None:
+    def store() -> Store | None:
         manifest = open_for_reading(data_dir.root)
         try:
             url = store_url or manifest.get_meta("store_url")
@@ -372,9 +367,7 @@ def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_hap
             return None
         from archiver.store import open_store
 
-        if url.startswith("tahoe://") and cap and "/URI:" not in url:
-            url = f"{url}/{cap}"
-        return open_store(url)
+        return open_store(url, root_cap=cap)
 
     return Archive(rows, data_dir=data_dir, store=store, shares_happy=shares_happy)
 

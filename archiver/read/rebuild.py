@@ -8,15 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fs.base import FS
-
 from archiver.common.units import format_ts
 from archiver.format.layout import COMPRESSION_SUFFIX, SEGMENT_ID
 from archiver.format.manifest import Manifest
 from archiver.format.segment import SegmentTally, open_compressed
 from archiver.format.store_layout import MANIFEST_DIR, levels_of
 from archiver.read.reader import published_manifests, published_row
-from archiver.store.caps import stored_caps
+from archiver.store.base import Store, caps_of
 
 _SUFFIXES = {suffix: kind for kind, suffix in COMPRESSION_SUFFIX.items()}
 
@@ -43,7 +41,7 @@ class _HashingReader:
         self.raw.close()
 
 
-def rebuild_manifest(data_dir: Path, store: FS, sink_id: str | None = None) -> dict[str, Any]:
+def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -> dict[str, Any]:
     """Write DATA/manifest.sqlite for ``sink_id`` (the only sink, when there is one) from ``store``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
@@ -66,10 +64,10 @@ def rebuild_manifest(data_dir: Path, store: FS, sink_id: str | None = None) -> d
             chosen, count = _walk(manifest, store, sink_id)
             source = "walk"
         manifest.set_meta("sink_id", chosen)
-        root = stored_caps(store, "/")
-        for key in ("write_cap", "read_cap"):
-            if root[key]:  # the write cap only when the store was given by it
-                manifest.set_meta(f"root_{key}", root[key])
+        root = caps_of(store, "/")
+        for key, cap in (("write_cap", root.write_cap), ("read_cap", root.read_cap)):
+            if cap:  # the write cap only when the store was given by it
+                manifest.set_meta(f"root_{key}", cap)
     finally:
         manifest.close()
     return {"sink_id": chosen, "segments": count, "source": source}
@@ -85,10 +83,10 @@ def _choose(sinks: list[str], wanted: str | None) -> str:
     return sinks[0]
 
 
-def _walk(manifest: Manifest, store: FS, wanted: str | None) -> tuple[str, int]:
+def _walk(manifest: Manifest, store: Store, wanted: str | None) -> tuple[str, int]:
     """No published manifest: find every segment file and read it back to recount it."""
     found: dict[str, list[tuple[str, str, str, str]]] = {}
-    for path in store.walk.files(exclude_dirs=[MANIFEST_DIR.strip("/")]):
+    for path in store.walk_files("/", exclude=(MANIFEST_DIR,)):
         name = path.rsplit("/", 1)[1]
         suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
         match = SEGMENT_ID.fullmatch(name[: -len(suffix)]) if suffix else None
@@ -99,18 +97,18 @@ def _walk(manifest: Manifest, store: FS, wanted: str | None) -> tuple[str, int]:
     chosen = _choose(sorted(found), wanted)
     levels = {level for path, *_ in found[chosen] for level in levels_of(path.rsplit("/", 1)[0])}
     for level in sorted(levels):
-        caps = stored_caps(store, level)
-        manifest.add_dir(level, caps["write_cap"], caps["read_cap"], format_ts(time.time()))
+        caps = caps_of(store, level)
+        manifest.add_dir(level, caps.write_cap, caps.read_cap, format_ts(time.time()))
     for path, segment, stream, compression in found[chosen]:
-        hashing = _HashingReader(store.openbin(path))
+        hashing = _HashingReader(store.open(path))
         tally = SegmentTally()
         with open_compressed(hashing, compression) as lines:  # type: ignore[arg-type]
             for line in lines:
                 tally.add(line)
-        caps = stored_caps(store, path)
+        caps = caps_of(store, path)
         manifest.add_sealed(tally.row(segment, stream, "", compression, hashing.size, hashing.sha256.hexdigest()))
         manifest.update_segment(
-            segment, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
+            segment, state="uploaded", store_path=path, read_cap=caps.read_cap, verify_cap=caps.verify_cap,
         )
     return chosen, len(found[chosen])
 

@@ -1,6 +1,6 @@
 """The jobs that move sealed segments to the store: upload, publish, verify, prune.
 
-Knows only ``fs.base.FS`` and the manifest. Ordering (docs/format.md): a segment is uploaded,
+Knows only the Store protocol and the manifest. Ordering (docs/format.md): a segment is uploaded,
 then the manifest row says so, then it is verified, and only then, after ``keep_local``, is the
 local copy removed. Store paths are fixed by the segment id, and Tahoe's CHK caps are derived
 from the content, so uploading a segment again after a crash (between the PUT and the
@@ -15,12 +15,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Mapping
+from posixpath import dirname
+from typing import Any, BinaryIO, Callable
 
 import orjson
-from fs import errors
-from fs.base import FS
-from fs.path import dirname
 
 from archiver.common.backoff import retry_delay
 from archiver.common.failpoints import failpoint
@@ -29,12 +27,9 @@ from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.store_layout import MANIFEST_DIR, levels_of, store_path
-from archiver.store.caps import _cap_fields, stored_caps
-from archiver.store.tahoe import NotEnoughShares, UploadUnhappy
+from archiver.store.base import HealthCheck, NotFound, Store, StoreError, StoreUnavailable, Stored, caps_of
 
 log = logging.getLogger(__name__)
-# Failures of the store as a whole: the rest of the batch would fail the same way.
-STORE_DOWN = (errors.RemoteConnectionError, errors.OperationTimeout, UploadUnhappy, NotEnoughShares)
 
 
 @dataclass(frozen=True)
@@ -47,24 +42,6 @@ class UploadSettings:
     repair: bool = False
 
 
-def root_identity(store: FS) -> str:
-    """A name for the store's root that gives nothing away: the sha256 of its read cap (Tahoe),
-    else of the store itself (an OSFS shows its directory). Directory caps hold under it only."""
-    read_cap = stored_caps(store, "/")["read_cap"]
-    return hashlib.sha256((read_cap or repr(store)).encode()).hexdigest()
-
-
-def _upload(store: FS, path: str, file: BinaryIO, parent_cap: str | None) -> dict[str, Any]:
-    """Store ``file`` at ``path`` and return its caps (a Tahoe grid gets them without listing
-    the day's directory, which grows all day, and puts the file into ``parent_cap``, its
-    directory's write cap, when known)."""
-    upload_with_caps = getattr(store, "upload_with_caps", None)
-    if upload_with_caps is not None:
-        return _cap_fields(upload_with_caps(path, file, parent_cap))
-    store.upload(path, file)
-    return stored_caps(store, path)
-
-
 class KnownDirs:
     """The store directories the uploader made, path -> write cap (None without caps): the
     manifest's dirs table, cached. The upload, publish and verify threads share it under one
@@ -75,12 +52,12 @@ class KnownDirs:
         self._caps: dict[str, str | None] = {}
         self._loaded = False
 
-    def missing(self, manifest: Manifest, store: FS, levels: list[str]) -> list[str]:
+    def missing(self, manifest: Manifest, store: Store, levels: list[str]) -> list[str]:
         """Those of ``levels`` not known to exist. The first call loads the manifest's
         directories, less those recorded under another root than ``store``'s."""
         with self._lock:
             if not self._loaded:
-                dirs = manifest.dirs_under(root_identity(store))
+                dirs = manifest.dirs_under(store.root_identity())
                 self._caps = {path: caps["write_cap"] for path, caps in dirs.items()}
                 self._loaded = True
             return [level for level in levels if level not in self._caps]
@@ -89,10 +66,10 @@ class KnownDirs:
         with self._lock:
             return self._caps.get(path)
 
-    def add(self, manifest: Manifest, path: str, caps: Mapping[str, Any], created_at: str) -> None:
+    def add(self, manifest: Manifest, path: str, caps: Stored, created_at: str) -> None:
         with self._lock:
-            manifest.add_dir(path, caps["write_cap"], caps["read_cap"], created_at)
-            self._caps[path] = caps["write_cap"]
+            manifest.add_dir(path, caps.write_cap, caps.read_cap, created_at)
+            self._caps[path] = caps.write_cap
 
     def forget(self, manifest: Manifest, paths: list[str]) -> None:
         """Directories found gone from the store (or their caps unusable): made again when next needed."""
@@ -109,7 +86,7 @@ class Uploader:
         self,
         data_dir: DataDir,
         sink_id: str,
-        open_store: Callable[[], FS],
+        open_store: Callable[[], Store],
         settings: UploadSettings,
         on_pruned: Callable[[int], None] = lambda size: None,
         clock: Callable[[], float] = time.time,
@@ -118,7 +95,7 @@ class Uploader:
         self.sink_id = sink_id
         self.settings = settings
         self._open_store = open_store
-        self._store: FS | None = None
+        self._store: Store | None = None
         self._on_pruned = on_pruned
         self._clock = clock
         self._rng = random.Random()
@@ -131,7 +108,7 @@ class Uploader:
         self.last_error: str | None = None
         self.stopping = threading.Event()  # set at shutdown: runs end after the current segment
 
-    def store(self) -> FS:
+    def store(self) -> Store:
         """The store, opened (and its root created) on first use, so a grid that is down at
         start only delays uploads."""
         with self._store_lock:  # the upload job and the start-up may both ask first
@@ -151,7 +128,7 @@ class Uploader:
             self._unpublished += changes
 
     @property
-    def opened(self) -> FS | None:
+    def opened(self) -> Store | None:
         """The store if it has been opened, without trying to open it."""
         return self._store
 
@@ -174,11 +151,11 @@ class Uploader:
                     try:
                         self._upload_one(manifest, row)
                         uploaded += 1
-                    except STORE_DOWN as err:
+                    except StoreUnavailable as err:
                         failed += 1
                         self._failed(manifest, row, err, cap=self.settings.interval)
                         break  # the store is down: the next run tries again
-                    except (errors.FSError, OSError) as err:
+                    except (StoreError, OSError) as err:
                         failed += 1
                         self._failed(manifest, row, err, cap=self.settings.backoff_max)
                 backlog = len(manifest.in_state("sealed"))
@@ -193,36 +170,33 @@ class Uploader:
             caps = self._put(manifest, path, local)
         failpoint("after-upload-put")
         manifest.update_segment(
-            row.id, state="uploaded", store_path=path, read_cap=caps["read_cap"], verify_cap=caps["verify_cap"],
+            row.id, state="uploaded", store_path=path, read_cap=caps.read_cap, verify_cap=caps.verify_cap,
             uploaded_at=format_ts(self._clock()), last_error=None, next_attempt=0,
         )
         log.info("uploaded %s (%d bytes)", path, row.stored_bytes)
 
-    def _put(self, manifest: Manifest, path: str, local: BinaryIO) -> dict[str, Any]:
-        """Upload into the file's directory, by its cap when known. When that directory is gone
-        (404), or its cap is one the store cannot read (410: store.url now names another root or
-        grid), its directories are forgotten, made again by path, and the upload tried once more."""
+    def _put(self, manifest: Manifest, path: str, local: BinaryIO) -> Stored:
+        """Upload into the file's directory, by its cap when known. When that directory is gone,
+        or its cap is one the store cannot read (store.url now names another root or grid), its
+        directories are forgotten, made again by path, and the upload tried once more."""
         directory = dirname(path)
         self._ensure_dirs(manifest, directory)
-        parent_cap = self._dirs.get(directory)
         try:
-            return _upload(self.store(), path, local, parent_cap)
-        except (errors.ResourceNotFound, NotEnoughShares) as err:
-            if parent_cap is None and isinstance(err, NotEnoughShares):
-                raise  # addressed by path: the grid itself cannot be read
+            return self.store().put(path, local, self._dirs.get(directory))
+        except NotFound:
             self._dirs.forget(manifest, levels_of(directory))
             self._ensure_dirs(manifest, directory)
             local.seek(0)
-            return _upload(self.store(), path, local, self._dirs.get(directory))
+            return self.store().put(path, local, self._dirs.get(directory))
 
     def _ensure_dirs(self, manifest: Manifest, path: str) -> None:
         """Create each directory of ``path`` not known to exist and record its caps."""
         store = self.store()
         missing = self._dirs.missing(manifest, store, levels_of(path))
         if missing:
-            store.makedirs(missing[-1], recreate=True)  # one request makes every missing level
+            store.makedirs(missing[-1])  # one request makes every missing level
         for current in missing:
-            self._dirs.add(manifest, current, stored_caps(store, current), format_ts(self._clock()))
+            self._dirs.add(manifest, current, caps_of(store, current), format_ts(self._clock()))
 
     def _failed(self, manifest: Manifest, row: SegmentRow, err: Exception, cap: float) -> None:
         attempts = row.attempts + 1
@@ -243,7 +217,7 @@ class Uploader:
                 document = manifest.document(uploaded_only=True)
                 self._ensure_dirs(manifest, MANIFEST_DIR)
                 body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-                self.store().upload(f"{MANIFEST_DIR}/{self.sink_id}.json", io.BytesIO(body))
+                self.store().put(f"{MANIFEST_DIR}/{self.sink_id}.json", io.BytesIO(body))
                 self._count_unpublished(-pending)
             finally:
                 manifest.close()
@@ -261,11 +235,11 @@ class Uploader:
                     break
                 try:
                     ok, health = self.check(row, self.settings.repair if repair is None else repair)
-                except errors.ResourceNotFound:
+                except NotFound:
                     missing += 1
                     self._missing_from_store(manifest, row)
                     continue
-                except (errors.FSError, OSError) as err:
+                except (StoreError, OSError) as err:
                     ok, health = False, {"error": redact(str(err))}
                 changes: dict[str, Any] = {"health": orjson.dumps(health).decode()}
                 if ok:
@@ -307,28 +281,19 @@ class Uploader:
         )
 
     def check(self, row: SegmentRow, repair: bool = False) -> tuple[bool, dict[str, Any]]:
-        """Tahoe stores: ``t=check&verify=true``, healthy only when count-happiness reaches
-        shares_happy. Other stores: the stored bytes hash to the manifest's sha256."""
+        """Stores with a health check: theirs (Tahoe's ``t=check&verify=true``), healthy only
+        when count-happiness reaches shares_happy. Other stores: the stored bytes hash to the
+        manifest's sha256."""
         store = self.store()
         path = row.store_path or store_path(row)
-        check = getattr(store, "check_health", None)
-        if check is None:
-            digest = hashlib.sha256()
-            with store.openbin(path) as stored:
-                while chunk := stored.read(1024 * 1024):
-                    digest.update(chunk)
-            return digest.hexdigest() == row.sha256, {"sha256_matches": digest.hexdigest() == row.sha256}
-        answer = check(path, verify=True, repair=repair)
-        results = answer.get("post-repair-results", answer)["results"]
-        health = {
-            "healthy": results.get("healthy"),
-            "count-happiness": results.get("count-happiness"),
-            "count-shares-good": results.get("count-shares-good"),
-            "count-shares-expected": results.get("count-shares-expected"),
-            "repaired": answer.get("repair-successful"),
-        }
-        happy = (results.get("count-happiness") or 0) >= self.settings.shares_happy
-        return bool(results.get("healthy")) and happy, health
+        if isinstance(store, HealthCheck):
+            health = store.check(path, verify=True, repair=repair)
+            return health.enough(self.settings.shares_happy), health.as_dict()
+        digest = hashlib.sha256()
+        with store.open(path) as stored:
+            while chunk := stored.read(1024 * 1024):
+                digest.update(chunk)
+        return digest.hexdigest() == row.sha256, {"sha256_matches": digest.hexdigest() == row.sha256}
 
     # -- prune -----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import io
 import re
 import tempfile
 import threading
-from typing import Any, BinaryIO, Collection, Iterator, Mapping, cast
+from typing import Any, BinaryIO, Callable, Collection, Iterator, Mapping, cast
 from urllib.parse import quote, unquote, urlencode
 
 import requests
@@ -35,6 +35,10 @@ from fs.path import basename, dirname, join
 from fs.subfs import SubFS
 
 from archiver.common.redaction import redact
+from archiver.store.base import (
+    GridStatus, GuardedReader, HasCaps, Health, HealthCheck, LeaseRenewal, NotFound, Stored, sha256_identity,
+)
+from archiver.store.fs import FsStore
 
 DEFAULT_TIMEOUT = (5.0, 3600.0)  # connect fast; an upload is answered only once on the grid
 CHUNK = 1024 * 1024
@@ -146,11 +150,7 @@ class TahoeFS(FS):
 
     def servers_connected(self) -> int | None:
         """Storage servers the gateway node sees connected now (None if it cannot say)."""
-        try:
-            welcome = self._session.get(f"{self.node_url}/?t=json", timeout=(2.0, 5.0)).json()
-        except (requests.RequestException, ValueError):
-            return None
-        return sum(1 for s in welcome.get("servers", []) if str(s.get("connection_status", "")).lower().startswith("connected"))
+        return servers_connected(self.node_url, self._session)
 
     def _json(self, path: str, shown: str) -> list[Any]:
         """``t=json`` of a path; errors name ``shown``, the path as the caller wrote it."""
@@ -408,15 +408,17 @@ class TahoeFS(FS):
         reader = _RangeReader(self, f"{self.node_url}/uri/{quote(cap, safe=':')}", name or redact(cap), size)
         return RawWrapper(io.BufferedReader(reader, CHUNK), mode="rb", name=name)  # type: ignore[return-value]
 
-    def check_health(self, path: str, *, verify: bool = True, repair: bool = False) -> dict[str, Any]:
+    def check_health(
+        self, path: str, *, verify: bool = True, repair: bool = False, add_lease: bool = False
+    ) -> dict[str, Any]:
         """Tahoe's ``t=check`` of a file or directory (``verify`` reads every share back;
-        ``repair`` re-uploads missing shares): the node's JSON answer."""
+        ``repair`` re-uploads missing shares; ``add_lease`` renews the leases on every share
+        found): the node's JSON answer."""
         _path = self.validatepath(path)
         params = {"t": "check", "output": "JSON"}
-        if verify:
-            params["verify"] = "true"
-        if repair:
-            params["repair"] = "true"
+        for name, wanted in (("verify", verify), ("repair", repair), ("add-lease", add_lease)):
+            if wanted:
+                params[name] = "true"
         response = self._check(self._request("POST", self._url(_path, **params), path), path)
         result: dict[str, Any] = response.json()
         return result
@@ -627,6 +629,16 @@ def split_tahoe_url(url: str) -> tuple[str, str | None, str]:
     return f"{scheme}://{host}", cap, unquote(sub)
 
 
+def servers_connected(node_url: str, session: requests.Session | None = None) -> int | None:
+    """Storage servers the node at ``node_url`` sees connected now (None if it cannot say)."""
+    try:
+        get = session.get if session is not None else requests.get
+        welcome = get(f"{node_url}/?t=json", timeout=(2.0, 5.0)).json()
+    except (requests.RequestException, ValueError):
+        return None
+    return sum(1 for s in welcome.get("servers", []) if str(s.get("connection_status", "")).lower().startswith("connected"))
+
+
 def create_root(node_url: str, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> TahoeFS:
     """A new, empty directory on the grid (POST /uri?t=mkdir), as a TahoeFS at its write cap."""
     session = _new_session()
@@ -677,3 +689,123 @@ class _ClosingSubFS(SubFS[FS]):
     def close(self) -> None:
         self._wrap_fs.close()
         super().close()
+
+
+class TahoeStore(FsStore, HasCaps, HealthCheck, LeaseRenewal, GridStatus):
+    """The Store protocol over a TahoeFS: files are put into their directory by its cap and
+    come back with theirs, read by cap, checked, repaired and leased by the grid."""
+
+    UNAVAILABLE = (*FsStore.UNAVAILABLE, UploadUnhappy, NotEnoughShares)
+
+    def __init__(self, tahoe: TahoeFS) -> None:
+        super().__init__(tahoe)
+        self.tahoe = tahoe
+
+    @property
+    def url(self) -> str:
+        return "tahoe://" + self.tahoe.node_url.split("://", 1)[1]
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def put(self, path: str, file: BinaryIO, parent: str | None = None) -> Stored:
+        """A PUT into ``parent`` (the directory's write cap) when given: 410 there means that
+        cap is not one this grid can read (another root or grid), reported as NotFound so the
+        caller makes the directory again by path; without ``parent``, the grid is down."""
+        with self.mapped(path):
+            try:
+                return _stored(self.tahoe.upload_with_caps(path, file, parent))
+            except NotEnoughShares:
+                if parent is None:
+                    raise
+                raise NotFound(f"the directory of {path} cannot be read by the cap known for it") from None
+
+    def caps(self, path: str) -> Stored:
+        with self.mapped(path):
+            return _stored(self.tahoe.getinfo(path, namespaces=["tahoe"]).raw["tahoe"])
+
+    def open_cap(self, cap: str, size: int, name: str = "") -> BinaryIO:
+        shown = name or redact(cap)
+        with self.mapped(shown):
+            raw = self.tahoe.open_cap(cap, size, name)
+        return GuardedReader(raw, self.mapped, shown)  # type: ignore[return-value]
+
+    def check(self, path: str, *, verify: bool = True, repair: bool = False) -> Health:
+        with self.mapped(path):
+            return parse_check(self.tahoe.check_health(path, verify=verify, repair=repair))
+
+    def renew_lease(self, path: str) -> Health:
+        with self.mapped(path):
+            return parse_check(self.tahoe.check_health(path, verify=False, add_lease=True))
+
+    def servers_connected(self) -> int | None:
+        return self.tahoe.servers_connected()
+
+    def root_identity(self) -> str:
+        return sha256_identity(self.caps("/").read_cap or self.tahoe.root_cap)
+
+    def under(self, sub: str, create: bool) -> "TahoeStore":
+        """The store rooted at the directory ``sub`` (made first when ``create``), by its own
+        cap: uploads into it keep their caps, as at a root."""
+        if create:
+            self.makedirs(sub)
+        caps = self.caps(sub)
+        cap = caps.write_cap or caps.read_cap
+        if not self.isdir(sub) or cap is None:
+            raise NotFound(f"{sub} is not a directory in the store")
+        return TahoeStore(TahoeFS(self.tahoe.node_url, cap, session=self.tahoe._session))
+
+
+def _stored(tahoe: Mapping[str, Any]) -> Stored:
+    return Stored(read_cap=tahoe.get("read_cap"), write_cap=tahoe.get("write_cap"), verify_cap=tahoe.get("verify_cap"))
+
+
+def parse_check(answer: Mapping[str, Any]) -> Health:
+    """A ``t=check&output=JSON`` answer, after repair when one was made."""
+    results = answer.get("post-repair-results", answer)["results"]
+    return Health(
+        healthy=bool(results.get("healthy")),
+        happiness=results.get("count-happiness"),
+        shares_good=results.get("count-shares-good"),
+        shares_expected=results.get("count-shares-expected"),
+        repaired=answer.get("repair-successful"),
+        summary=str(results.get("summary") or ""),
+    )
+
+
+def public_url(url: str) -> str:
+    """A tahoe:// URL without its capability (or query)."""
+    return "tahoe://" + split_tahoe_url(url)[0].split("://", 1)[1]
+
+
+def names_root(url: str) -> bool:
+    """Whether a tahoe:// URL names its root by a cap (else the root is created, or kept aside)."""
+    return split_tahoe_url(url)[1] is not None
+
+
+def open_tahoe(
+    url: str, *, root_cap: str | None = None, make_root: bool = False,
+    on_root: Callable[[Stored], None] = lambda caps: None,
+) -> TahoeStore:
+    """The store at ``tahoe://HOST:PORT[/CAP[/sub]]``. Without a cap in the URL, ``root_cap``
+    (kept from an earlier start) roots it, else with ``make_root`` a new root directory is made;
+    ``on_root`` hears its caps, first the write cap of a new root (before anything else can
+    fail), then the root's caps once read. The root is read at once: a bad cap or a node that
+    is down fails here."""
+    node_url, cap, sub = split_tahoe_url(url)
+    cap = cap or root_cap
+    if cap:
+        tahoe = TahoeFS(node_url, cap)
+    elif not make_root:
+        raise ValueError("expected tahoe://HOST:PORT/URI:DIR2:...[/path]: a node and a directory capability")
+    else:
+        tahoe = create_root(node_url)
+        on_root(Stored(write_cap=tahoe.root_cap))
+    store = TahoeStore(tahoe)
+    try:
+        on_root(store.caps("/"))
+        return store.under(sub, create=not tahoe.getmeta()["read_only"]) if sub else store
+    except Exception:
+        store.close()
+        raise

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from archiver.app.grid import LocalGrid
-from archiver.store.tahoe import TahoeFS
+from archiver.store.tahoe import TahoeFS, TahoeStore
 from conftest import Sink, archiver_cli, cat_json, make_uploader, rows, seal
 
 INTERVAL = 3.0
@@ -231,7 +231,7 @@ def test_a_day_directory_removed_from_the_grid_is_made_again(grid1: LocalGrid, t
     found when verifying, and its segments are uploaded again into a new one."""
     seal(tmp_path / "data", {"app": 2})
     store = grid1.create_root()
-    uploader = make_uploader(tmp_path, store)
+    uploader = make_uploader(tmp_path, TahoeStore(store))
     assert uploader.upload_due()["uploaded"] == 1
     store.removetree("/app")  # someone deleted the stream's tree
     seal(tmp_path / "data", {"app": 1})
