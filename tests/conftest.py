@@ -196,8 +196,11 @@ class LocalSink:
         return requests.post(self.url + path, data=data, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
+StartLocal = Callable[..., LocalSink]
+
+
 @pytest.fixture
-def local_sink(tmp_path: Path) -> Iterator[Callable[..., LocalSink]]:
+def local_sink(tmp_path: Path) -> Iterator[StartLocal]:
     """``local_sink(env={...})`` starts a LocalSink on TMP/data configured as `archiver serve`
     would be by those ``ARCHIVER_*`` variables; each is stopped at teardown."""
     started: list[LocalSink] = []

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from conftest import cat_json
+from conftest import StartLocal, read_json
 
 MAX_BODY = 64 * 1024
 GOOD_FORM = "name=app&msg=good+%s&args=%28{n}%2C%29"
@@ -48,8 +48,8 @@ def _send_raw(url: str, request: bytes) -> bytes:
     return answer
 
 
-def test_bad_input_is_refused_clearly_and_kept(start_sink) -> None:  # type: ignore[no-untyped-def]
-    sink = start_sink(None, env={"ARCHIVER_SERVER_MAX_BODY_BYTES": str(MAX_BODY),
+def test_bad_input_is_refused_clearly_and_kept(local_sink: StartLocal) -> None:
+    sink = local_sink(env={"ARCHIVER_SERVER_MAX_BODY_BYTES": str(MAX_BODY),
                                  "ARCHIVER_SERVER_MAX_DECODED_BYTES": str(MAX_BODY * 4)})
     good = 0
     for label, method, path, body, headers, status, reason, _ in CASES:
@@ -66,8 +66,8 @@ def test_bad_input_is_refused_clearly_and_kept(start_sink) -> None:  # type: ign
     good += 1
     assert requests.get(sink.url + "/_health", timeout=10).status_code == 200
 
-    assert sink.stop() == 0
-    records = cat_json(sink.data_dir)
+    sink.stop()
+    records = read_json(sink.data_dir)
     messages = {r["message"] for r in records if r["stream"] == "app"}
     assert messages == {f"good {n}" for n in range(good)}
     rejected = [r for r in records if r["stream"] == "_rejected"]
@@ -89,8 +89,8 @@ def _raw(record: dict) -> bytes:
     return fields["raw"].encode()
 
 
-def test_full_spool_answers_503_with_retry_after(start_sink) -> None:  # type: ignore[no-untyped-def]
-    sink = start_sink(None, env={"ARCHIVER_SPOOL_MAX_BYTES": "2000", "ARCHIVER_SPOOL_RETRY_AFTER": "7s"})
+def test_full_spool_answers_503_with_retry_after(local_sink: StartLocal) -> None:
+    sink = local_sink(env={"ARCHIVER_SPOOL_MAX_BYTES": "2000", "ARCHIVER_SPOOL_RETRY_AFTER": "7s"})
     accepted = 0
     response = None
     for n in range(100):
@@ -101,6 +101,6 @@ def test_full_spool_answers_503_with_retry_after(start_sink) -> None:  # type: i
     assert response is not None and response.status_code == 503
     assert response.headers["Retry-After"] == "7" and "spool is full" in response.text
     assert requests.get(sink.url + "/_health", timeout=10).status_code == 503
-    assert sink.stop() == 0
-    messages = [r["message"] for r in cat_json(sink.data_dir, "--stream", "app")]
+    sink.stop()
+    messages = [r["message"] for r in read_json(sink.data_dir, "app")]
     assert sorted(messages) == sorted(f"good {n}" for n in range(accepted))

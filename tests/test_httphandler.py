@@ -1,16 +1,16 @@
-"""The stdlib logging.handlers.HTTPHandler against a real sink: every record comes back."""
+"""The stdlib logging.handlers.HTTPHandler against the real HTTP app (in-process, on a real
+socket): every record comes back."""
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import cat_json
+from conftest import StartLocal, read_json
 
 # The stdlib HTTPHandler never closes its connection object (CPython behaviour, not ours).
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -20,8 +20,8 @@ def _handler(url: str, stream: str, method: str) -> logging.Handler:
     return logging.handlers.HTTPHandler(urlsplit(url).netloc, f"/{stream}", method=method)
 
 
-def test_httphandler_post_and_get_three_streams(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    sink = start_sink()
+def test_httphandler_post_and_get_three_streams(local_sink: StartLocal) -> None:
+    sink = local_sink()
     sent: list[tuple[str, logging.LogRecord]] = []
 
     class Capture(logging.Handler):
@@ -50,8 +50,8 @@ def test_httphandler_post_and_get_three_streams(start_sink, tmp_path: Path) -> N
         for handler in handlers:
             logger.removeHandler(handler)
 
-    assert sink.stop() == 0
-    records = cat_json(sink.data_dir)
+    sink.stop()
+    records = read_json(sink.data_dir)
     assert len(records) == len(sent) == 24
     by_key = {(r["stream"], r["message"]): r for r in records}
     for stream, record in sent:
