@@ -215,6 +215,19 @@ def local_sink(tmp_path: Path) -> Iterator[StartLocal]:
         sink.stop()
 
 
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 120) -> None:
+    """Poll until ``predicate`` holds: a hang detector with a deadline, not a speed test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
+
+
+def peers_of(pid: int, port: int) -> list[tuple[str, int]]:
+    """The remote addresses of the connections process ``pid`` holds on local ``port``."""
+    return [c.raddr for c in psutil.Process(pid).net_connections("tcp") if c.laddr[1] == port and c.raddr]
+
+
 def peak_rss_growth(action: Callable[[], None]) -> int:
     """How far this process's RSS rose above its starting point while ``action`` ran."""
     process = psutil.Process()

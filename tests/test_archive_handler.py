@@ -24,15 +24,22 @@ from typing import Callable, Iterator
 
 import orjson
 import pytest
+import requests
 
 from archiver.client import DROP_NEW, DROP_OLD, ArchiveHandler, SenderEvent, SenderState, render, transition
-from conftest import cat_json, named_logger
+from conftest import cat_json, named_logger, wait_until
 
 AUTH = {"ARCHIVER_AUTH_TOKENS": "t0ken", "ARCHIVER_AUTH_BASIC": "alice:s3crét"}  # non-ASCII: encoded as HTTPHandler does
 
 
 def _messages(data_dir: Path, stream: str) -> list[str]:
     return [record["message"] for record in cat_json(data_dir, "--stream", stream)]
+
+
+def _responses(url: str) -> dict[str, int]:
+    """The sink's count of answers by status code (the AUTH token reads /_status)."""
+    status = requests.get(f"{url}/_status", headers={"Authorization": "Bearer t0ken"}, timeout=10).json()
+    return {"401": 0, **status["responses"]}
 
 
 def _buffered_lines(buffer_dir: Path) -> int:
@@ -63,7 +70,7 @@ def test_wrong_credentials_keep_the_records_and_say_so_once(start_sink, tmp_path
     logger = named_logger("auth.wrong", wrong)
     for n in range(20):
         logger.error("kept %d", n)
-    time.sleep(1)  # several tries answered 401, with backoff between them
+    wait_until(lambda: _responses(sink.url)["401"] >= 3, "several tries answered 401, with backoff between them")
     wrong.close()
     assert (wrong.sent, wrong.refused, wrong.dropped) == (0, 0, 0)  # not refused for good, not dropped
     assert _buffered_lines(buffer_dir) == 20
@@ -145,7 +152,7 @@ def _log_for(logger_name: str, handler: ArchiveHandler, seconds: float, burst: i
         for _ in range(burst):
             logger.warning("record %d", count)
             count += 1
-        time.sleep(pause)
+        time.sleep(pause)  # paces the load on purpose: bursts with gaps, as an application logs
     return count
 
 
@@ -197,7 +204,7 @@ def test_without_a_buffer_dir_records_from_an_outage_arrive_once_the_sink_is_bac
     logger = named_logger("outage.queued", handler)
     for n in range(30):
         logger.error("during the outage %d", n)
-    time.sleep(0.3)  # a few refused tries
+    wait_until(lambda: handler._failures >= 3, "a few refused tries")
     assert (handler.sent, handler.dropped) == (0, 0)
     sink = start_sink(None, "--port", str(port))
     deadline = time.monotonic() + 8
@@ -298,14 +305,6 @@ def test_flush_under_steady_logging_waits_only_for_what_was_queued_before_it(loc
     assert handler.sent + handler.dropped == logged  # close() counts what was logged after it
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    """Poll until ``predicate`` holds; a hang detector, not a speed test."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.02)
-
-
 def _buffered_messages(buffer_dir: Path) -> list[str]:
     return [orjson.loads(line)["message"] for path in sorted(buffer_dir.glob("*.ndjson"))
             for line in path.read_bytes().splitlines()]
@@ -321,7 +320,7 @@ def test_a_burst_to_a_healthy_sink_is_delivered_whole(start_sink, tmp_path: Path
     logger = named_logger("burst", handler)
     for n in range(BURST):
         logger.info("record %d", n)
-    _wait_for(lambda: handler.sent == BURST or handler.dropped > 0, "the burst to be sent")
+    wait_until(lambda: handler.sent == BURST or handler.dropped > 0, "the burst to be sent")
     handler.close()
     assert (handler.sent, handler.dropped, handler.refused) == (BURST, 0, 0)
     assert sink.stop() == 0
@@ -360,7 +359,7 @@ def test_an_outage_past_block_timeout_drops_without_waiting_and_says_so_once(sta
     assert "dropped" not in capsys.readouterr().err  # the episode is not over
 
     sink = start_sink(None, "--port", str(port))
-    _wait_for(lambda: handler.sent + handler.dropped == 5_000, "the queue to be sent once the sink is back")
+    wait_until(lambda: handler.sent + handler.dropped == 5_000, "the queue to be sent once the sink is back")
     err = ""
     while "dropped" not in err:  # reported once the sender falls idle
         err += capsys.readouterr().err
@@ -415,10 +414,10 @@ def test_the_buffer_is_fsynced_every_flush_interval(down_sink, tmp_path: Path, m
     logger = named_logger("buffer.fsync", handler)
     logger.info("first")
     (segment,) = [str(path) for path in buffer_dir.glob("*.ndjson")]  # written before emit() returned
-    _wait_for(lambda: segment in synced, "the first record to be fsynced")
+    wait_until(lambda: segment in synced, "the first record to be fsynced")
     count = len(synced)
     logger.info("second")
-    _wait_for(lambda: synced[count:].count(segment) > 0, "the second record to be fsynced")
+    wait_until(lambda: synced[count:].count(segment) > 0, "the second record to be fsynced")
     handler.close()
     assert _buffered_messages(buffer_dir) == ["first", "second"]
 
@@ -439,7 +438,7 @@ for n in range(int(sys.argv[3])):
 while handler.sent < 300:
     time.sleep(0.01)
 print("ready", flush=True)
-time.sleep(600)
+time.sleep(600)  # until the test kills this process
 """
 
 
@@ -460,7 +459,7 @@ def test_a_killed_application_loses_nothing_its_restart_sends_the_rest(start_sin
     assert acknowledged == [f"record {n}" for n in range(300)]
     sink = start_sink()
     restarted = ArchiveHandler(f"{sink.url}/app", buffer_dir=buffer_dir, flush_interval=0.05)
-    _wait_for(lambda: not list(buffer_dir.glob("*.ndjson")), "the buffer to be sent")
+    wait_until(lambda: not list(buffer_dir.glob("*.ndjson")), "the buffer to be sent")
     restarted.close()
     assert (restarted.dropped, restarted.refused) == (0, 0)
     assert sink.stop() == 0

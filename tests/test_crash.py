@@ -62,7 +62,7 @@ def test_acked_records_survive_sigkill(start_sink, tmp_path: Path) -> None:  # t
         before = len(acked)
         for thread in threads:
             thread.start()
-        time.sleep(rng.uniform(0.5, 2.0))
+        time.sleep(rng.uniform(0.5, 2.0))  # on purpose: the kill lands at a random point of the load
         workers.extend(psutil.Process(sink.proc.pid).children())
         sink.kill()
         stop.set()

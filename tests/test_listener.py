@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
-from conftest import cat_json
+from conftest import cat_json, peers_of, wait_until
 
 
 def test_clients_beyond_the_limit_wait_and_are_served_when_a_slot_frees(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sink = start_sink(tmp_path / "data", env={"ARCHIVER_SERVER_MAX_CONNECTIONS": "3"})
     address = urlsplit(sink.url)
     idle = [socket.create_connection((address.hostname, address.port)) for _ in range(3)]
-    time.sleep(0.5)  # all three accepted: the sink is full
+    wait_until(lambda: len(peers_of(sink.proc.pid, address.port)) == 3, "all three accepted: the sink is full")
     answers: list[int] = []
     client = threading.Thread(
         target=lambda: answers.append(requests.post(sink.url + "/app", data="msg=waited", timeout=60).status_code))

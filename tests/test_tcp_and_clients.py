@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import logging
 import socket
-import time
 import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from archiver.client import ArchiveHandler, FormattingHTTPHandler
-from conftest import Sink, cat_json, named_logger
+from conftest import Sink, cat_json, named_logger, peers_of, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # stdlib HTTPHandler
 
@@ -31,10 +30,14 @@ def test_tcp_json_lines_streams_and_rejects(start_sink, tmp_path: Path) -> None:
     lines.insert(500, b"not json at all")
     lines.insert(10, b"[1, 2, 3]")
     payload = b"\n".join(lines)  # the last line has no newline: it still counts at close
-    with socket.create_connection(tcp_address(sink)) as conn:
+    host, port = tcp_address(sink)
+    with socket.create_connection((host, port)) as conn:
         for start in range(0, len(payload), 7777):  # split anywhere, mid-line included
             conn.sendall(payload[start : start + 7777])
-    time.sleep(0.5)
+        sender = conn.getsockname()
+    # The sink closes its side once it has read to the EOF and committed; a connection not yet
+    # accepted at stop would be reset.
+    wait_until(lambda: sender not in peers_of(sink.proc.pid, port), "the sink to finish the connection")
     assert sink.stop() == 0
     records = cat_json(sink.data_dir)
     by_stream: dict[str, list[dict]] = {}
@@ -128,9 +131,7 @@ def test_archive_handler_buffers_on_disk_across_an_outage_and_a_restart(start_si
     sink = start_sink()
     back = ArchiveHandler(f"{sink.url}/app", buffer_dir=buffer_dir, flush_interval=0.05)  # the application restarts
     named_logger("app.outage", back).error("after restart")
-    deadline = time.monotonic() + 30
-    while list(buffer_dir.glob("*.ndjson")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not list(buffer_dir.glob("*.ndjson")), "the buffer to be sent", timeout=30)
     back.close()
     assert sink.stop() == 0
     messages = sorted(r["message"] for r in cat_json(sink.data_dir))

@@ -106,7 +106,7 @@ def crash_loop(start_sink, grid1: LocalGrid, tmp_path: Path, rounds: int) -> Non
         threads += [threading.Thread(target=load.tcp, args=(w,)) for w in range(2)]
         for thread in threads:
             thread.start()
-        time.sleep(rng.uniform(0.2, 1.5))
+        time.sleep(rng.uniform(0.2, 1.5))  # on purpose: the kill lands at a random point of the load
         load.killing.set()
         sink.kill()
         load.stop.set()
