@@ -16,7 +16,9 @@ import requests
 from fs import errors
 
 from archiver.app.grid import LocalGrid
-from archiver.store import StoreError, open_store
+from archiver.store import (
+    GridStatus, HasCaps, HealthCheck, LeaseRenewal, NotFound, Stored, StoreError, StoreUnavailable, open_store,
+)
 from archiver.store.tahoe import _HAPPY, NotEnoughShares, TahoeFS, UploadUnhappy, _error_text, redact
 from conftest import peak_rss_growth
 
@@ -196,3 +198,25 @@ def test_node_loss_on_a_2_of_3_grid(grid3: LocalGrid) -> None:
     grid3.wait_ready(60)
     tahoe.writebytes("after.bin", payload)
     assert tahoe.readbytes("after.bin") == payload and tahoe.readbytes("before.bin") == payload
+
+
+def test_tahoe_store_speaks_the_protocol_with_every_capability(grid1: LocalGrid) -> None:
+    """Caps from a put, a read by cap, one parsed Health for check and lease renewal, servers
+    connected, a sub path rooted by its own cap, and errors mapped to StoreErrors."""
+    kept: list[Stored] = []
+    store = open_store(f"tahoe://{grid1.gateway_url.split('://')[1]}", make_root=True, on_root=kept.append)
+    assert isinstance(store, (HasCaps, HealthCheck, LeaseRenewal, GridStatus))
+    assert kept[0].write_cap and kept[-1].read_cap and store.url.startswith("tahoe://127.0.0.1:")
+    store.makedirs("/app/day")
+    stored = store.put("/app/day/seg.jsonl.gz", io.BytesIO(b"s" * 5000), parent=store.caps("/app/day").write_cap)
+    assert stored.read_cap and stored.read_cap.startswith("URI:CHK:") and stored == store.caps("/app/day/seg.jsonl.gz")
+    with store.open_cap(stored.read_cap, 5000, "/app/day/seg.jsonl.gz") as by_cap:
+        assert by_cap.read() == b"s" * 5000
+    health = store.check("/app/day/seg.jsonl.gz")
+    assert health.healthy and health.enough(1) and not health.enough(2) and health.shares_good == 1
+    assert store.renew_lease("/app/day/seg.jsonl.gz").healthy and store.servers_connected() == 1
+    with pytest.raises(NotFound):
+        store.open("/app/day/missing")
+    assert open_store(f"tahoe://{grid1.gateway_url.split('://')[1]}/{kept[-1].write_cap}/app").listdir("/") == ["day"]
+    with pytest.raises(StoreUnavailable):
+        open_store(f"tahoe://127.0.0.1:1/{kept[-1].write_cap}")
