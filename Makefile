@@ -8,12 +8,13 @@ TAHOE_VENV  := .venv-tahoe
 TAHOE_STAMP := $(TAHOE_VENV)/.installed-stamp
 TAHOE_PIN   := tahoe-lafs==1.20.0
 
-.PHONY: run test soak bench lint clean syslog-ng nginx
+.PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13
 
 run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
 
-test: $(STAMP) $(TAHOE_STAMP) syslog-ng lint
+test: $(STAMP) $(TAHOE_STAMP) lint
+	@$(MAKE) --no-print-directory system-deps TARGET=test
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -22,7 +23,8 @@ lint: $(STAMP)
 soak: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python -m pytest -m soak
 
-bench: $(STAMP) $(TAHOE_STAMP) nginx
+bench: $(STAMP) $(TAHOE_STAMP)
+	@$(MAKE) --no-print-directory system-deps TARGET=bench
 	$(BIN)/python bench/ingest_http.py
 	$(BIN)/python bench/scale_out.py
 	$(BIN)/python bench/store.py
@@ -41,36 +43,62 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# syslog-ng is a real client in the tests: Debian's packages, installed when missing.
-syslog-ng:
-	@if command -v syslog-ng >/dev/null 2>&1 && ls /usr/lib/syslog-ng/*/libhttp.so >/dev/null 2>&1; then :; else \
+# The Debian packages of system-packages.txt that TARGET needs, installed when missing. A
+# policy-rc.d that denies service starts is put in place for the install (and removed after
+# it) when the machine has none, so no package's postinst starts a system daemon (nginx on
+# port 80, syslog-ng): the tests and benchmarks start their own.
+TARGET ?= test
+system-deps:
+	@missing=$$(awk -v t=$(TARGET) '!/^#/ && NF >= 2 && index(","$$2",", ","t",") {print $$1}' system-packages.txt | \
+		while read -r pkg; do dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q 'ok installed' || echo "$$pkg"; done); \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-			--no-install-recommends syslog-ng-core syslog-ng-mod-http; \
-	fi
-
-# nginx answering a static 200 is a baseline in bench/ingest_http.py: Debian's package, installed
-# when missing. `nginx` is the plain build (bookworm's nginx-light is it plus the echo module);
-# nginx-light only where no nginx exists. A policy-rc.d that denies service starts is put in
-# place for the install (and removed after it) when the machine has none, so the package's
-# postinst does not start a system nginx on port 80: the bench starts its own.
-nginx:
-	@if command -v nginx >/dev/null 2>&1; then :; else \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing system packages for $(TARGET): $$missing"; \
 		$$SUDO apt-get update -qq || exit 1; \
-		PKG=$$(apt-cache policy nginx | grep -q 'Candidate: [0-9]' && echo nginx || echo nginx-light); \
 		if [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null && \
 			$$SUDO chmod 755 /usr/sbin/policy-rc.d && trap '$$SUDO rm -f /usr/sbin/policy-rc.d' EXIT; \
 		fi; \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$PKG; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# Python 3.13 removed the cgi module, which tahoe-lafs 1.20.0 still imports: legacy-cgi is
+# the same module, published for 3.13 and later (docs/tahoe.md).
+define tahoe_venv
+	@$(MAKE) --no-print-directory system-deps TARGET=build
+	test -x $(1)/bin/python || $(2) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet '$(TAHOE_PIN)'
+	$(1)/bin/python -c 'import cgi' 2>/dev/null || $(1)/bin/python -m pip install --quiet legacy-cgi
+	touch $(1)/.installed-stamp
+endef
+
 $(TAHOE_STAMP):
-	test -x $(TAHOE_VENV)/bin/python || $(PYTHON) -m venv $(TAHOE_VENV)
-	$(TAHOE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(TAHOE_VENV)/bin/python -m pip install --quiet '$(TAHOE_PIN)'
-	touch $@
+	$(call tahoe_venv,$(TAHOE_VENV),$(PYTHON))
+
+# Whichever of Python 3.11, 3.12 and 3.13 `python3` is, the grid must start: CI proves 3.13
+# by building a Tahoe venv with it and starting a one-node grid that answers its web API, and
+# runs archiver's unit tier on 3.13.
+# pyenv's 3.13 when pyenv has one (its python3.13 shim only works once selected), else PATH's.
+PY313 ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep '^3\.13' | tail -1); \
+	if [ -n "$$v" ]; then echo "$$(pyenv prefix $$v)/bin/python3"; else command -v python3.13 || echo python3.13; fi)
+TAHOE_313 := .venv-tahoe-3.13
+VENV_313  := .venv-3.13
+UNIT_TESTS := tests/test_architecture.py tests/test_config.py tests/test_decoder.py tests/test_records.py \
+	tests/test_records_property.py tests/test_redact.py tests/test_segments.py tests/test_stop_seal.py \
+	tests/test_uploader.py tests/test_heap.py
+
+$(TAHOE_313)/.installed-stamp:
+	$(call tahoe_venv,$(TAHOE_313),$(PY313))
+
+tahoe-check-3.13: $(STAMP) $(TAHOE_313)/.installed-stamp
+	ARCHIVER_TAHOE=$(TAHOE_313)/bin/tahoe $(BIN)/python tests/tahoe/grid_smoke.py
+
+test-3.13: $(TAHOE_313)/.installed-stamp
+	test -x $(VENV_313)/bin/python || $(PY313) -m venv $(VENV_313)
+	$(VENV_313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_313)/bin/python -m pip install --quiet -e '.[test]'
+	ARCHIVER_TAHOE=$(TAHOE_313)/bin/tahoe $(VENV_313)/bin/python -m pytest -q $(UNIT_TESTS)
 
 clean:
-	rm -rf $(VENV) $(TAHOE_VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TAHOE_VENV) $(VENV_313) $(TAHOE_313) build *.egg-info .pytest_cache .hypothesis

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Iterator, Mapping, TypeVar
@@ -342,10 +343,12 @@ def seal(data_dir: Path, streams: dict[str, int]) -> None:
 
 def make_uploader(tmp_path: Path, store: Store, **settings: float) -> Uploader:
     """An Uploader of sink "sinkA" over TMP/data, into ``store``."""
-    Manifest(tmp_path / "data").set_meta("sink_id", "sinkA")
+    with closing(Manifest(tmp_path / "data")) as manifest:
+        manifest.set_meta("sink_id", "sinkA")
     return Uploader(DataDir(tmp_path / "data"), "sinkA", lambda: store, UploadSettings(**settings))
 
 
 def rows(tmp_path: Path) -> list:
     """The manifest's segments of TMP/data."""
-    return list(Manifest(tmp_path / "data").segments())
+    with closing(Manifest(tmp_path / "data")) as manifest:
+        return list(manifest.segments())

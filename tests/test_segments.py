@@ -7,6 +7,7 @@ import gzip
 import os
 import stat
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -44,7 +45,8 @@ def run_writer(tmp_path: Path, body: Callable[[SegmentWriter], Awaitable[Any]], 
 
 
 def sealed(tmp_path: Path, stream: str = "app") -> list:
-    return list(Manifest(tmp_path).segments(stream))
+    with closing(Manifest(tmp_path)) as manifest:
+        return list(manifest.segments(stream))
 
 
 def all_messages(tmp_path: Path, stream: str = "app") -> list[str]:

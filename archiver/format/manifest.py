@@ -176,7 +176,11 @@ class Manifest:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
         self.schema_version = SCHEMA_VERSION
 
     def _migrate(self) -> None:

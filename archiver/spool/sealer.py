@@ -94,7 +94,15 @@ class Sealer:
         self._stopping = True
 
     def shutdown(self) -> None:
+        """Close the seal thread's manifest connection, then the thread."""
+        self._pool.submit(self._close_manifest).result()
         self._pool.shutdown()
+
+    def _close_manifest(self) -> None:
+        manifest = getattr(self._local, "manifest", None)
+        if manifest is not None:
+            manifest.close()
+            self._local.manifest = None
 
     def _retry(self, segment_id: str) -> None:
         failed = self._failed.get(segment_id)
