@@ -173,3 +173,14 @@ def test_sink_id_is_kept_for_the_data_dir(tmp_path: Path) -> None:
     assert first.stop() == 0
     with pytest.raises(RuntimeError, match=f"belongs to sink '{sink_id}'"):
         Sink(tmp_path / "data", env={"ARCHIVER_SINK_ID": "other"}).start()
+
+
+def test_log_format_json_writes_one_object_a_line(start_sink) -> None:  # type: ignore[no-untyped-def]
+    """For log shippers: every line the sink writes is a JSON object; the default stays text."""
+    sink = start_sink(None, env={"ARCHIVER_LOG_FORMAT": "json"})
+    assert sink.post("/app", "msg=hello").status_code == 200
+    assert sink.stop() == 0
+    lines = [orjson.loads(line) for line in sink.log_text().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any("listening on" in line["message"] for line in lines)
+    assert any(line["message"] == "stopped" for line in lines)

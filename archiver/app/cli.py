@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from click.core import ParameterSource
 from archiver import __version__
 from archiver.app.archives import config_archive, open_archive
 from archiver.app.config import Config, ConfigError, load_config
+from archiver.app.logs import configure_logging
 from archiver.common.redaction import redact
 from archiver.common.units import parse_time
 from archiver.format.manifest import ManifestError
@@ -85,15 +85,7 @@ def serve_command(
     if tcp_port is not None:
         overrides.update({"tcp.enabled": True, "tcp.port": tcp_port})
     config = _load(config_path, overrides)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # APScheduler logs every run at INFO and every run skipped behind a long upload at WARNING;
-    # the uploader logs what matters itself.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))  # its DEBUG lines hold caps
+    configure_logging(config.log_level, config.log_format)
     from archiver.app.service import ServiceError, serve  # the server's imports cost the reading commands time
 
     try:
@@ -395,10 +387,9 @@ def manifest_export(config_path: Path | None, data_dir: Path | None, include_wri
 @click.option("--sink-id", help="Whose manifest, when several sinks share the root.")
 def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: str, sink_id: str | None) -> None:
     """Rebuild a lost data dir's manifest from the published manifests, else by reading the tree."""
-    from archiver.store.base import StoreError
-
     from archiver.read.rebuild import RebuildError, rebuild_manifest
     from archiver.store import open_store
+    from archiver.store.base import StoreError
 
     config = _load(config_path, {"data_dir": data_dir})
     try:

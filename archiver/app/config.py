@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Mapping, get_type_hints
 
+from archiver.app.logs import LOG_FORMATS
 from archiver.common.units import parse_duration, parse_size
 from archiver.format.layout import SINK_ID
 from archiver.format.record import valid_stream_name
@@ -121,6 +122,7 @@ class Config:
     data_dir: Path = Path("data")
     sink_id: str = ""
     log_level: str = "INFO"
+    log_format: str = "text"
     server: ServerConfig = field(default_factory=ServerConfig)
     tcp: TcpConfig = field(default_factory=TcpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -343,6 +345,7 @@ def validate(config: Config) -> None:
             config.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
             "log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
         ),
+        (config.log_format in LOG_FORMATS, f"log_format must be one of {', '.join(LOG_FORMATS)}"),
     ]
     for ok, message in checks:
         if not ok:
