@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -33,6 +32,7 @@ from archiver.format.record import (
     valid_stream_name,
 )
 from archiver.ingest.auth import Authenticator
+from archiver.ingest.counters import HTTP, IngestCounters
 from archiver.ingest.decode.result import BodyTooLarge, DecodeError
 from archiver.ingest.decoder import Decoder, decode_request, is_heavy
 from archiver.spool.writer import SegmentWriter
@@ -54,9 +54,12 @@ class HttpLimits:
 class _Refused(Exception):
     """A request answered with an error status; the reason goes to the client and _rejected."""
 
-    def __init__(self, status: int, reason: str, raw: bytes = b"", fields: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, kind: str, reason: str, raw: bytes = b"", fields: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(reason)
         self.status = status
+        self.kind = kind  # one of counters.REJECT_REASONS
         self.reason = reason
         self.raw = raw
         self.fields = fields or {}  # more for the _rejected record: an oversize body's length and hash
@@ -70,21 +73,22 @@ class _State:
         limits: HttpLimits,
         info: Callable[[], dict[str, Any]],
         flush: Callable[[], Awaitable[dict[str, Any]]] | None,
+        metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None,
         admin_token: str,
         auth: Authenticator,
         decoder: Decoder,
         admin_trust_loopback: bool,
+        counters: IngestCounters,
     ) -> None:
         self.limits = limits
         self.decoder = decoder
         self.info = info
         self.flush = flush
+        self.metrics = metrics
         self.admin = Authenticator(tokens=[admin_token] if admin_token else [])
         self.admin_trust_loopback = admin_trust_loopback
         self.auth = auth
-        self.responses: Counter[int] = Counter()
-        self.records: Counter[str] = Counter()
-        self.rejected = 0
+        self.counters = counters
         self.in_flight = 0  # ingest requests whose handler has started and not answered
         self.idle = asyncio.Event()
         self.idle.set()
@@ -100,20 +104,23 @@ def create_app(
     info: Callable[[], dict[str, Any]] = dict,
     *,
     flush: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None = None,
     admin_token: str = "",
     admin_trust_loopback: bool = True,
     auth: Authenticator | None = None,
     decoder: Decoder | None = None,
+    counters: IngestCounters | None = None,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
     block: it runs on a worker thread); ``flush`` serves /_admin/flush to ``admin_token``
     and to loopback peers unless ``admin_trust_loopback`` is false (behind a local proxy
-    every peer is loopback); ``auth``, when it has credentials, guards every route but
-    /_health; ``decoder`` decodes large bodies (by default on a thread)."""
+    every peer is loopback); ``metrics`` renders /_metrics (its body and content type);
+    ``auth``, when it has credentials, guards every route but /_health; ``decoder`` decodes
+    large bodies (by default on a thread); ``counters`` may be shared with the TCP source."""
     app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
-    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, admin_token, auth or Authenticator(), decoder or Decoder(0),
-                            admin_trust_loopback)
+    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, metrics, admin_token, auth or Authenticator(),
+                            decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters())
     app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
@@ -131,7 +138,7 @@ async def _authenticate(request: web.Request, handler: Any) -> web.StreamRespons
     exempt = request.path == "/_health" or (request.path.startswith("/_admin/") and state.admin.allows(header))
     response: web.StreamResponse
     if state.auth.enabled and not exempt and not state.auth.allows(header):
-        state.responses[401] += 1
+        state.counters.responses[401] += 1
         response = web.Response(
             status=401, text="error: authentication required (a bearer token or Basic credentials)\n",
             headers={"WWW-Authenticate": 'Basic realm="archiver"'},
@@ -180,31 +187,17 @@ async def _status_document(app: web.Application) -> dict[str, Any]:
         "version": __version__,
         **app[WRITER_KEY].status(),
         **info,
-        "records": dict(state.records),
-        "rejected": state.rejected,
-        "responses": {str(code): count for code, count in sorted(state.responses.items())},
+        **state.counters.status(),
         "decode_workers": {"configured": state.decoder.workers, "restarts": state.decoder.restarts},
     }
 
 
 async def _metrics(request: web.Request) -> web.Response:
     state: _State = request.app[STATE_KEY]
-    writer = request.app[WRITER_KEY]
-    lines = ["# TYPE archiver_http_responses_total counter"]
-    lines += [f'archiver_http_responses_total{{code="{c}"}} {n}' for c, n in sorted(state.responses.items())]
-    lines.append("# TYPE archiver_records_total counter")
-    lines += [f'archiver_records_total{{stream="{s}"}} {n}' for s, n in sorted(state.records.items())]
-    lines.append("# TYPE archiver_rejected_total counter")
-    lines.append(f"archiver_rejected_total {state.rejected}")
-    lines.append("# TYPE archiver_decode_worker_restarts_total counter")
-    lines.append(f"archiver_decode_worker_restarts_total {state.decoder.restarts}")
-    lines.append("# TYPE archiver_spool_bytes gauge")
-    lines.append(f"archiver_spool_bytes {writer.spool_bytes}")
-    lines.append("# TYPE archiver_fsync_rounds_total counter")
-    lines.append(f"archiver_fsync_rounds_total {writer.stats.fsync_rounds}")
-    lines.append("# TYPE archiver_commits_waited_total counter")
-    lines.append(f"archiver_commits_waited_total {writer.stats.commits_waited}")
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    if state.metrics is None:
+        raise web.HTTPNotFound(text="error: this sink has no metrics\n")
+    body, content_type = await state.metrics()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _admin_flush(request: web.Request) -> web.Response:
@@ -236,6 +229,7 @@ async def _receive(request: web.Request) -> web.Response:
     writer = request.app[WRITER_KEY]
     stream = request.match_info["stream"] or DEFAULT_STREAM
     ctx = Context(stream, request.remote, time.time())
+    arrived = time.monotonic()
     state.in_flight += 1
     state.idle.clear()
     try:
@@ -246,7 +240,9 @@ async def _receive(request: web.Request) -> web.Response:
         state.in_flight -= 1
         if not state.in_flight:
             state.idle.set()
-    state.responses[response.status] += 1
+    state.counters.responses[response.status] += 1
+    if response.status != 503:  # every other answer of an ingest request follows a durable append
+        state.counters.observe_ack(time.monotonic() - arrived)
     return response
 
 
@@ -268,7 +264,7 @@ async def drain(app: web.Application, timeout: float) -> bool:
 async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ctx: Context) -> web.Response:
     limits = state.limits
     if writer.over_limit():
-        raise _Refused(503, f"spool is full ({writer.spool_bytes} bytes): retry later")
+        raise _Refused(503, "spool_full", f"spool is full ({writer.spool_bytes} bytes): retry later")
     if request.method == "GET":
         raw = request.rel_url.raw_query_string.encode("latin-1")
     else:
@@ -276,6 +272,7 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
     if not valid_stream_name(ctx.stream):
         raise _Refused(
             400,
+            "bad_stream",
             f"invalid stream name {ctx.stream[:80]!r}: use 1-64 of [A-Za-z0-9._-], "
             "not starting with '_' or '.'",
             raw,
@@ -286,12 +283,12 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
             is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx
         )
     except BodyTooLarge as err:
-        raise _Refused(413, str(err), raw) from None
+        raise _Refused(413, "too_large", str(err), raw) from None
     except DecodeError as err:
-        raise _Refused(400, str(err), raw) from None
+        raise _Refused(400, "undecodable", str(err), raw) from None
     except Exception as err:  # a decoding bug must not lose the bytes: keep them, say so
         log.exception("decoding a %d-byte body failed", len(raw))
-        raise _Refused(400, f"the body could not be decoded ({type(err).__name__})", raw) from None
+        raise _Refused(400, "decoder_failed", f"the body could not be decoded ({type(err).__name__})", raw) from None
     meta = _request_meta(request, ctx)
     rejected = [rejected_record(item, ctx, batch.kind, meta) for item in batch.rejected]
     try:
@@ -301,8 +298,8 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         await writer.commit()
     except OSError as err:
         return _spool_error(state, err)
-    state.records[ctx.stream] += batch.count
-    state.rejected += len(rejected)
+    state.counters.received(HTTP, ctx.stream, batch.count, len(raw))
+    state.counters.reject(HTTP, "record", len(rejected))
     if batch.kind == SOURCE_JSON:
         counts = {"accepted": batch.count, "rejected": len(rejected)}
         return web.Response(body=orjson.dumps(counts), content_type="application/json")
@@ -321,7 +318,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             if len(body) > limit:
                 raise await _oversize(request, body, f"body is over the limit of {limit} bytes (server.max_body_bytes)")
     except (ClientPayloadError, ConnectionError) as err:  # cut short, or the client hung up
-        raise _Refused(400, f"incomplete body: {err or type(err).__name__}", bytes(body)) from None
+        raise _Refused(400, "incomplete", f"incomplete body: {err or type(err).__name__}", bytes(body)) from None
     return bytes(body)
 
 
@@ -341,7 +338,7 @@ async def _oversize(request: web.Request, head: bytes | bytearray, reason: str) 
     except (ClientPayloadError, ConnectionError):  # the client hung up: say how much arrived
         complete = False
     fields = {"body_bytes": length, "body_sha256": digest.hexdigest(), "body_complete": complete}
-    return _Refused(413, reason, bytes(prefix), fields)
+    return _Refused(413, "too_large", reason, bytes(prefix), fields)
 
 
 def _request_meta(request: web.Request, ctx: Context) -> dict[str, Any]:
@@ -367,7 +364,7 @@ async def _refuse(
             await writer.commit()
         except OSError as err:
             return _spool_error(state, err)
-        state.rejected += 1
+    state.counters.reject(HTTP, refused.kind)
     return web.Response(status=refused.status, text=f"error: {refused.reason}\n", headers=headers)
 
 

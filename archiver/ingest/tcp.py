@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from archiver.format.record import REJECTED_STREAM, SOURCE_TCP, Context, Rejected, rejected_record
+from archiver.ingest.counters import TCP, IngestCounters
 from archiver.ingest.decoder import OFFLOAD_BYTES, Batch, Decoder, decode_tcp
 from archiver.spool.writer import SegmentWriter
 
@@ -62,12 +63,15 @@ class _Connection:
 class TcpSource:
     """One listener; ``start`` binds it, ``close`` stops accepting and ends open connections."""
 
-    def __init__(self, writer: SegmentWriter, settings: TcpSettings, decoder: Decoder | None = None) -> None:
+    def __init__(
+        self, writer: SegmentWriter, settings: TcpSettings, decoder: Decoder | None = None,
+        counters: IngestCounters | None = None,
+    ) -> None:
+        """``counters`` may be shared with the HTTP source, so /_status counts both."""
         self.writer = writer
         self.settings = settings
         self.decoder = decoder or Decoder(0)
-        self.records = 0
-        self.rejected = 0
+        self.counters = counters or IngestCounters()
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -151,7 +155,7 @@ class TcpSource:
             if chunk is None:
                 if pending.strip():  # the rest of this line was never read: kept as it is
                     unfinished = Rejected("line unfinished when the sink stopped", pending)
-                    await self._archive(Batch(SOURCE_TCP, {}, [unfinished]), conn.peer)
+                    await self._archive(Batch(SOURCE_TCP, {}, [unfinished]), conn.peer, reason="incomplete")
                 return False
             if not chunk:
                 if pending.strip():  # a last line without its newline is whole at EOF
@@ -162,7 +166,7 @@ class TcpSource:
             pending = data[cut:]
             if len(pending) > self.settings.max_line_bytes:
                 too_long = Rejected("line longer than max_line_bytes", pending)
-                await self._archive(Batch(SOURCE_TCP, {}, [too_long]), conn.peer)
+                await self._archive(Batch(SOURCE_TCP, {}, [too_long]), conn.peer, reason="line_too_long")
                 pending = b""
             if cut:
                 await self._ingest(data[:cut], conn.peer)
@@ -201,22 +205,26 @@ class TcpSource:
 
     async def _ingest(self, data: bytes, peer: str | None) -> None:
         ctx = Context(self.settings.stream, peer, time.time())
+        reason = "record"
         try:
             batch = await self.decoder.run(len(data) >= OFFLOAD_BYTES, decode_tcp, data, ctx, self.settings.stream_field)
         except Exception as err:  # a decoding bug must not lose the lines: keep them raw
             log.exception("decoding %d bytes from %s failed", len(data), peer)
             batch = Batch(SOURCE_TCP, {}, [Rejected(f"could not be decoded ({type(err).__name__})", data)])
-        await self._archive(batch, peer)
+            reason = "decoder_failed"
+        await self._archive(batch, peer, reason=reason)
+        self.counters.received(TCP, self.settings.stream, 0, len(data))
 
-    async def _archive(self, batch: Batch, peer: str | None) -> None:
+    async def _archive(self, batch: Batch, peer: str | None, *, reason: str) -> None:
         for stream, lines in batch.streams.items():
             self.writer.write_lines(stream, lines)
         ctx = Context(self.settings.stream, peer, time.time())
         meta = {"target_stream": self.settings.stream, "transport": "tcp"}
         self.writer.write_records(REJECTED_STREAM, [rejected_record(item, ctx, "tcp", meta) for item in batch.rejected])
         await self.writer.commit()
-        self.records += batch.count
-        self.rejected += len(batch.rejected)
+        for stream, lines in batch.streams.items():
+            self.counters.received(TCP, stream, lines.count, 0)
+        self.counters.reject(TCP, reason, len(batch.rejected))
 
 
 def _unread(sock: socket.socket) -> int:
