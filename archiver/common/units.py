@@ -65,6 +65,11 @@ def format_ts(epoch: float) -> str:
     return f"{_second_text(seconds)}.{micros:06d}Z"
 
 
+def ts_epoch(ts: str) -> float:
+    """Epoch seconds of a canonical timestamp (the inverse of :func:`format_ts`)."""
+    return datetime.fromisoformat(ts).timestamp()
+
+
 @lru_cache(maxsize=4096)
 def _second_text(seconds: int) -> str:
     """Records arrive in bursts within the same second: format each second once."""

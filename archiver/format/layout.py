@@ -12,6 +12,7 @@ DATA/
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ def segment_id(start: float, sink_id: str, seq: int) -> str:
     """``<UTC start YYYYmmddTHHMMSSZ>-<sink-id>-<seq 6 digits>``: sortable and unique per sink."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
     return f"{stamp}-{sink_id}-{seq % SEQ_MODULO:06d}"
+
+
+def segment_start(segment: str) -> float | None:
+    """When the segment was opened, rounded down to the second: no record in it is older."""
+    match = SEGMENT_ID.fullmatch(segment)
+    return None if match is None else float(calendar.timegm(time.strptime(match.group(1), "%Y%m%dT%H%M%SZ")))
 
 
 def segment_seq(segment: str) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,10 @@ from archiver.common.redaction import redact
 from archiver.ship.uploader import Uploader
 
 log = logging.getLogger(__name__)
+# The uploader's methods the jobs run, by the job name their runs and errors are counted under.
+JOB_NAMES = {"upload_due": "upload", "publish": "publish", "verify_due": "verify", "prune_due": "prune"}
+# Keys of a run's result that count segments the run could not handle (the run itself went on).
+SEGMENT_FAILURES = ("failed", "unhealthy", "missing")
 
 
 class Jobs:
@@ -37,6 +42,10 @@ class Jobs:
     ) -> None:
         self.uploader = uploader
         self._uploading = threading.Event()
+        self._counts_lock = threading.Lock()  # runs happen on three scheduler threads
+        self._runs: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._segment_failures: Counter[str] = Counter()
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -79,10 +88,25 @@ class Jobs:
         if self.uploader.unpublished:
             self._run("publish")
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per job: runs, runs that failed, and segments a run could not upload or verify.
+        For metrics; safe from any thread."""
+        with self._counts_lock:
+            return {"runs": dict(self._runs), "errors": dict(self._errors),
+                    "segment_failures": dict(self._segment_failures)}
+
     def _run(self, name: str) -> Any:
+        job = JOB_NAMES[name]
+        failed = False
         try:
-            return getattr(self.uploader, name)()
+            result = getattr(self.uploader, name)()
         except Exception as err:  # noqa: BLE001 - a job must never kill the scheduler
             self.uploader.last_error = redact(f"{name}: {type(err).__name__}: {err}")
             log.warning("%s failed: %s", name, self.uploader.last_error)
-            return None
+            result, failed = None, True
+        with self._counts_lock:
+            self._runs[job] += 1
+            self._errors[job] += failed
+            if result:
+                self._segment_failures[job] += sum(result.get(key, 0) for key in SEGMENT_FAILURES)
+        return result

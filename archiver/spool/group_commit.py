@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -88,6 +89,7 @@ class GroupCommit:
             waiters, self._waiters = self._waiters, []
             dirty, self._dirty = list(self._dirty), set()
             retiring, self._retiring = self._retiring, []
+            started = time.monotonic()
             try:
                 await loop.run_in_executor(self._pool, _sync_round, dirty, retiring)
             except Exception as err:  # noqa: BLE001 - waiters must never hang
@@ -105,6 +107,7 @@ class GroupCommit:
                 continue
             finally:
                 self.stats.fsync_rounds += 1
+                self.stats.observe_fsync_round(time.monotonic() - started)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from archiver.format.segment import SegmentTally
 
@@ -27,9 +28,14 @@ class OpenSegment:
     tally: SegmentTally | None = field(default_factory=SegmentTally)
 
 
+def _ignore(seconds: float) -> None:
+    """No observer wired: a writer without metrics."""
+
+
 @dataclass
 class SpoolStats:
-    """Counters for /_status and /_metrics."""
+    """Counters for /_status and /_metrics; ``observe_fsync_round`` gets each group-commit
+    round's duration in seconds (the app wires it to a histogram)."""
 
     fsync_rounds: int = 0
     commits_waited: int = 0
@@ -37,3 +43,4 @@ class SpoolStats:
     torn_lines: int = 0
     seal_errors: int = 0
     last_error: str | None = None
+    observe_fsync_round: Callable[[float], None] = _ignore
