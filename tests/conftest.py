@@ -24,10 +24,12 @@ import requests
 from aiohttp import web
 
 from archiver.app.config import Config, load_config
+from archiver.app.metrics import SinkMetrics
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest
 from archiver.format.record import Context, encode_record
 from archiver.ingest.auth import Authenticator
+from archiver.ingest.counters import IngestCounters
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
@@ -123,7 +125,7 @@ def start_sink(sinks: list[Sink], tmp_path: Path):  # type: ignore[no-untyped-de
 
 class LocalSink:
     """The sink's HTTP side as `archiver serve` builds it from a config (SegmentWriter, Decoder,
-    Authenticator, create_app and make_runner), served on a real 127.0.0.1 socket by an event
+    Authenticator, SinkMetrics, create_app and make_runner), served on a real 127.0.0.1 socket by an event
     loop on a thread of the test process, so blocking clients (requests, HTTPHandler, raw
     sockets, curl) talk to it as to a process, without the start-up of one. Uploads, pid
     files, signals and the CLI are not part of it: those tests use ``start_sink``."""
@@ -159,11 +161,13 @@ class LocalSink:
         await self.writer.start()
         self.decoder = Decoder(config.server.decode_workers)
         await self.decoder.start()
+        self.counters = IngestCounters()
+        self.metrics = SinkMetrics(DataDir(self.data_dir), self.writer, self.counters, self.decoder)
         self.app = create_app(
             self.writer, HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after),
-            lambda: {"sink_id": self.SINK_ID}, admin_token=config.admin.token,
+            lambda: {"sink_id": self.SINK_ID}, metrics=self.metrics.scrape, admin_token=config.admin.token,
             admin_trust_loopback=config.admin.trust_loopback,
-            auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=self.decoder,
+            auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=self.decoder, counters=self.counters,
         )
         self._runner = make_runner(self.app, max_line_bytes=config.server.max_line_bytes)
         await self._runner.setup()

@@ -287,6 +287,13 @@ def _human_bytes(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def _local_only(seconds: float) -> str:
+    """How long losing this host would lose acknowledged records, in words."""
+    if not seconds:
+        return "nothing (every acknowledged record is in the store)"
+    return f"records acknowledged up to {seconds:.0f} s ago (open or not yet uploaded)"
+
+
 def _running_sink(config_path: Path | None, data_dir: Path | None) -> dict[str, Any] | None:
     """DATA/sink.json of the running sink, or None when none runs on that data dir."""
     config = _load(config_path, {"data_dir": data_dir})
@@ -348,6 +355,7 @@ def status_command(config_path: Path | None, data_dir: Path | None, as_json: boo
         f"streams: {', '.join(status['streams'] + [s for s in status['open'] if s not in status['streams']]) or '-'}",
         f"segments: {len(status['open'])} open, " + ", ".join(f"{n} {state}" for state, n in segments.items()),
         f"backlog: {_human_bytes(status['backlog_bytes'])}; spool {_human_bytes(status['spool_bytes'])}",
+        f"on this host only: {_local_only(status['local_only_oldest_seconds'])}",
         f"last upload: {status['last_upload'] or '-'}",
         f"last error: {status['last_error'] or '-'}",
         *[f"NOT SEALED: {f['stream']}/{f['segment']} in {f['path']} ({f['attempts']} attempt(s)): {f['error']}"

@@ -28,12 +28,14 @@ import orjson
 from archiver.app.config import Config
 from archiver.app.grid import GridError, LocalGrid
 from archiver.app.heap import TRIM_PERIOD, trim
+from archiver.app.metrics import SinkMetrics, local_only_seconds, local_only_since
 from archiver.common.failpoints import failpoint
 from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest
 from archiver.ingest.auth import Authenticator
+from archiver.ingest.counters import IngestCounters
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
 from archiver.ingest.listener import BoundedSite
@@ -228,10 +230,13 @@ async def _run(
     decoder = Decoder(config.server.decode_workers)
     await decoder.start()
     lifecycle.push_async_callback(decoder.close)
+    counters = IngestCounters()  # shared by the HTTP and TCP sources
+    metrics = SinkMetrics(data, writer, counters, decoder, uploader=uploader, jobs=jobs,
+                          shares_happy=config.store.shares_happy)
     app = create_app(
-        writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush,
+        writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush, metrics=metrics.scrape,
         admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback,
-        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder,
+        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters,
     )
     runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
     await runner.setup()
@@ -247,7 +252,8 @@ async def _run(
     host, port = runner.addresses[0][:2]
     info["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
     if config.tcp.enabled:
-        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder)
+        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder,
+                        counters)
         try:
             tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
         except OSError as err:
@@ -388,6 +394,7 @@ def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, 
             "backlog_bytes": manifest.backlog_bytes(),
             "last_upload": events["last_upload"],
             "last_error": (uploader.last_error if uploader else None) or events["last_error"],
+            "local_only_oldest_seconds": round(local_only_seconds(local_only_since(data, manifest), time.time()), 3),
         }
     finally:
         manifest.close()
