@@ -362,8 +362,79 @@ def status_command(config_path: Path | None, data_dir: Path | None, as_json: boo
           for f in status.get("seal_failed", [])],
         f"store: {store.get('url') or '-'}; servers connected: {store.get('servers_connected')}",
         f"root read cap: {store.get('root_read_cap') or '-'}",
+        *([f"leases: {leases['objects']} object(s), {leases['due']} due, oldest renewal "
+             f"{leases['oldest_renewal'] or '-'}"] if (leases := status.get("leases")) else []),
     ]
     click.echo("\n".join(lines))
+
+
+@main.group("leases")
+def leases_group() -> None:
+    """Tahoe leases: what keeps the archive on a grid that collects garbage."""
+
+
+@leases_group.command("renew")
+@_config_options
+@_archive_option("A store URL with a root cap (a read cap is enough): renew all that is reachable from it.")
+def leases_renew(config_path: Path | None, data_dir: Path | None, archive: str | None) -> None:
+    """Renew the lease on every file and directory now (the sink renews them on a rolling
+    schedule by itself). With --archive, everything reachable from the root cap, with no data
+    dir: a cron job on any host keeps an archive alive after its sink is retired. Exits 1
+    when any renewal failed."""
+    from archiver.store.base import LeaseRenewal, StoreError
+
+    source = _archive(config_path, data_dir, archive)
+    store = source.store
+    if not isinstance(store, LeaseRenewal):
+        raise click.ClickException("this store keeps no leases (only a Tahoe grid does): nothing to renew")
+    interactive = sys.stderr.isatty()
+    try:
+        if source.data_dir is None:
+            renewed = _renew_reachable(store, interactive)
+            failed = 0
+        else:
+            renewed, failed = _renew_known(source.data_dir, store, interactive)
+    except (StoreError, OSError) as err:
+        raise click.ClickException(redact(str(err))) from None
+    click.echo(f"renewed the leases of {renewed} object(s), {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+def _renew_reachable(store: Any, interactive: bool) -> int:
+    """Every object reachable from the root, by one deep check with add-lease."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    count = 0
+    with Progress(SpinnerColumn(), TextColumn("{task.completed} renewed"), console=Console(stderr=True),
+                  transient=True, disable=not interactive) as bar:
+        task = bar.add_task("leases", total=None)
+        for _ in store.renew_leases_deep("/"):
+            count += 1
+            bar.advance(task)
+    return count
+
+
+def _renew_known(data_dir: Any, store: Any, interactive: bool) -> tuple[int, int]:
+    """Every object the data dir's manifest knows, each by its own cap."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from archiver.format.manifest import Manifest
+    from archiver.ship.leases import LeaseRenewer
+
+    manifest = Manifest(data_dir.root)
+    try:
+        renewer = LeaseRenewer(data_dir, manifest.get_meta("sink_id") or "", lambda: store)
+        total = len(renewer.targets(manifest))
+    finally:
+        manifest.close()
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=True, disable=not interactive) as bar:
+        task = bar.add_task("leases", total=total)
+        result = renewer.renew_all(progress=lambda target: bar.advance(task))
+    return result["renewed"], result["failed"]
 
 
 @main.group("manifest")

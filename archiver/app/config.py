@@ -107,6 +107,12 @@ class UploaderConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    lease_renew_every: Duration = 7 * 86400.0
+    lease_check_interval: Duration = 3600.0
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     token: str = ""
     trust_loopback: bool = True
@@ -130,6 +136,7 @@ class Config:
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     uploader: UploaderConfig = field(default_factory=UploaderConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     grid: GridConfig = field(default_factory=GridConfig)
 
@@ -142,6 +149,7 @@ SECTIONS: dict[str, type] = {
     "segments": SegmentsConfig,
     "store": StoreConfig,
     "uploader": UploaderConfig,
+    "retention": RetentionConfig,
     "admin": AdminConfig,
     "grid": GridConfig,
 }

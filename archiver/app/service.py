@@ -40,12 +40,14 @@ from archiver.ingest.decoder import Decoder
 from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
 from archiver.ingest.listener import BoundedSite
 from archiver.ingest.tcp import TcpSettings, TcpSource
+from archiver.ship.leases import LeaseRenewer, LeaseSettings, lease_summary
 from archiver.ship.scheduler import Jobs
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.sealer import FailedSeal
 from archiver.spool.writer import SegmentWriter
 from archiver.store import GridStatus, Store, Stored, names_root, open_store, public_url
+from archiver.store.base import LeaseRenewal
 
 log = logging.getLogger("archiver")
 EMBEDDED = "embedded"
@@ -184,7 +186,7 @@ async def _run(
     """Start every component, registering its stop on ``lifecycle``, and wait for ``stop``."""
     loop = asyncio.get_running_loop()
     store_url = grid_store_url(grid) if grid else config.store.url
-    uploader = jobs = None
+    uploader = jobs = leases = None
     writer = SegmentWriter(
         data,
         sink_id,
@@ -202,9 +204,15 @@ async def _run(
             on_pruned=lambda size: _call_soon(loop, writer.release, size),
         )
         lifecycle.callback(uploader.close)
+        leases = LeaseRenewer(
+            data, sink_id, uploader.store,
+            LeaseSettings(config.retention.lease_renew_every, config.retention.lease_check_interval),
+            stopping=uploader.stopping,
+        )
         jobs = Jobs(
             uploader, upload_interval=config.uploader.interval, publish_delay=config.uploader.publish_delay,
             verify_interval=config.uploader.verify_interval, prune_interval=config.uploader.prune_interval,
+            leases=leases,
         )
         lifecycle.push_async_callback(loop.run_in_executor, None, jobs.shutdown)  # after sealing: publishes it
         writer.on_sealed = jobs.wake_upload
@@ -234,7 +242,7 @@ async def _run(
     metrics = SinkMetrics(data, writer, counters, decoder, uploader=uploader, jobs=jobs,
                           shares_happy=config.store.shares_happy)
     app = create_app(
-        writer, limits, lambda: sink_status(info, data, uploader, store_url), flush=flush, metrics=metrics.scrape,
+        writer, limits, lambda: sink_status(info, data, uploader, store_url, leases), flush=flush, metrics=metrics.scrape,
         admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback,
         auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters,
     )
@@ -381,10 +389,16 @@ def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) ->
         manifest.close()
 
 
-def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, store_url: str) -> dict[str, Any]:
-    """What /_status and `archiver status` show beyond the writer's own figures. No write caps."""
+def sink_status(
+    info: dict[str, Any], data: DataDir, uploader: Uploader | None, store_url: str, leases: LeaseRenewer | None = None,
+) -> dict[str, Any]:
+    """What /_status and `archiver status` show beyond the writer's own figures. No write caps.
+    ``leases`` is null until the store is open, and for stores that keep no leases."""
     manifest = Manifest(data.root, read_only=True)
     try:
+        lease_status = None
+        if leases is not None and uploader is not None and isinstance(uploader.opened, LeaseRenewal):
+            lease_status = lease_summary(leases.targets(manifest), leases.settings.every, time.time())
         events = manifest.last_event()
         store: dict[str, Any] = {"url": public_url(store_url), "root_read_cap": manifest.get_meta("root_read_cap")}
         status = {
@@ -395,6 +409,7 @@ def sink_status(info: dict[str, Any], data: DataDir, uploader: Uploader | None, 
             "last_upload": events["last_upload"],
             "last_error": (uploader.last_error if uploader else None) or events["last_error"],
             "local_only_oldest_seconds": round(local_only_seconds(local_only_since(data, manifest), time.time()), 3),
+            "leases": lease_status,
         }
     finally:
         manifest.close()

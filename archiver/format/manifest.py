@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import orjson
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PUBLISHED_FORMAT = 1
 STATES = ("sealed", "uploaded", "verified", "pruned")
 DIRS_ROOT = "dirs_root"  # meta: sha256 naming the store root the dirs table belongs to
@@ -69,6 +69,12 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     CREATE INDEX segments_time ON segments (last_ts, first_ts);
     """,
+    4: """
+    CREATE TABLE leases (
+        target     TEXT PRIMARY KEY,    -- the cap a lease was added through, or 'path:' + store path
+        renewed_at REAL NOT NULL        -- epoch seconds of the last renewal
+    );
+    """,
 }
 SEALED_COLUMNS = (
     "id", "stream", "state", "local_path", "compression", "raw_bytes", "stored_bytes", "sha256",
@@ -113,6 +119,26 @@ class SegmentRow:
         values = dict(row)
         values["levels"] = orjson.loads(values["levels"])
         return cls(**values)
+
+
+# SQLite reads our ISO-8601 times ("...Z") directly: as epoch seconds.
+_EPOCH = "(julianday({}) - 2440587.5) * 86400.0"
+
+
+@dataclass(frozen=True)
+class LeaseTarget:
+    """One object in the store whose lease must be renewed: by ``cap`` (its read cap: adding a
+    lease needs no write cap), or by ``path`` for a file whose cap changes."""
+
+    kind: str  # segment | dir | root | published
+    name: str
+    cap: str | None
+    path: str | None
+    renewed_at: float
+
+    @property
+    def key(self) -> str:
+        return self.cap if self.cap is not None else f"path:{self.path}"
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -287,6 +313,33 @@ class Manifest:
             self._db.execute("DELETE FROM dirs")
         self.set_meta(DIRS_ROOT, root)
         return self.dirs()
+
+    def lease_targets(self) -> list[LeaseTarget]:
+        """Everything in the store this sink made and still keeps, with when its lease was last
+        added: the renewal's, else the upload's or creation's (an upload adds a first lease)."""
+        query = f"""
+            SELECT 'segment', s.id, s.read_cap, NULL,
+                   coalesce(l.renewed_at, {_EPOCH.format("s.uploaded_at")}, 0)
+              FROM segments s LEFT JOIN leases l ON l.target = s.read_cap
+             WHERE s.read_cap IS NOT NULL AND s.state IN ('uploaded', 'verified', 'pruned')
+            UNION ALL
+            SELECT 'dir', d.path, d.read_cap, NULL, coalesce(l.renewed_at, {_EPOCH.format("d.created_at")}, 0)
+              FROM dirs d LEFT JOIN leases l ON l.target = d.read_cap
+             WHERE d.read_cap IS NOT NULL
+            UNION ALL
+            SELECT 'root', '/', m.value, NULL, coalesce(l.renewed_at, 0)
+              FROM meta m LEFT JOIN leases l ON l.target = m.value
+             WHERE m.key = 'root_read_cap'
+        """
+        return [LeaseTarget(*row) for row in self._db.execute(query)]
+
+    def renewed_at(self, key: str) -> float | None:
+        """When the lease of ``key`` (a LeaseTarget's key) was last renewed, if ever."""
+        row = self._db.execute("SELECT renewed_at FROM leases WHERE target = ?", (key,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def lease_renewed(self, target: "LeaseTarget", when: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO leases (target, renewed_at) VALUES (?, ?)", (target.key, when))
 
     def document(self, *, include_write_caps: bool = False, uploaded_only: bool = False) -> dict[str, Any]:
         """The manifest as JSON: what ``manifest export`` prints and, with uploaded segments and

@@ -9,6 +9,11 @@ from archiver.format.manifest import SegmentRow
 MANIFEST_DIR = "/_manifest"
 
 
+def published_path(sink_id: str) -> str:
+    """``/_manifest/<sink-id>.json``: one sink's published manifest."""
+    return f"{MANIFEST_DIR}/{sink_id}.json"
+
+
 def store_path(segment: SegmentRow) -> str:
     """``/<stream>/<YYYY>/<MM>/<DD>/<segment-id>.jsonl.gz``, the day taken from the segment id."""
     day = segment.id[:8]

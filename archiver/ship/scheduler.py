@@ -13,23 +13,25 @@ import logging
 import threading
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from archiver.common.redaction import redact
+from archiver.ship.leases import LeaseRenewer
 from archiver.ship.uploader import Uploader
 
 log = logging.getLogger(__name__)
 # The uploader's methods the jobs run, by the job name their runs and errors are counted under.
 JOB_NAMES = {"upload_due": "upload", "publish": "publish", "verify_due": "verify", "prune_due": "prune"}
+LEASE_JOB = "lease_renewal"
 # Keys of a run's result that count segments the run could not handle (the run itself went on).
 SEGMENT_FAILURES = ("failed", "unhealthy", "missing")
 
 
 class Jobs:
-    """Upload, publish, verify and prune on a schedule."""
+    """Upload, publish, verify, prune and renew leases on a schedule."""
 
     def __init__(
         self,
@@ -39,8 +41,10 @@ class Jobs:
         publish_delay: float,
         verify_interval: float,
         prune_interval: float,
+        leases: LeaseRenewer | None = None,
     ) -> None:
         self.uploader = uploader
+        self.leases = leases
         self._uploading = threading.Event()
         self._counts_lock = threading.Lock()  # runs happen on three scheduler threads
         self._runs: Counter[str] = Counter()
@@ -56,6 +60,9 @@ class Jobs:
         self.scheduler.add_job(self._publish, "interval", seconds=publish_delay, id="publish")
         self.scheduler.add_job(self._run, "interval", seconds=verify_interval, id="verify", args=["verify_due"])
         self.scheduler.add_job(self._run, "interval", seconds=prune_interval, id="prune", args=["prune_due"])
+        if leases is not None:
+            self.scheduler.add_job(self._counted, "interval", seconds=leases.settings.run_interval, id="leases",
+                                   args=[LEASE_JOB, "lease renewal", leases.renew_due])
 
     def start(self) -> None:
         self.scheduler.start()
@@ -96,11 +103,14 @@ class Jobs:
                     "segment_failures": dict(self._segment_failures)}
 
     def _run(self, name: str) -> Any:
-        job = JOB_NAMES[name]
+        return self._counted(JOB_NAMES[name], name, getattr(self.uploader, name))
+
+    def _counted(self, job: str, name: str, call: Callable[[], Any]) -> Any:
+        """Run one job, counting its run and its failure; a job must never kill the scheduler."""
         failed = False
         try:
-            result = getattr(self.uploader, name)()
-        except Exception as err:  # noqa: BLE001 - a job must never kill the scheduler
+            result = call()
+        except Exception as err:  # noqa: BLE001 - reported in status and the log, run again later
             self.uploader.last_error = redact(f"{name}: {type(err).__name__}: {err}")
             log.warning("%s failed: %s", name, self.uploader.last_error)
             result, failed = None, True

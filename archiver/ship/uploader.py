@@ -26,7 +26,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
-from archiver.format.store_layout import MANIFEST_DIR, levels_of, store_path
+from archiver.format.store_layout import MANIFEST_DIR, levels_of, published_path, store_path
 from archiver.store.base import HealthCheck, NotFound, Store, StoreError, StoreUnavailable, Stored, caps_of
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ class Uploader:
                 document = manifest.document(uploaded_only=True)
                 self._ensure_dirs(manifest, MANIFEST_DIR)
                 body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-                self.store().put(f"{MANIFEST_DIR}/{self.sink_id}.json", io.BytesIO(body))
+                self.store().put(published_path(self.sink_id), io.BytesIO(body))
+                manifest.set_meta("published_at", format_ts(self._clock()))  # its lease is renewed from now on
                 self._count_unpublished(-pending)
             finally:
                 manifest.close()

@@ -203,6 +203,16 @@ class LeaseRenewal(ABC):
     def renew_lease(self, path: str) -> Health:
         """Renew the leases on the object at ``path``; the check that came with it."""
 
+    @abstractmethod
+    def renew_lease_cap(self, cap: str, name: str = "") -> Health:
+        """Renew the leases on the object ``cap`` (a read cap) names, wherever it is linked;
+        ``name`` is what errors show instead of the cap."""
+
+    @abstractmethod
+    def renew_leases_deep(self, path: str = "/") -> Iterator[str]:
+        """Renew the leases on every object reachable from the directory ``path``, yielding
+        each object's path as it is done: what a holder of a read cap alone can keep alive."""
+
 
 class GridStatus(ABC):
     """A store spread over servers that can say how many it reaches."""

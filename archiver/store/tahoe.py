@@ -22,6 +22,7 @@ import threading
 from typing import Any, BinaryIO, Callable, Collection, Iterator, Mapping, cast
 from urllib.parse import quote, unquote, urlencode
 
+import orjson
 import requests
 from fs import errors
 from fs.base import FS
@@ -423,6 +424,27 @@ class TahoeFS(FS):
         result: dict[str, Any] = response.json()
         return result
 
+    def add_lease_by_cap(self, cap: str, shown: str) -> dict[str, Any]:
+        """``t=check&add-lease=true`` on ``/uri/CAP``: renews the leases on every share of one
+        object, found by its read cap (no directory walk, no write cap; the web API refuses a
+        check by verify cap)."""
+        url = f"{self.node_url}/uri/{quote(cap, safe=':')}?{urlencode({'t': 'check', 'add-lease': 'true', 'output': 'JSON'})}"
+        result: dict[str, Any] = self._check(self._request("POST", url, shown), shown).json()
+        return result
+
+    def add_leases_deep(self, path: str) -> Iterator[dict[str, Any]]:
+        """``t=stream-deep-check&add-lease=true`` from a directory: every object reachable from
+        it gets its leases renewed; one parsed JSON line per object as the node reports it."""
+        _path = self.validatepath(path)
+        url = self._url(_path, t="stream-deep-check", **{"add-lease": "true"})
+        response = self._check(self._request("POST", url, path, stream=True), path)
+        with response:
+            for line in response.iter_lines():
+                if line.startswith(b"ERROR:"):
+                    raise errors.OperationFailed(path, msg=redact(line.decode(errors="replace")))
+                if line.strip():
+                    yield orjson.loads(line)
+
     def close(self) -> None:
         if not self.isclosed():
             self._session.close()
@@ -738,6 +760,16 @@ class TahoeStore(FsStore, HasCaps, HealthCheck, LeaseRenewal, GridStatus):
     def renew_lease(self, path: str) -> Health:
         with self.mapped(path):
             return parse_check(self.tahoe.check_health(path, verify=False, add_lease=True))
+
+    def renew_lease_cap(self, cap: str, name: str = "") -> Health:
+        shown = name or redact(cap)
+        with self.mapped(shown):
+            return parse_check(self.tahoe.add_lease_by_cap(cap, shown))
+
+    def renew_leases_deep(self, path: str = "/") -> Iterator[str]:
+        with self.mapped(path):
+            for found in self.tahoe.add_leases_deep(path):
+                yield "/" + "/".join(found.get("path") or [])
 
     def servers_connected(self) -> int | None:
         return self.tahoe.servers_connected()
