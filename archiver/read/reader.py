@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
-from archiver.common.redaction import redact
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow, open_for_reading, parse_published
 from archiver.format.segment import open_compressed
+from archiver.format.subset import Subset
 from archiver.format.store_layout import MANIFEST_DIR, store_path
-from archiver.store.base import HasCaps, HealthCheck, Store, StoreError
+from archiver.store.base import HasCaps, Store
+from archiver.store.integrity import check_stored, sha256_of
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
 LEVEL_ORDER = {"NOTSET": 0, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -96,6 +97,15 @@ class Problem:
     problem: str
 
 
+@dataclass(frozen=True)
+class Checked:
+    """One segment as `verify` finished it: whether its data was read back, what is wrong."""
+
+    segment: str
+    read: bool
+    problems: list[Problem]
+
+
 @dataclass
 class VerifyReport:
     checked: int = 0
@@ -104,6 +114,10 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def add(self, checked: Checked, on_checked: Callable[[Checked], None]) -> None:
+        self.problems += checked.problems
+        on_checked(checked)
 
 
 class Archive:
@@ -247,64 +261,71 @@ class Archive:
             restored.append(target)
         return restored
 
-    def verify(self, repair: bool = False, progress: Callable[[int], None] = lambda n: None) -> VerifyReport:
-        """Hash every local copy and every stored copy against the manifest; on Tahoe also
-        check the grid's health (count-happiness >= shares_happy), repairing if asked. A sealed
-        segment that is neither on local disk nor uploaded is reported missing."""
+    def verify(
+        self,
+        repair: bool = False,
+        progress: Callable[[int], None] = lambda n: None,
+        *,
+        quick: bool = False,
+        subset: Subset | None = None,
+        on_checked: Callable[[Checked], None] = lambda checked: None,
+    ) -> VerifyReport:
+        """Hash every local and stored copy against the manifest; on Tahoe also check the
+        grid's health (count-happiness >= shares_happy), repairing if asked. A sealed segment
+        that is neither on local disk nor uploaded is reported missing.
+
+        Reading everything back costs a download of the archive, so it can be spread out:
+        ``subset`` reads only that subset's segments (restic's ``--read-data-subset``), and
+        ``quick`` gives the others (all, without a subset) a check that reads no data: sizes
+        of local copies, and the store's health check without verify (or a stat). Each
+        segment is handed to ``on_checked`` when done."""
+        rows = self._rows(None, None, None)
+        chosen = subset.choose([row.id for row in rows]) if subset is not None else None
         report = VerifyReport()
-        not_found: list[SegmentRow] = []
-        for row in self._rows(None, None, None):
+        not_found: list[tuple[SegmentRow, bool]] = []
+        for row in rows:
+            read = row.id in chosen if chosen is not None else not quick
+            if not (read or quick):
+                continue
             report.checked += 1
-            local = self._local(row)
-            if local is not None and _sha256_of(open(local, "rb"), progress) != row.sha256:
-                report.problems.append(Problem(row.id, "local", "the local copy does not match its sha256"))
-            if row.store_path is not None:
-                report.problems += self._verify_stored(row, repair, progress)
-            elif local is None:
-                not_found.append(row)
+            if row.store_path is None and self._local(row) is None:
+                not_found.append((row, read))
+                continue
+            report.add(Checked(row.id, read, self._check(row, read, repair, progress)), on_checked)
         if not_found:
             # A running sink may have uploaded and pruned one since the rows were read; the
             # manifest commits the upload before the local copy goes, so a fresh read tells.
             now = {row.id: row for row in self._rows(None, None, None)}
-            for row in not_found:
+            for row, read in not_found:
                 row = now.get(row.id, row)
-                if row.store_path is not None:
-                    report.problems += self._verify_stored(row, repair, progress)
-                elif self._local(row) is None:
-                    report.problems.append(Problem(row.id, "local", "missing: no local copy, and never uploaded"))
+                report.add(Checked(row.id, read, self._check(row, read, repair, progress)), on_checked)
         return report
 
-    def _verify_stored(self, row: SegmentRow, repair: bool, progress: Callable[[int], None]) -> list[Problem]:
+    def _check(self, row: SegmentRow, read: bool, repair: bool, progress: Callable[[int], None]) -> list[Problem]:
+        """Every copy of one segment: read back and hashed, or (not ``read``) looked at."""
+        problems = []
+        local = self._local(row)
+        if local is not None:
+            if read and sha256_of(open(local, "rb"), progress) != row.sha256:
+                problems.append(Problem(row.id, "local", "the local copy does not match its sha256"))
+            elif not read and (size := local.stat().st_size) != row.stored_bytes:
+                problems.append(Problem(row.id, "local", f"the local copy has {size} bytes, not {row.stored_bytes}"))
+        if row.store_path is not None:
+            problems += self._verify_stored(row, read, repair, progress)
+        elif local is None:
+            problems.append(Problem(row.id, "local", "missing: no local copy, and never uploaded"))
+        return problems
+
+    def _verify_stored(self, row: SegmentRow, read: bool, repair: bool, progress: Callable[[int], None]) -> list[Problem]:
         store = self.store
         if store is None:
             return [Problem(row.id, "store", "uploaded, but no store is configured to check it")]
-        return _verify_stored(store, row, repair, self.shares_happy, progress)
-
-
-def _verify_stored(store: Store, row: SegmentRow, repair: bool, shares_happy: int, progress: Callable[[int], None]) -> list[Problem]:
-    assert row.store_path is not None
-    try:
-        if _sha256_of(store.open(row.store_path), progress) != row.sha256:
-            return [Problem(row.id, "store", "the stored copy does not match its sha256")]
-        if not isinstance(store, HealthCheck):
-            return []
-        health = store.check(row.store_path, verify=True, repair=repair)
-    except StoreError as err:
-        return [Problem(row.id, "store", redact(str(err)))]
-    if not health.healthy:
-        return [Problem(row.id, "store", f"unhealthy: {health.summary or 'not healthy'}")]
-    if not health.enough(shares_happy):
-        return [Problem(row.id, "store", f"unhealthy: count-happiness {health.happiness or 0} < shares.happy {shares_happy}")]
-    return []
-
-
-def _sha256_of(stream: BinaryIO, progress: Callable[[int], None]) -> str:
-    digest = hashlib.sha256()
-    with stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-            progress(len(chunk))
-    return digest.hexdigest()
+        assert row.store_path is not None
+        problem = check_stored(
+            store, row.store_path, sha256=row.sha256, size=row.stored_bytes, read=read,
+            shares_happy=self.shares_happy, repair=repair, progress=progress,
+        )
+        return [] if problem is None else [Problem(row.id, "store", problem)]
 
 
 def _whole_lines(path: Path) -> Iterator[bytes]:
