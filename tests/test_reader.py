@@ -230,7 +230,7 @@ def test_verify_reports_a_sealed_segment_missing_everywhere(archive_dir: Path) -
     assert cli.returncode == 1, cli.stdout
     assert f"{lost.id}  local: missing".encode() in cli.stdout and b"1 problem(s)" in cli.stdout
     listing = archiver_cli("verify", "--json", "--data-dir", str(archive_dir), check=False)
-    assert listing.returncode == 1 and orjson.loads(listing.stdout)["problems"][0]["segment"] == lost.id
+    assert listing.returncode == 1 and orjson.loads(listing.stdout.splitlines()[-1])["problems"][0]["segment"] == lost.id
     cat = archiver_cli("cat", "--json", "--data-dir", str(archive_dir), check=False)
     assert cat.returncode == 1 and lost.id.encode() in cat.stderr and b"Traceback" not in cat.stderr
 

@@ -20,7 +20,8 @@ from archiver.app.logs import configure_logging
 from archiver.common.redaction import redact
 from archiver.common.units import parse_time
 from archiver.format.manifest import ManifestError
-from archiver.read.reader import Archive, Filters
+from archiver.format.subset import Subset
+from archiver.read.reader import Archive, Checked, Filters
 
 
 def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,10 +96,21 @@ def serve_command(
         sys.exit(1)
 
 
-def _archive(config_path: Path | None, data_dir: Path | None, archive: str | None = None) -> Archive:
+class CouldNotRun(click.ClickException):
+    """The command could not do its work at all (no manifest, the store out of reach): a status
+    of its own, so a cron job tells it from the problems a check found (1)."""
+
+    exit_code = 3
+
+
+def _archive(
+    config_path: Path | None, data_dir: Path | None, archive: str | None = None,
+    failure: type[click.ClickException] = click.ClickException,
+) -> Archive:
     """The archive named by --archive (a config, a data dir or a store URL), else the one the
     config describes (its store and store.shares_happy included; --data-dir wins). $ARCHIVER_ARCHIVE
-    stands in for --archive unless --data-dir or --config is on the command line."""
+    stands in for --archive unless --data-dir or --config is on the command line. An archive
+    that cannot be opened raises ``failure``."""
     from archiver.store.base import StoreError
 
     ctx = click.get_current_context()
@@ -112,7 +124,7 @@ def _archive(config_path: Path | None, data_dir: Path | None, archive: str | Non
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
     except (FileNotFoundError, StoreError, ManifestError) as err:
-        raise click.ClickException(redact(str(err))) from None
+        raise failure(redact(str(err))) from None
 
 
 def _time_option(value: str | None) -> str | None:
@@ -189,24 +201,61 @@ def cat_command(
         raise click.ClickException(redact(str(err))) from None
 
 
+def _subset_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Subset | None:
+    try:
+        return None if value is None else Subset.parse(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _checked_lines(checked: Checked) -> None:
+    """A segment's JSON line as soon as it is checked (a line per problem when it has more than
+    one), flushed, for whatever follows a long run."""
+    check = "read" if checked.read else "quick"
+    lines = [{"segment": checked.segment, "check": check, "ok": False, "where": p.where, "problem": p.problem}
+             for p in checked.problems]
+    lines = lines or [{"segment": checked.segment, "check": check, "ok": True, "where": None, "problem": None}]
+    _emit(orjson.dumps(line) + b"\n" for line in lines)
+
+
+def _nothing(checked: Checked) -> None:
+    """Human output lists the problems at the end."""
+
+
 @main.command("verify")
 @_config_options
 @_archive_option("A config, a data dir, or a store URL with a root cap.")
+@click.option("--read-data-subset", "subset", metavar="N/T|x%", callback=_subset_option,
+              help="Read back only part N of T (each segment is in one part, by its id: parts 1 to T read "
+                   "everything once), or a random x% of the segments.")
+@click.option("--quick", is_flag=True,
+              help="Read no data: the size of each copy, and on Tahoe t=check without verify (shares present, "
+                   "happiness). With --read-data-subset: the segments outside the subset.")
 @click.option("--repair", is_flag=True, help="Ask Tahoe to repair unhealthy segments while checking.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def verify_command(config_path: Path | None, data_dir: Path | None, archive: str | None, repair: bool, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON line per segment as it is checked (segment, check, ok, where, problem), then a summary "
+                   "line (checked, ok, problems).")
+def verify_command(
+    config_path: Path | None, data_dir: Path | None, archive: str | None, subset: Subset | None, quick: bool,
+    repair: bool, as_json: bool,
+) -> None:
     """Check every segment: local and stored copies against their sha256, grid health.
-    Exits 1 when anything is missing, corrupt or unhealthy."""
+
+    \b
+    Exit status: 0 all good; 1 a segment missing, corrupt or unhealthy; 2 bad arguments;
+    3 could not check (no manifest, the store out of reach)."""
     from archiver.store.base import StoreError
 
-    source = _archive(config_path, data_dir, archive)
+    source = _archive(config_path, data_dir, archive, failure=CouldNotRun)
     try:
-        report = source.verify(repair=repair)
+        with source:
+            report = source.verify(repair=repair, quick=quick, subset=subset, on_checked=_checked_lines if as_json else _nothing)
     except (StoreError, OSError) as err:
-        raise click.ClickException(redact(str(err))) from None
+        raise CouldNotRun(redact(str(err))) from None
     if as_json:
-        document = {"checked": report.checked, "ok": report.ok, "problems": [p.__dict__ for p in report.problems]}
-        _emit(iter([orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"]))
+        summary = {"checked": report.checked, "ok": report.ok, "subset": subset and str(subset), "quick": quick,
+                   "problems": [p.__dict__ for p in report.problems]}
+        _emit(iter([orjson.dumps(summary) + b"\n"]))
     else:
         for problem in report.problems:
             click.echo(f"{problem.segment}  {problem.where}: {problem.problem}")

@@ -58,14 +58,14 @@ def test_one_node_down_then_lost_shares_repaired(start_sink, grid3: LocalGrid, t
     shutil.rmtree(grid3.node_dir("storage2") / "storage" / "shares")
     (grid3.node_dir("storage2") / "storage" / "shares").mkdir()
     damaged = archiver_cli("verify", "--json", "-c", str(config), check=False)
-    report = orjson.loads(damaged.stdout)
+    report = orjson.loads(damaged.stdout.splitlines()[-1])  # the summary line
     assert damaged.returncode == 1 and len(report["problems"]) == 2
     assert all(p["where"] == "store" and "unhealthy" in p["problem"] for p in report["problems"])
     repaired = archiver_cli("verify", "--repair", "--json", "-c", str(config), check=False)
     assert repaired.returncode in (0, 1)
     healthy = archiver_cli("verify", "--json", "-c", str(config), check=False)
     assert healthy.returncode == 0, healthy.stdout
-    assert orjson.loads(healthy.stdout)["ok"] is True
+    assert orjson.loads(healthy.stdout.splitlines()[-1])["ok"] is True
     assert sink.stop() == 0
 
 
