@@ -104,6 +104,7 @@ class UploaderConfig:
     repair: bool = False
     backoff_base: Duration = 5.0
     backoff_max: Duration = 600.0
+    read_back_days: int = 30
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
 from archiver.ingest.listener import BoundedSite
 from archiver.ingest.tcp import TcpSettings, TcpSource
 from archiver.ship.leases import LeaseRenewer, LeaseSettings, lease_summary
+from archiver.ship.readback import LAST_RUN, ReadBack
 from archiver.ship.scheduler import Jobs
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
@@ -212,7 +213,7 @@ async def _run(
         jobs = Jobs(
             uploader, upload_interval=config.uploader.interval, publish_delay=config.uploader.publish_delay,
             verify_interval=config.uploader.verify_interval, prune_interval=config.uploader.prune_interval,
-            leases=leases,
+            leases=leases, read_back=_read_back(config, data, uploader),
         )
         lifecycle.push_async_callback(loop.run_in_executor, None, jobs.shutdown)  # after sealing: publishes it
         writer.on_sealed = jobs.wake_upload
@@ -389,6 +390,16 @@ def open_rooted_store(url: str, data: DataDir, grid: LocalGrid | None = None) ->
         manifest.close()
 
 
+def _read_back(config: Config, data: DataDir, uploader: Uploader) -> ReadBack | None:
+    """The daily read back of one part of the archive; its problems show as the last error."""
+    if config.uploader.read_back_days <= 0:
+        return None
+    return ReadBack(
+        data, uploader.store, config.uploader.read_back_days, shares_happy=config.store.shares_happy,
+        on_problem=lambda message: setattr(uploader, "last_error", message), stopping=uploader.stopping,
+    )
+
+
 def sink_status(
     info: dict[str, Any], data: DataDir, uploader: Uploader | None, store_url: str, leases: LeaseRenewer | None = None,
 ) -> dict[str, Any]:
@@ -410,6 +421,7 @@ def sink_status(
             "last_error": (uploader.last_error if uploader else None) or events["last_error"],
             "local_only_oldest_seconds": round(local_only_seconds(local_only_since(data, manifest), time.time()), 3),
             "leases": lease_status,
+            "read_back": orjson.loads(manifest.get_meta(LAST_RUN) or "null"),
         }
     finally:
         manifest.close()

@@ -20,18 +20,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from archiver.common.redaction import redact
 from archiver.ship.leases import LeaseRenewer
+from archiver.ship.readback import RUN_INTERVAL, ReadBack
 from archiver.ship.uploader import Uploader
 
 log = logging.getLogger(__name__)
 # The uploader's methods the jobs run, by the job name their runs and errors are counted under.
 JOB_NAMES = {"upload_due": "upload", "publish": "publish", "verify_due": "verify", "prune_due": "prune"}
 LEASE_JOB = "lease_renewal"
+READ_BACK_JOB = "read_back"
 # Keys of a run's result that count segments the run could not handle (the run itself went on).
 SEGMENT_FAILURES = ("failed", "unhealthy", "missing")
 
 
 class Jobs:
-    """Upload, publish, verify, prune and renew leases on a schedule."""
+    """Upload, publish, verify, prune, renew leases and read back a part of the archive on a schedule."""
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class Jobs:
         verify_interval: float,
         prune_interval: float,
         leases: LeaseRenewer | None = None,
+        read_back: ReadBack | None = None,
     ) -> None:
         self.uploader = uploader
         self.leases = leases
@@ -63,6 +66,9 @@ class Jobs:
         if leases is not None:
             self.scheduler.add_job(self._counted, "interval", seconds=leases.settings.run_interval, id="leases",
                                    args=[LEASE_JOB, "lease renewal", leases.renew_due])
+        if read_back is not None:
+            self.scheduler.add_job(self._counted, "interval", seconds=RUN_INTERVAL, id="read_back",
+                                   args=[READ_BACK_JOB, "read back", read_back.run_due])
 
     def start(self) -> None:
         self.scheduler.start()
