@@ -39,6 +39,8 @@ class ConfigError(ValueError):
 # table below tells them apart from int and float fields, which take bare numbers.
 Size = Annotated[int, "bytes, or a number with a unit: 64MiB, 500kB"]
 Duration = Annotated[float, "seconds, or a number with a unit: 250ms, 5m, 7d"]
+Keep = Annotated[float, "a duration, or forever (math.inf)"]
+StreamKeeps = Annotated[tuple[tuple[str, float], ...], "stream=keep pairs: app=30d, audit=forever"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ class UploaderConfig:
 class RetentionConfig:
     lease_renew_every: Duration = 7 * 86400.0
     lease_check_interval: Duration = 3600.0
+    keep: Keep = math.inf
+    streams: StreamKeeps = ()
+    min_segments: int = 1
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,24 @@ def _strings(raw: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in items if item.strip())
 
 
+def _keep(raw: Any) -> float:
+    if isinstance(raw, str) and raw.strip().lower() in ("forever", "inf"):
+        return math.inf
+    return parse_duration(raw)
+
+
+def _stream_keeps(raw: Any) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for item in _strings(raw):
+        stream, equals, keep = item.partition("=")
+        if not equals or not valid_stream_name(stream.strip()):
+            raise ValueError(f"{item!r} is not stream=keep (e.g. app=30d)")
+        pairs.append((stream.strip(), _keep(keep)))
+    if len({stream for stream, _ in pairs}) < len(pairs):
+        raise ValueError("a stream is named twice")
+    return tuple(pairs)
+
+
 # How a value from TOML (typed), the environment (always a string) or a flag (typed or a string)
 # becomes a field's value, keyed by the field's real type. Each raises ValueError or TypeError
 # with a message for the user.
@@ -213,6 +236,8 @@ CONVERTERS: dict[Any, Callable[[Any], Any]] = {
     tuple[str, ...]: _strings,
     Size: parse_size,
     Duration: parse_duration,
+    Keep: _keep,
+    StreamKeeps: _stream_keeps,
 }
 
 
@@ -342,6 +367,9 @@ def validate(config: Config) -> None:
         (config.uploader.verify_interval > 0, "uploader.verify_interval must be positive"),
         (config.uploader.prune_interval > 0, "uploader.prune_interval must be positive"),
         (config.uploader.backoff_base > 0, "uploader.backoff_base must be positive"),
+        (config.retention.keep > 0, "retention.keep must be positive (or forever)"),
+        (all(keep > 0 for _, keep in config.retention.streams), "retention.streams keeps must be positive"),
+        (config.retention.min_segments >= 0, "retention.min_segments must be 0 or more"),
         (
             config.segments.compression in COMPRESSIONS,
             f"segments.compression must be one of {', '.join(COMPRESSIONS)}",
