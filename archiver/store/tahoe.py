@@ -599,7 +599,10 @@ def _new_session() -> requests.Session:
 
 
 def _error_text(response: requests.Response) -> str:
-    text = response.text
+    try:
+        text = response.text
+    except requests.RequestException:  # a streamed 410 comes labelled gzip but is not: no text to show
+        return f"HTTP {response.status_code}"
     if "<html" in text[:200].lower():
         parts = re.findall(r"<(?:h1|p)>(.*?)</(?:h1|p)>", text, flags=re.S)
         text = " ".join(p.strip() for p in parts if p.strip() and p.strip() != "Error")
