@@ -1,5 +1,5 @@
 """The rolling lease renewal's policy, offline: what is due, oldest first, within each run's
-budget, and how failures count. tests/tahoe/test_leases.py proves renewal on a real grid."""
+budget, and how failures count. tests/tahoe/test_lease_renewal.py proves renewal on a real grid."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ class LeasingStore(FsStore, LeaseRenewal):
         return self._renew(cap)
 
     def renew_leases_deep(self, path: str = "/") -> Iterator[str]:
-        yield from ()
+        self._renew(f"path:{path}")
+        yield path
 
 
 def archive_of(tmp_path: Path, segments: int) -> DataDir:
@@ -103,14 +104,14 @@ def test_renew_all_counts_failures_and_a_store_down_stops_the_run(tmp_path: Path
         leases.renew_all()
 
 
-def test_the_published_manifest_is_renewed_by_path_once_published(tmp_path: Path) -> None:
+def test_the_published_manifest_is_renewed_from_its_directory_once_published(tmp_path: Path) -> None:
     data, store, now = archive_of(tmp_path, 1), LeasingStore(), [UPLOADED + DAY]
     leases = renewer(data, store, now)
     with closing(Manifest(data.root)) as manifest:
         assert "published" not in {target.kind for target in leases.targets(manifest)}
         manifest.set_meta("published_at", format_ts(UPLOADED))
     leases.renew_all()
-    assert "path:/_manifest/sinkL.json" in store.renewed
+    assert "path:/_manifest/sinkL" in store.renewed
 
 
 def test_status_says_how_many_are_due_and_the_oldest_renewal(tmp_path: Path) -> None:

@@ -18,7 +18,10 @@ from fs.memoryfs import MemoryFS
 from fs.path import abspath, dirname
 
 from archiver.common.backoff import retry_delay
-from archiver.format.manifest import Manifest, ManifestError, parse_published
+from archiver.format.manifest import Manifest, ManifestError
+from archiver.format.published import parse_document
+from archiver.read.published import published_rows
+from archiver.ship.publisher import Publisher
 from archiver.format.store_layout import store_path
 from archiver.store import FsStore, HasCaps, NotFound, Store, Stored, StoreUnavailable
 from conftest import make_uploader, rows, seal
@@ -48,7 +51,7 @@ def test_upload_publish_verify_prune(tmp_path: Path, store: Store) -> None:
         assert store.read_bytes(row.store_path) == (tmp_path / "data" / row.local_path).read_bytes()
     assert set(Manifest(tmp_path / "data").dirs()) == {path for row in rows(tmp_path) for path in day_dirs(row.stream, row.id)}
     uploader.publish()
-    published = parse_published(store.read_bytes("/_manifest/sinkA.json"), "published")
+    published = parse_document(store.read_bytes("/_manifest/sinkA/current.json"), "published")
     assert published["sink_id"] == "sinkA" and len(published["segments"]) == 2
     assert uploader.verify_due() == {"verified": 2, "unhealthy": 0, "missing": 0}
     assert uploader.prune_due() == {"pruned": 2}
@@ -106,11 +109,14 @@ def test_published_manifest_never_has_write_caps(tmp_path: Path) -> None:
     manifest.set_meta("root_write_cap", "URI:DIR2:aaaa:bbbb")
     manifest.set_meta("root_read_cap", "URI:DIR2-RO:cccc:dddd")
     manifest.add_dir("/app", "URI:DIR2:eeee:ffff", "URI:DIR2-RO:gggg:hhhh", "2026-01-01T00:00:00.000000Z")
-    public = orjson.dumps(manifest.document(uploaded_only=True))
-    assert b"URI:DIR2:" not in public and b"URI:DIR2-RO:gggg:hhhh" in public
+    store = CapStore("grid")
+    Publisher("sinkA").publish(store, manifest, store.makedirs)
+    public = b"".join(store.read_bytes(path) for path in store.walk_files("/_manifest"))
+    assert b"URI:DIR2:" not in public and b"URI:DIR2-RO:gggg:hhhh" in public and b"URI:DIR2-RO:cccc:dddd" in public
+    assert b"URI:DIR2:" not in orjson.dumps(manifest.document())
     assert b"URI:DIR2:eeee:ffff" in orjson.dumps(manifest.document(include_write_caps=True))
     with pytest.raises(ManifestError, match="format version 99"):
-        parse_published(orjson.dumps({"format": "archiver-manifest", "version": 99}), "x.json")
+        parse_document(orjson.dumps({"format": "archiver-manifest", "version": 99}), "x.json")
 
 
 def test_schema_v1_is_migrated(tmp_path: Path) -> None:
@@ -201,7 +207,9 @@ def test_a_segment_missing_from_the_store_keeps_its_caps_until_uploaded_again(tm
     assert uploader.verify_due()["missing"] == 1
     [sealed] = rows(tmp_path)
     assert (sealed.state, sealed.store_path, sealed.read_cap, sealed.verify_cap) == ("sealed", None, row.read_cap, row.verify_cap)
-    assert Manifest(tmp_path / "data").document(uploaded_only=True)["segments"] == []  # not published meanwhile
+    assert published_rows(store) == []  # not published meanwhile
+    uploader.publish()
+    assert published_rows(store) == []
     assert uploader.upload_due()["uploaded"] == 1 and store.exists(row.store_path)
     [again] = rows(tmp_path)
     assert (again.state, again.store_path, again.read_cap) == ("uploaded", row.store_path, row.read_cap)

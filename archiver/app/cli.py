@@ -486,6 +486,95 @@ def _renew_known(data_dir: Any, store: Any, interactive: bool) -> tuple[int, int
     return result["renewed"], result["failed"]
 
 
+@main.command("forget")
+@_config_options
+@click.option("--dry-run", is_flag=True, help="Only list what the retention policy drops.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def forget_command(config_path: Path | None, data_dir: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Forget the segments [retention] drops: list them, unlink each from the store, delete its
+    local copy and mark it forgotten in the manifest. With the sink running or not; on Tahoe the
+    space comes back only when the shares' leases expire. Exits 1 when a removal failed."""
+    from archiver.format.manifest import Manifest
+    from archiver.read.reader import existing_data_dir
+    from archiver.ship.forget import dropped
+    from archiver.ship.retention import RetentionPolicy
+    from archiver.store.base import StoreError
+
+    config = _load(config_path, {"data_dir": data_dir})
+    retention = config.retention
+    policy = RetentionPolicy(retention.keep, retention.streams, retention.min_segments)
+    try:
+        data = existing_data_dir(config.data_dir)
+        manifest = Manifest(data.root)
+    except (FileNotFoundError, ManifestError) as err:
+        raise click.ClickException(str(err)) from None
+    try:
+        segments = dropped(manifest, policy, time.time())
+        sink_id = manifest.get_meta("sink_id") or ""
+        url = config.store.url if config.store.url not in ("", "embedded") else manifest.get_meta("store_url")
+        root_cap = manifest.get_meta("root_write_cap")
+    finally:
+        manifest.close()
+    listing = [
+        {"stream": s.row.stream, "segment": s.row.id, "last_ts": s.row.last_ts, "stored_bytes": s.row.stored_bytes,
+         "state": s.row.state, "reason": s.reason}
+        for s in segments
+    ]
+    result: dict[str, Any] = {"dry_run": dry_run, "segments": listing}
+    if not dry_run:
+        try:
+            result.update(_forget(data, sink_id, url, root_cap, segments, running=_running_sink(config_path, data_dir) is not None))
+        except StoreError as err:
+            raise click.ClickException(redact(str(err))) from None
+    if as_json:
+        _emit(iter([orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"]))
+    else:
+        _print_forget(result)
+    if result.get("failed"):
+        sys.exit(1)
+
+
+def _forget(data: Any, sink_id: str, url: str | None, root_cap: str | None, segments: list[Any], running: bool) -> dict[str, Any]:
+    """Forget ``segments`` in ``data`` and its store; then publish, unless a sink runs there:
+    two publishers would race, and the sink publishes with its next upload."""
+    from archiver.ship.forget import Forgetter
+    from archiver.ship.uploader import Uploader, UploadSettings
+    from archiver.store import open_store
+
+    store = open_store(url, root_cap=root_cap) if url else None
+    published = False
+    try:
+        result = Forgetter(data, store).forget(segments)
+        if store is not None and (result["forgotten"] or result["removed"]) and not running:
+            publish_to = store
+            Uploader(data, sink_id, lambda: publish_to, UploadSettings()).publish()
+            published = True
+    finally:
+        if store is not None:
+            store.close()
+    return {**result, "published": published}
+
+
+def _print_forget(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("stream", "segment", "last record", "stored", "why", box=None)
+    for entry in result["segments"]:
+        table.add_row(entry["stream"], entry["segment"], entry["last_ts"] or "-", _human_bytes(entry["stored_bytes"]),
+                      entry["reason"])
+    console = Console(width=None if sys.stdout.isatty() else 240)
+    if result["segments"]:
+        console.print(table)
+    if result["dry_run"]:
+        console.print(f"would forget {len(result['segments'])} segment(s) (dry run: nothing changed)")
+        return
+    console.print(f"forgot {result['forgotten']} segment(s); removed {result['removed']}, {result['failed']} failed")
+    if result["forgotten"]:
+        console.print("the published manifest no longer lists them" if result["published"] else
+                      "the published manifest drops them at the sink's next publish")
+
+
 @main.group("manifest")
 def manifest_group() -> None:
     """The manifest of segments and directory caps."""

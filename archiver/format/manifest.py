@@ -1,6 +1,7 @@
 """The sink's own record: ``DATA/manifest.sqlite`` (WAL, mode 0600), and its published copy.
 
-Segments with their state (sealed -> uploaded -> verified -> pruned), the directories the sink
+Segments with their state (sealed -> uploaded -> verified -> pruned; retention may move any of
+them to forgotten, which is final), the directories the sink
 created in the store with their write and read caps (the manifest of directory URIs), the
 root caps and the sink id. One connection per thread. The schema is versioned with
 ``PRAGMA user_version`` and migrated forward when the sink opens it; a file from a newer
@@ -23,9 +24,10 @@ from typing import Any, Iterator
 
 import orjson
 
-SCHEMA_VERSION = 4
-PUBLISHED_FORMAT = 1
-STATES = ("sealed", "uploaded", "verified", "pruned")
+SCHEMA_VERSION = 6
+EXPORT_VERSION = 1
+STATES = ("sealed", "uploaded", "verified", "pruned", "forgotten")
+FORGOTTEN_PENDING = "forgotten; its stored file and local copy not yet removed"
 DIRS_ROOT = "dirs_root"  # meta: sha256 naming the store root the dirs table belongs to
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -75,6 +77,16 @@ _MIGRATIONS: dict[int, str] = {
         renewed_at REAL NOT NULL        -- epoch seconds of the last renewal
     );
     """,
+    5: """
+    ALTER TABLE segments ADD COLUMN published_seq INTEGER;  -- the closed manifest file listing it (format 2)
+    ALTER TABLE segments ADD COLUMN tombstone_seq INTEGER;  -- the closed file saying it was forgotten
+    ALTER TABLE dirs ADD COLUMN published_seq INTEGER;
+    CREATE INDEX segments_unpublished ON segments (published_seq) WHERE published_seq IS NULL;
+    """,
+    6: """
+    ALTER TABLE segments ADD COLUMN forgotten_at     TEXT;  -- when retention forgot it (state forgotten)
+    ALTER TABLE segments ADD COLUMN forgotten_reason TEXT;  -- the policy's reason
+    """,
 }
 SEALED_COLUMNS = (
     "id", "stream", "state", "local_path", "compression", "raw_bytes", "stored_bytes", "sha256",
@@ -113,6 +125,10 @@ class SegmentRow:
     verified_at: str | None = None
     pruned_at: str | None = None
     health: str | None = None
+    published_seq: int | None = None
+    tombstone_seq: int | None = None
+    forgotten_at: str | None = None
+    forgotten_reason: str | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> "SegmentRow":
@@ -250,12 +266,52 @@ class Manifest:
             f"INSERT INTO segments ({columns}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}", values
         )
 
-    def update_segment(self, segment: str, **changes: Any) -> None:
-        """Set columns of one segment (state transitions, upload results, errors)."""
+    def update_segment(self, segment: str, **changes: Any) -> bool:
+        """Set columns of one segment (state transitions, upload results, errors). A forgotten
+        segment is left alone, so a job that read the row before it was forgotten cannot bring
+        it back; False then."""
         if "state" in changes and changes["state"] not in STATES:
             raise ValueError(f"unknown segment state {changes['state']!r}")
         assignments = ", ".join(f"{name} = :{name}" for name in changes)
-        self._db.execute(f"UPDATE segments SET {assignments} WHERE id = :id", {**changes, "id": segment})
+        cursor = self._db.execute(
+            f"UPDATE segments SET {assignments} WHERE id = :id AND state != 'forgotten'", {**changes, "id": segment}
+        )
+        return cursor.rowcount > 0
+
+    def forget(self, segment: str, reason: str, when: str) -> SegmentRow | None:
+        """Mark one segment forgotten, in a write transaction of its own: the row as it was, or
+        None when it is unknown or already forgotten. Its ``last_error`` says what is left to
+        remove (the stored file, the local copy) until :meth:`removed` clears it, so a run that
+        stops halfway is finished by the next; its lease is no longer renewed."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            found = self._db.execute("SELECT * FROM segments WHERE id = ?", (segment,)).fetchone()
+            if found is None or found["state"] == "forgotten":
+                self._db.execute("ROLLBACK")
+                return None
+            self._db.execute(
+                "UPDATE segments SET state = 'forgotten', forgotten_at = ?, forgotten_reason = ?, last_error = ? "
+                "WHERE id = ?",
+                (when, reason, FORGOTTEN_PENDING, segment),
+            )
+            if found["read_cap"] is not None:
+                self._db.execute("DELETE FROM leases WHERE target = ?", (found["read_cap"],))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return SegmentRow.from_sql(found)
+
+    def forgotten_unremoved(self) -> list[SegmentRow]:
+        """Forgotten segments whose stored file or local copy may still be there."""
+        query = "SELECT * FROM segments WHERE state = 'forgotten' AND last_error IS NOT NULL ORDER BY id"
+        return [SegmentRow.from_sql(row) for row in self._db.execute(query)]
+
+    def removed(self, segment: str, error: str | None = None) -> None:
+        """A forgotten segment's files are gone (``error``: not yet, and why)."""
+        self._db.execute(
+            "UPDATE segments SET last_error = ? WHERE id = ? AND state = 'forgotten'", (error, segment)
+        )
 
     def in_state(self, state: str, due_before: float | None = None) -> list[SegmentRow]:
         """Segments in ``state`` (and due for an attempt by ``due_before``), oldest first."""
@@ -267,7 +323,8 @@ class Manifest:
         return [SegmentRow.from_sql(row) for row in self._db.execute(query + " ORDER BY id", params)]
 
     def streams(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT DISTINCT stream FROM segments ORDER BY stream")]
+        query = "SELECT DISTINCT stream FROM segments WHERE state != 'forgotten' ORDER BY stream"
+        return [row[0] for row in self._db.execute(query)]
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -314,6 +371,35 @@ class Manifest:
         self.set_meta(DIRS_ROOT, root)
         return self.dirs()
 
+    def unpublished(self) -> tuple[list[SegmentRow], list[SegmentRow], dict[str, str | None]]:
+        """What the open period lists: uploaded segments and directories not yet in a closed
+        published file, and forgotten segments that a closed file lists, whose tombstone is not
+        yet published (one forgotten before any closed file listed it just drops out)."""
+        rows = [SegmentRow.from_sql(row) for row in self._db.execute(
+            "SELECT * FROM segments WHERE published_seq IS NULL AND store_path IS NOT NULL AND state != 'forgotten' "
+            "ORDER BY uploaded_at, id"
+        )]
+        tombstones = [SegmentRow.from_sql(row) for row in self._db.execute(
+            "SELECT * FROM segments WHERE state = 'forgotten' AND published_seq IS NOT NULL AND tombstone_seq IS NULL "
+            "ORDER BY id"
+        )]
+        dirs = {row[0]: row[1] for row in self._db.execute(
+            "SELECT path, read_cap FROM dirs WHERE published_seq IS NULL ORDER BY path"
+        )}
+        return rows, tombstones, dirs
+
+    def mark_published(
+        self, segments: list[str], tombstones: list[str], dirs: list[str], seq: int, meta: dict[str, str],
+    ) -> None:
+        """These segments, tombstones and directories are in the closed file ``seq``, and the
+        chain's state is ``meta``: one transaction, so a crash neither loses nor repeats one."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE segments SET published_seq = ? WHERE id = ?", [(seq, s) for s in segments])
+            self._db.executemany("UPDATE segments SET tombstone_seq = ? WHERE id = ?", [(seq, s) for s in tombstones])
+            self._db.executemany("UPDATE dirs SET published_seq = ? WHERE path = ?", [(seq, d) for d in dirs])
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+
     def lease_targets(self) -> list[LeaseTarget]:
         """Everything in the store this sink made and still keeps, with when its lease was last
         added: the renewal's, else the upload's or creation's (an upload adds a first lease)."""
@@ -341,9 +427,10 @@ class Manifest:
     def lease_renewed(self, target: "LeaseTarget", when: float) -> None:
         self._db.execute("INSERT OR REPLACE INTO leases (target, renewed_at) VALUES (?, ?)", (target.key, when))
 
-    def document(self, *, include_write_caps: bool = False, uploaded_only: bool = False) -> dict[str, Any]:
-        """The manifest as JSON: what ``manifest export`` prints and, with uploaded segments and
-        read caps only, what is published to ``_manifest/<sink-id>.json``."""
+    def document(self, *, include_write_caps: bool = False) -> dict[str, Any]:
+        """The manifest as JSON, what ``manifest export`` prints: every segment with its local
+        state, directories and the root, read caps only unless asked. (What is published to the
+        store is format 2: archiver/format/published.py.)"""
         root: dict[str, Any] = {"read_cap": self.get_meta("root_read_cap")}
         if include_write_caps:
             root["write_cap"] = self.get_meta("root_write_cap")
@@ -354,15 +441,12 @@ class Manifest:
                 dirs[path]["write_cap"] = caps["write_cap"]
         segments = []
         for row in self.segments():
-            if uploaded_only and row.store_path is None:
-                continue
-            entry = {name: getattr(row, name) for name in PUBLISHED_SEGMENT_FIELDS}
-            if not uploaded_only:
-                entry.update(local_path=row.local_path, attempts=row.attempts, last_error=row.last_error)
+            entry = {name: getattr(row, name) for name in EXPORTED_SEGMENT_FIELDS}
+            entry.update(local_path=row.local_path, attempts=row.attempts, last_error=row.last_error)
             segments.append(entry)
         return {
-            "format": "archiver-manifest",
-            "version": PUBLISHED_FORMAT,
+            "format": "archiver-manifest-export",
+            "version": EXPORT_VERSION,
             "sink_id": self.get_meta("sink_id"),
             "root": root,
             "dirs": dirs,
@@ -373,8 +457,9 @@ class Manifest:
     def segments(
         self, stream: str | None = None, since: str | None = None, until: str | None = None
     ) -> Iterator[SegmentRow]:
-        """Segments whose time range overlaps [since, until), oldest first."""
-        query = "SELECT * FROM segments WHERE 1=1"
+        """Segments kept (not forgotten) whose time range overlaps [since, until), oldest first:
+        what readers, the published manifest and ``manifest export`` list."""
+        query = "SELECT * FROM segments WHERE state != 'forgotten'"
         params: list[Any] = []
         if stream is not None:
             query += " AND stream = ?"
@@ -393,24 +478,8 @@ class Manifest:
         return [row[0] for row in self._db.execute("SELECT id FROM segments")]
 
 
-PUBLISHED_SEGMENT_FIELDS = (
+EXPORTED_SEGMENT_FIELDS = (
     "id", "stream", "state", "store_path", "read_cap", "verify_cap", "compression", "raw_bytes",
     "stored_bytes", "sha256", "records", "first_ts", "last_ts", "levels", "sealed_at", "uploaded_at",
     "verified_at",
 )
-
-
-def parse_published(data: bytes, origin: str) -> dict[str, Any]:
-    """A published manifest, checked: an unknown format version is refused, not guessed at."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as err:
-        raise ManifestError(f"{origin} is not JSON: {err}") from None
-    if not isinstance(document, dict) or document.get("format") != "archiver-manifest":
-        raise ManifestError(f"{origin} is not an archiver manifest")
-    if document.get("version") != PUBLISHED_FORMAT:
-        raise ManifestError(
-            f"{origin} has manifest format version {document.get('version')!r}; this archiver reads "
-            f"version {PUBLISHED_FORMAT}: upgrade archiver"
-        )
-    return document

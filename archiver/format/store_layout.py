@@ -10,8 +10,13 @@ MANIFEST_DIR = "/_manifest"
 
 
 def published_path(sink_id: str) -> str:
-    """``/_manifest/<sink-id>.json``: one sink's published manifest."""
+    """``/_manifest/<sink-id>.json``: one sink's published manifest in format 1."""
     return f"{MANIFEST_DIR}/{sink_id}.json"
+
+
+def published_dir(sink_id: str) -> str:
+    """``/_manifest/<sink-id>``: one sink's published manifest in format 2, a directory."""
+    return f"{MANIFEST_DIR}/{sink_id}"
 
 
 def store_path(segment: SegmentRow) -> str:

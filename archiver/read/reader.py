@@ -23,10 +23,11 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 from archiver.format.layout import DataDir
-from archiver.format.manifest import Manifest, SegmentRow, open_for_reading, parse_published
+from archiver.format.manifest import Manifest, SegmentRow, open_for_reading
 from archiver.format.segment import open_compressed
 from archiver.format.subset import Subset
-from archiver.format.store_layout import MANIFEST_DIR, store_path
+from archiver.format.store_layout import store_path
+from archiver.read.published import published_rows
 from archiver.store.base import HasCaps, Store
 from archiver.store.integrity import check_stored, sha256_of
 
@@ -339,30 +340,12 @@ def _whole_lines(path: Path) -> Iterator[bytes]:
         return
 
 
-def published_row(entry: dict[str, Any]) -> SegmentRow:
-    """A manifest row from a published segment entry (it has no local copy)."""
-    values = {key: value for key, value in entry.items() if key in _ROW_FIELDS}
-    return SegmentRow(**{"local_path": "", **values})
-
-
-def published_manifests(store: Store) -> list[dict[str, Any]]:
-    """The published manifests of every sink sharing this root."""
-    if not store.isdir(MANIFEST_DIR):
-        return []
-    documents = []
-    for name in sorted(store.listdir(MANIFEST_DIR)):
-        if name.endswith(".json"):
-            path = f"{MANIFEST_DIR}/{name}"
-            documents.append(parse_published(store.read_bytes(path), path))
-    return documents
-
-
 def store_archive(store: Store) -> Archive:
-    """Every sink's segments under one store root, from the published manifests."""
+    """Every sink's segments under one store root, from the published manifests: only the
+    manifest files whose time range overlaps the asked one are read."""
 
     def rows(stream: str | None, since: str | None, until: str | None) -> list[SegmentRow]:
-        merged = [published_row(entry) for document in published_manifests(store) for entry in document["segments"]]
-        return sorted(merged, key=lambda row: (row.first_ts or "", row.id))
+        return published_rows(store, since, until)
 
     return Archive(rows, store=lambda: store)
 

@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from archiver.common.units import format_ts
 from archiver.format.layout import COMPRESSION_SUFFIX, SEGMENT_ID
 from archiver.format.manifest import Manifest
 from archiver.format.segment import SegmentTally, open_compressed
-from archiver.format.store_layout import MANIFEST_DIR, levels_of
-from archiver.read.reader import published_manifests, published_row
+from archiver.format.published import ChainFile, parse_document, sha256_hex
+from archiver.format.store_layout import MANIFEST_DIR, levels_of, published_dir
+from archiver.read.published import chain_paths, published_row, published_sinks
 from archiver.store.base import Store, caps_of
 
 _SUFFIXES = {suffix: kind for kind, suffix in COMPRESSION_SUFFIX.items()}
@@ -49,17 +52,20 @@ def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -
     try:
         if manifest.segment_ids():
             raise RebuildError(f"{data_dir} already has a manifest with segments; rebuild into an empty data dir")
-        documents = published_manifests(store)
-        sinks = sorted({document["sink_id"] for document in documents})
-        if documents:
-            chosen = _choose(sinks, sink_id)
-            document = next(d for d in documents if d["sink_id"] == chosen)
-            for entry in document["segments"]:
-                manifest.add_sealed(published_row(entry))
-                manifest.update_segment(entry["id"], **{k: entry[k] for k in ("state", "store_path", "read_cap", "verify_cap", "uploaded_at", "verified_at")})
-            for path, caps in document["dirs"].items():
+        sinks = {sink.sink_id: sink for sink in published_sinks(store)}
+        if sinks:
+            chosen = _choose(sorted(sinks), sink_id)
+            published = sinks[chosen]
+            for entry in published.segments.values():
+                row = published_row(entry)
+                manifest.add_sealed(row)
+                manifest.update_segment(row.id, **{k: getattr(row, k) for k in ("store_path", "read_cap", "verify_cap",
+                                                                                  "uploaded_at")})
+            for path, caps in published.dirs.items():
                 manifest.add_dir(path, None, caps["read_cap"], format_ts(time.time()))
-            source, count = "published", len(document["segments"])
+            if published.chain:
+                _carry_on_chain(manifest, store, chosen)
+            source, count = "published", len(published.segments)
         else:
             chosen, count = _walk(manifest, store, sink_id)
             source = "walk"
@@ -71,6 +77,40 @@ def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -
     finally:
         manifest.close()
     return {"sink_id": chosen, "segments": count, "source": source}
+
+
+def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
+    """A new host publishing for this sink goes on with its chain: the rows listed in closed
+    files are marked so, and the chain's state (seq, head, the open day) restored, so the next
+    publish links to the head instead of starting a second chain."""
+    base = published_dir(sink_id)
+    closed = sorted(
+        ((path, data, ChainFile.from_document(parse_document(data, path)))
+         for path, data in ((path, store.read_bytes(path)) for path, _ in chain_paths(store, base))),
+        key=lambda item: item[2].seq,
+    )
+    compacted = {digest for _, _, chain_file in closed for digest in chain_file.compacts}
+    listed: dict[str, int] = {}
+    day_files: list[list[str]] = []
+    day, day_prev, head, seq = "", "", "", 0
+    for path, data, chain_file in closed:
+        if chain_file.kind == "period" and sha256_hex(data) in compacted:
+            continue  # compacted into a day file already
+        for entry in chain_file.segments:
+            listed[entry["id"]] = chain_file.seq
+        if chain_file.kind == "period":
+            if not day_files:
+                day_prev = head
+            day = path.rsplit("/", 2)[-2]
+            day_files.append([path, sha256_hex(data)])
+        head = sha256_hex(data)
+        seq = chain_file.seq
+    for segment, file_seq in listed.items():
+        manifest.update_segment(segment, published_seq=file_seq)
+    manifest.mark_published([], [], list(manifest.dirs()), seq, {
+        "chain_seq": str(seq), "chain_head": head, "chain_day": day,
+        "chain_day_files": orjson.dumps(day_files).decode(), "chain_day_prev": day_prev,
+    })
 
 
 def _choose(sinks: list[str], wanted: str | None) -> str:

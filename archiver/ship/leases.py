@@ -25,7 +25,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import LeaseTarget, Manifest
-from archiver.format.store_layout import published_path
+from archiver.format.store_layout import published_dir
 from archiver.store.base import LeaseRenewal, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,11 @@ class LeaseRenewer:
         self.last_error: str | None = None
 
     def targets(self, manifest: Manifest) -> list[LeaseTarget]:
-        """Every target, least recently renewed first; the published manifest is renewed by
-        path, since each publish replaces it by a new file."""
+        """Every target, least recently renewed first; the published manifest's files are
+        renewed all at once, from their directory: each publish adds new ones."""
         targets = manifest.lease_targets()
         if manifest.get_meta("published_at"):
-            path = published_path(self.sink_id)
+            path = published_dir(self.sink_id)
             key = f"path:{path}"
             renewed = manifest.renewed_at(key)
             targets.append(LeaseTarget("published", path, None, path, renewed or 0.0))
@@ -133,7 +133,8 @@ class LeaseRenewer:
                 store.renew_lease_cap(target.cap, f"{target.kind} {target.name}")
             else:
                 assert target.path is not None
-                store.renew_lease(target.path)
+                for _ in store.renew_leases_deep(target.path):
+                    pass
         except StoreUnavailable:
             raise  # the rest would fail the same way: the next run tries again
         except StoreError as err:

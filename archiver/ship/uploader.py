@@ -9,7 +9,6 @@ manifest update) writes the same file under the same name: never a second entry.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import random
 import threading
@@ -26,7 +25,8 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
-from archiver.format.store_layout import MANIFEST_DIR, levels_of, published_path, store_path
+from archiver.format.store_layout import levels_of, store_path
+from archiver.ship.publisher import Publisher
 from archiver.store.base import HealthCheck, NotFound, Store, StoreError, StoreUnavailable, Stored, caps_of
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class Uploader:
         self._publish_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self._dirs = KnownDirs()
+        self._publisher = Publisher(sink_id, clock)
         self._unpublished = 0  # changes not yet in the published manifest; under _count_lock
         self._count_lock = threading.Lock()
         self.last_error: str | None = None
@@ -169,11 +170,22 @@ class Uploader:
         with open(self.data_dir.root / row.local_path, "rb") as local:
             caps = self._put(manifest, path, local)
         failpoint("after-upload-put")
-        manifest.update_segment(
+        if not manifest.update_segment(
             row.id, state="uploaded", store_path=path, read_cap=caps.read_cap, verify_cap=caps.verify_cap,
             uploaded_at=format_ts(self._clock()), last_error=None, next_attempt=0,
-        )
+        ):
+            self._unlink_forgotten(row, path)
+            return
         log.info("uploaded %s (%d bytes)", path, row.stored_bytes)
+
+    def _unlink_forgotten(self, row: SegmentRow, path: str) -> None:
+        """``archiver forget`` dropped the segment while it was being uploaded, and may have
+        looked for it in the store before the PUT: unlink what the PUT wrote."""
+        try:
+            self.store().delete(path)
+        except NotFound:
+            pass  # forget unlinked it after the PUT
+        log.info("%s was forgotten while it was uploaded: unlinked it again", row.id)
 
     def _put(self, manifest: Manifest, path: str, local: BinaryIO) -> Stored:
         """Upload into the file's directory, by its cap when known. When that directory is gone,
@@ -209,20 +221,18 @@ class Uploader:
     # -- publish ---------------------------------------------------------------------------
 
     def publish(self) -> None:
-        """Rewrite ``_manifest/<sink-id>.json``: uploaded segments and READ caps only."""
+        """Publish what is new in the manifest (format 2: archiver/ship/publisher.py): READ
+        caps only, O(new segments) a publish."""
         with self._publish_lock:
             manifest = Manifest(self.data_dir.root)
             try:
                 pending = self.unpublished
-                document = manifest.document(uploaded_only=True)
-                self._ensure_dirs(manifest, MANIFEST_DIR)
-                body = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-                self.store().put(published_path(self.sink_id), io.BytesIO(body))
-                manifest.set_meta("published_at", format_ts(self._clock()))  # its lease is renewed from now on
+                result = self._publisher.publish(self.store(), manifest, lambda path: self._ensure_dirs(manifest, path))
                 self._count_unpublished(-pending)
             finally:
                 manifest.close()
-        log.info("published manifest with %d segment(s)", len(document["segments"]))
+        log.info("published the manifest: %d segment(s) in the open period, %d period(s) closed",
+                 result["open_entries"], result["closed"])
 
     # -- verify ----------------------------------------------------------------------------
 
