@@ -11,6 +11,7 @@ from typing import BinaryIO
 import orjson
 import pytest
 from fs.memoryfs import MemoryFS
+from fs.osfs import OSFS
 
 from archiver.common.units import format_ts
 from archiver.format.manifest import Manifest, SegmentRow
@@ -20,6 +21,7 @@ from archiver.read.rebuild import rebuild_manifest
 from archiver.ship.publisher import PERIOD_MAX, Publisher
 from archiver.store.base import Stored
 from archiver.store.fs import FsStore
+from conftest import archiver_cli
 
 HOUR = 3600.0
 START = 1_800_000_000.0 - 1_800_000_000.0 % 86400  # a midnight, UTC
@@ -41,6 +43,15 @@ class CountingStore(FsStore):
     def open(self, path: str) -> BinaryIO:
         self.reads.append(path)
         return super().open(path)
+
+
+class OnDisk(CountingStore):
+    """The same, in a directory: what `archiver verify --archive osfs://DIR` reads."""
+
+    def __init__(self, root: Path) -> None:
+        FsStore.__init__(self, OSFS(str(root), create=True))
+        self.put_bytes = {}
+        self.reads = []
 
 
 class Sink:
@@ -228,3 +239,30 @@ def test_a_forgotten_segment_gets_a_tombstone_that_hides_it_in_older_files(sink:
     assert "URI:CHK:0" not in {row.read_cap for row in published_rows(sink.store, until=first.last_ts + "1")}
     [check] = check_published_chains(sink.store)
     assert check.problems == []
+
+
+def test_verify_from_the_root_names_a_tampered_chain_and_holds_a_pinned_head(sink: Sink, tmp_path: Path) -> None:
+    """`archiver verify --archive <root>`: the chain as published passes, a removed closed file
+    is named, and a head pinned before no longer passes once the chain is rewritten."""
+    root = tmp_path / "root"
+    sink.store = OnDisk(root)
+    for hour in range(4):
+        sink.upload(2)
+        sink.publish()
+        sink.now += HOUR
+    for row in published_rows(sink.store):  # the segments themselves, so verify can read them
+        sink.store.makedirs(row.store_path.rsplit("/", 1)[0])
+        sink.store.put(row.store_path, io.BytesIO(b""))
+    [check] = check_published_chains(sink.store)
+    archive = f"osfs://{root}"
+    good = archiver_cli("verify", "--quick", "--json", "--archive", archive, "--expect-head", str(check.head), check=False)
+    summary = orjson.loads(good.stdout.splitlines()[-1])
+    assert [p for p in summary["problems"] if p["where"] == "manifest"] == [] and summary["chains"][0]["head"] == check.head
+
+    [(victim, _)] = [item for item in chain_paths(sink.store, "/_manifest/sinkP")][1:2]
+    sink.store.delete(victim)
+    removed = archiver_cli("verify", "--quick", "--archive", archive, check=False)
+    assert removed.returncode == 1 and b"missing or altered" in removed.stdout
+
+    pinned = archiver_cli("verify", "--quick", "--archive", archive, "--expect-head", "0" * 64, check=False)
+    assert pinned.returncode == 1 and b"no chain passes through the expected head" in pinned.stdout

@@ -232,12 +232,15 @@ def _nothing(checked: Checked) -> None:
               help="Read no data: the size of each copy, and on Tahoe t=check without verify (shares present, "
                    "happiness). With --read-data-subset: the segments outside the subset.")
 @click.option("--repair", is_flag=True, help="Ask Tahoe to repair unhealthy segments while checking.")
+@click.option("--expect-head", metavar="SHA256", multiple=True,
+              help="Fail unless a sink's published manifest chain still passes through this hash (a head seen "
+                   "before: see docs/format.md). Repeatable.")
 @click.option("--json", "as_json", is_flag=True,
               help="A JSON line per segment as it is checked (segment, check, ok, where, problem), then a summary "
-                   "line (checked, ok, problems).")
+                   "line (checked, ok, problems, chains).")
 def verify_command(
     config_path: Path | None, data_dir: Path | None, archive: str | None, subset: Subset | None, quick: bool,
-    repair: bool, as_json: bool,
+    repair: bool, expect_head: tuple[str, ...], as_json: bool,
 ) -> None:
     """Check every segment: local and stored copies against their sha256, grid health.
 
@@ -250,18 +253,43 @@ def verify_command(
     try:
         with source:
             report = source.verify(repair=repair, quick=quick, subset=subset, on_checked=_checked_lines if as_json else _nothing)
+            chains = _check_chains(source, report, expect_head)
     except (StoreError, OSError) as err:
         raise CouldNotRun(redact(str(err))) from None
     if as_json:
         summary = {"checked": report.checked, "ok": report.ok, "subset": subset and str(subset), "quick": quick,
-                   "problems": [p.__dict__ for p in report.problems]}
+                   "chains": chains, "problems": [p.__dict__ for p in report.problems]}
         _emit(iter([orjson.dumps(summary) + b"\n"]))
     else:
         for problem in report.problems:
             click.echo(f"{problem.segment}  {problem.where}: {problem.problem}")
+        for chain in chains:
+            click.echo(f"manifest chain of {chain['sink_id']}: {chain['files']} file(s), head {chain['head']}")
         click.echo(f"{report.checked} segment(s) checked, {len(report.problems)} problem(s)")
     if not report.ok:
         sys.exit(1)
+
+
+def _check_chains(source: Archive, report: Any, expect_head: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each sink's published manifest chain (format 2), checked from the store when the archive
+    is read from a store root (an auditor's read cap) or a head is pinned: a file missing,
+    reordered, altered or added is a problem, and so is a pinned head the chain no longer
+    passes through."""
+    from archiver.read.published import check_published_chains
+    from archiver.read.reader import Problem
+
+    if source.data_dir is not None and not expect_head:
+        return []
+    store = source.store
+    if store is None:
+        return []
+    checks = check_published_chains(store)
+    for check in checks:
+        report.problems += [Problem(f"_manifest/{check.sink_id}", "manifest", problem) for problem in check.problems]
+    for head in expect_head:
+        if not any(head in check.passes for check in checks):
+            report.problems.append(Problem("_manifest", "manifest", f"no chain passes through the expected head {head}"))
+    return [{"sink_id": check.sink_id, "files": check.files, "head": check.head} for check in checks]
 
 
 @main.command("restore")
