@@ -9,29 +9,49 @@ import random
 import sqlite3
 import sys
 import threading
+from contextlib import closing
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import orjson
 import pytest
 from fs.memoryfs import MemoryFS
 from fs.path import abspath, dirname
+from minimal_store import BACKENDS, MinimalStore, make_store
 
 from archiver.common.backoff import retry_delay
 from archiver.format.manifest import Manifest, ManifestError
 from archiver.format.published import parse_document
+from archiver.format.store_layout import store_path
 from archiver.read.published import published_rows
 from archiver.ship.publisher import Publisher
-from archiver.format.store_layout import store_path
 from archiver.store import FsStore, HasCaps, NotFound, Store, Stored, StoreUnavailable
 from conftest import make_uploader, rows, seal
-from minimal_store import BACKENDS, MinimalStore, make_store
 
 
 def day_dirs(stream: str, segment_id: str) -> list[str]:
     """The store directories a segment's upload makes: the day comes from its id, so tests pass across midnight."""
     day = segment_id[:8]
     return [f"/{stream}", f"/{stream}/{day[:4]}", f"/{stream}/{day[:4]}/{day[4:6]}", f"/{stream}/{day[:4]}/{day[4:6]}/{day[6:8]}"]
+
+
+@pytest.fixture(autouse=True)
+def _manifests_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every manifest opened during a test (several inline here) is closed at teardown: Python
+    3.13 reports a connection left to the garbage collector."""
+    opened: list[Manifest] = []
+    init = Manifest.__init__
+    here = threading.get_ident()
+
+    def tracked(self: Manifest, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if threading.get_ident() == here:  # other threads' are the code under test's, closed by it
+            opened.append(self)
+
+    monkeypatch.setattr(Manifest, "__init__", tracked)
+    yield
+    for manifest in opened:
+        manifest.close()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -225,7 +245,8 @@ def test_a_new_store_root_forgets_the_directory_caps_of_the_old(tmp_path: Path) 
     assert new.refused == 0  # no PUT into a directory cap of the old root
     dirs = Manifest(tmp_path / "data").dirs()
     assert dirs and all(caps["write_cap"].startswith("URI:DIR2:new:") for caps in dirs.values())
-    meta = sqlite3.connect(tmp_path / "data" / "manifest.sqlite").execute("SELECT value FROM meta").fetchall()
+    with closing(sqlite3.connect(tmp_path / "data" / "manifest.sqlite")) as db:
+        meta = db.execute("SELECT value FROM meta").fetchall()
     assert not [value for (value,) in meta if "URI:" in value]  # the root is recorded by a hash
 
 
