@@ -33,6 +33,7 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/ingest_bulk.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/longterm.py
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
