@@ -46,6 +46,7 @@ def wait_past(moment: float) -> None:
 
 def test_a_renewal_pass_moves_every_lease_forward(grid3: LocalGrid, tmp_path: Path) -> None:
     data = tmp_path / "data"
+    others = set(share_leases(grid3))  # the session's grid holds other tests' archives too
     sink = Sink(data, ["--store", "tahoe://" + grid3.gateway_url.split("://")[1]]).start()
     try:
         for n in range(3):
@@ -57,15 +58,15 @@ def test_a_renewal_pass_moves_every_lease_forward(grid3: LocalGrid, tmp_path: Pa
         assert b"leases: " in archiver_cli("status", "--data-dir", str(data)).stdout
     finally:
         assert sink.stop() == 0
-    before = share_leases(grid3)
+    before = {share: leases for share, leases in share_leases(grid3).items() if share not in others}
     assert before and all(len(leases) == 1 for leases in before.values())
     uploaded = max(max(leases) for leases in before.values()) - LEASE_SECONDS
 
     wait_past(uploaded)
     result = archiver_cli("leases", "renew", "--data-dir", str(data))
     assert b"0 failed" in result.stdout
-    renewed = share_leases(grid3)
-    assert renewed.keys() == before.keys()  # segments, their directories, the root, the published manifest
+    renewed = {share: leases for share, leases in share_leases(grid3).items() if share not in others}
+    assert renewed.keys() >= before.keys()  # segments, their directories, the root, the published manifest
     for share, leases in before.items():
         assert len(renewed[share]) == 1, f"{share}: a second lease instead of a renewal"
         assert renewed[share][0] > leases[0], f"{share} was not renewed"
@@ -77,4 +78,4 @@ def test_a_renewal_pass_moves_every_lease_forward(grid3: LocalGrid, tmp_path: Pa
     elsewhere = archiver_cli("leases", "renew", "--archive", url)
     assert b"0 failed" in elsewhere.stdout
     again = share_leases(grid3)
-    assert all(again[share][0] > renewed[share][0] for share in renewed)
+    assert all(again[share][0] > renewed[share][0] for share in before)
