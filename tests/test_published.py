@@ -266,3 +266,41 @@ def test_verify_from_the_root_names_a_tampered_chain_and_holds_a_pinned_head(sin
 
     pinned = archiver_cli("verify", "--quick", "--archive", archive, "--expect-head", "0" * 64, check=False)
     assert pinned.returncode == 1 and b"no chain passes through the expected head" in pinned.stdout
+
+
+def test_a_file_listing_no_timed_entry_is_found_again(sink: Sink) -> None:
+    """A segment with no records (recovered from an empty open file) has no time range."""
+    assert ChainName.parse("0000000002----.json") == ChainName(2, "-", "-")
+    with closing(Manifest(sink.data)) as manifest:
+        manifest.add_sealed(SegmentRow("20270101T000000Z-sinkP-999999", "app", "sealed", "", "gzip", 0, 20, "0" * 64, 0,
+                                       None, None, {}, format_ts(sink.now)))
+        manifest.update_segment("20270101T000000Z-sinkP-999999", state="uploaded", store_path="/app/empty.jsonl.gz",
+                                read_cap="URI:CHK:empty", uploaded_at=format_ts(sink.now))
+    sink.publish()
+    sink.now += HOUR
+    sink.upload(1)
+    sink.publish()
+    assert "URI:CHK:empty" in {row.read_cap for row in published_rows(sink.store, since=format_ts(sink.now - HOUR))}
+    assert check_published_chains(sink.store)[0].problems == []
+
+
+def test_a_format_1_file_left_beside_the_directory_hides_nothing(sink: Sink) -> None:
+    sink.upload(3)
+    sink.publish()
+    sink.store.put("/_manifest/sinkP.json", io.BytesIO(orjson.dumps(
+        {"format": "archiver-manifest", "version": 1, "sink_id": "sinkP", "root": {}, "dirs": {}, "segments": []})))
+    assert len(published_rows(sink.store)) == 3
+
+
+def test_a_file_left_by_a_publish_that_died_is_replaced_not_doubled(sink: Sink) -> None:
+    sink.upload(2)
+    sink.publish()
+    sink.now += HOUR
+    directory = "/_manifest/sinkP/" + format_ts(START)[:4] + "/" + format_ts(START)[:10]
+    sink.store.makedirs(directory)
+    sink.store.put(f"{directory}/0000000001-20000101T000000Z-20000101T000001Z.json", io.BytesIO(b"{}"))  # the dead one
+    sink.upload(1)
+    sink.publish()
+    assert [name for name in sink.store.listdir(directory) if name.startswith("0000000001-")] != []
+    assert len([name for name in sink.store.listdir(directory) if name.startswith("0000000001-")]) == 1
+    assert check_published_chains(sink.store)[0].problems == []

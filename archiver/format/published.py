@@ -90,11 +90,12 @@ class ChainName:
 
     @classmethod
     def parse(cls, filename: str) -> "ChainName | None":
-        stem, dot, suffix = filename.partition(".")
-        parts = stem.split("-")
-        if suffix != "json" or len(parts) != 3 or not parts[0].isdigit():
+        stem, _, suffix = filename.partition(".")
+        seq, _, times = stem.partition("-")
+        first, _, last = ("-", "", "-") if times == "---" else times.partition("-")
+        if suffix != "json" or not seq.isdigit() or not first or not last:
             return None
-        return cls(int(parts[0]), parts[1], parts[2])
+        return cls(int(seq), first, last)
 
     def overlaps(self, since: str | None, until: str | None) -> bool:
         """Whether the file may list a segment overlapping [since, until) (canonical times)."""

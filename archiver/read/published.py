@@ -42,8 +42,11 @@ def published_sinks(store: Store, since: str | None = None, until: str | None = 
     if not store.isdir(MANIFEST_DIR):
         return []
     sinks: dict[str, SinkManifest] = {}
-    for name in sorted(store.listdir(MANIFEST_DIR)):
+    names = sorted(store.listdir(MANIFEST_DIR))
+    for name in names:
         path = f"{MANIFEST_DIR}/{name}"
+        if name.endswith(".json") and name[: -len(".json")] in names:
+            continue  # a format 1 file its sink has not removed yet: the format 2 directory lists it all
         if name.endswith(".json"):
             document = parse_document(store.read_bytes(path), path)
             if document["version"] == 1:

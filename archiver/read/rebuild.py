@@ -62,7 +62,7 @@ def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -
                 manifest.update_segment(row.id, **{k: getattr(row, k) for k in ("store_path", "read_cap", "verify_cap",
                                                                                   "uploaded_at")})
             for path, caps in published.dirs.items():
-                manifest.add_dir(path, None, caps["read_cap"], format_ts(time.time()))
+                manifest.add_dir(path, None, caps["read_cap"], "")  # no creation known: its lease is due
             if published.chain:
                 _carry_on_chain(manifest, store, chosen)
             source, count = "published", len(published.segments)
@@ -91,6 +91,7 @@ def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
     )
     compacted = {digest for _, _, chain_file in closed for digest in chain_file.compacts}
     listed: dict[str, int] = {}
+    dirs: set[str] = set()
     day_files: list[list[str]] = []
     day, day_prev, head, seq = "", "", "", 0
     for path, data, chain_file in closed:
@@ -98,6 +99,7 @@ def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
             continue  # compacted into a day file already
         for entry in chain_file.segments:
             listed[entry["id"]] = chain_file.seq
+        dirs.update(chain_file.dirs)
         if chain_file.kind == "period":
             if not day_files:
                 day_prev = head
@@ -107,7 +109,7 @@ def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
         seq = chain_file.seq
     for segment, file_seq in listed.items():
         manifest.update_segment(segment, published_seq=file_seq)
-    manifest.mark_published([], [], list(manifest.dirs()), seq, {
+    manifest.mark_published([], [], sorted(dirs), seq, {
         "chain_seq": str(seq), "chain_head": head, "chain_day": day,
         "chain_day_files": orjson.dumps(day_files).decode(), "chain_day_prev": day_prev,
     })

@@ -99,6 +99,9 @@ class Publisher:
         ensure_dir(directory)
         path = f"{directory}/{chain_file.name().filename}"
         data = chain_file.to_bytes()
+        for name in store.listdir(directory):  # left by a publish that died before recording its file
+            if name.startswith(f"{seq:010d}-") and f"{directory}/{name}" != path:
+                store.delete(f"{directory}/{name}")
         store.put(path, io.BytesIO(data))
         day_files = orjson.loads(manifest.get_meta("chain_day_files") or "[]") if open_day == day else []
         meta = {"chain_seq": str(seq), "chain_head": sha256_hex(data), "chain_day": day,
@@ -107,8 +110,9 @@ class Publisher:
             meta["chain_day_prev"] = head or ""
         manifest.mark_published([row.id for row in rows], [row.id for row in tombstones], list(dirs), seq, meta)
         log.info("published %s: %d segment(s), %d forgotten", path, len(rows), len(tombstones))
-        if open_day is None and seq == 1:
+        if not manifest.get_meta("format_1_retired"):
             self._retire_format_1(store)
+            manifest.set_meta("format_1_retired", format_ts(now))
 
     def _compact(self, store: Store, manifest: Manifest, ensure_dir: Callable[[str], None], day: str, now: float) -> None:
         """The day's period files become one day file, chained where they were; then they go."""

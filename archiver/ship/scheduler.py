@@ -49,25 +49,31 @@ class Jobs:
         self.uploader = uploader
         self.leases = leases
         self._uploading = threading.Event()
-        self._counts_lock = threading.Lock()  # runs happen on three scheduler threads
+        self._counts_lock = threading.Lock()  # runs happen on the scheduler's threads
         self._runs: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._segment_failures: Counter[str] = Counter()
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(3)},
+            # Upload and publish keep threads of their own: a long verify, read-back or lease
+            # pass must never hold every thread while segments wait to be uploaded.
+            executors={"default": ThreadPoolExecutor(2), "background": ThreadPoolExecutor(2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone=timezone.utc,
         )
         now = datetime.now(timezone.utc)
         self.scheduler.add_job(self._upload, "interval", seconds=upload_interval, id="upload", next_run_time=now)
         self.scheduler.add_job(self._publish, "interval", seconds=publish_delay, id="publish")
-        self.scheduler.add_job(self._run, "interval", seconds=verify_interval, id="verify", args=["verify_due"])
-        self.scheduler.add_job(self._run, "interval", seconds=prune_interval, id="prune", args=["prune_due"])
+        self.scheduler.add_job(self._run, "interval", seconds=verify_interval, id="verify", args=["verify_due"],
+                               executor="background")
+        self.scheduler.add_job(self._run, "interval", seconds=prune_interval, id="prune", args=["prune_due"],
+                               executor="background")
         if leases is not None:
             self.scheduler.add_job(self._counted, "interval", seconds=leases.settings.run_interval, id="leases",
+                                   executor="background",
                                    args=[LEASE_JOB, "lease renewal", leases.renew_due])
         if read_back is not None:
             self.scheduler.add_job(self._counted, "interval", seconds=RUN_INTERVAL, id="read_back",
+                                   executor="background",
                                    args=[READ_BACK_JOB, "read back", read_back.run_due])
 
     def start(self) -> None:

@@ -287,7 +287,7 @@ class Uploader:
             return
         log.warning("%s is not at %s in the store (a directory removed?): uploading it again", row.id, path)
         manifest.update_segment(
-            row.id, state="sealed", store_path=None, uploaded_at=None,
+            row.id, state="sealed", store_path=None, uploaded_at=None, published_seq=None,
             next_attempt=0, last_error=f"not found at {path} when verified: uploading again",
         )
 

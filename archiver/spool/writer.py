@@ -142,11 +142,13 @@ class SegmentWriter:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        failures = await self.flush()
-        await self._commits.drain()
-        self._closed = True
-        self._commits.shutdown()
-        self._sealer.shutdown()
+        try:
+            failures = await self.flush()
+        finally:
+            await self._commits.drain()
+            self._closed = True
+            self._commits.shutdown()
+            self._sealer.shutdown()
         return failures
 
     # -- the request path ------------------------------------------------------------------
