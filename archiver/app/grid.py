@@ -25,7 +25,7 @@ from archiver.store import tahoe as tahoe_store
 from archiver.store.tahoe import TahoeFS
 
 TAHOE_VERSION = "1.20.0"
-PORT_RANGE = (20000, 32000)  # below the ephemeral range: see shared/reference/tahoe-webapi.md
+PORT_RANGE = (20000, 32000)  # below Linux's ephemeral port range (32768 and up)
 PID_FILE = "archiver-tahoe.pid"
 # Nodes this process started, kept so they can be reaped (and are not reported as leaked).
 _children: dict[int, subprocess.Popen[bytes]] = {}

@@ -127,7 +127,7 @@ def sink_identity(data_dir: Path, configured: str) -> str:
 
 
 def prepare_data_dir(path: Path) -> DataDir:
-    """Create the data dir 0700: it holds every record and (from #4) the grid's write caps."""
+    """Create the data dir 0700: it holds every record and the grid's write caps."""
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return DataDir(path)

@@ -4,7 +4,7 @@
 DATA/
   sink.pid                      lock held by the running sink (flock)
   sink.json                     pid, addresses, sink id of the running sink
-  manifest.sqlite               segments and (from #4) directory caps
+  manifest.sqlite               segments, directory caps, leases, the published chain's state
   spool/open/<stream>/<segment-id>.jsonl
   spool/sealed/<stream>/<segment-id>.jsonl.gz   (or .jsonl.zst)
 ```

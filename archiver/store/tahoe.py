@@ -4,7 +4,7 @@
 capability. Files are written as immutable CHK files (``upload(..., format="MDMF")`` for a
 mutable one) and streamed both ways: nothing holds a whole file in memory.
 
-Traps of the web API this module avoids (shared/reference/tahoe-webapi.md):
+Traps of Tahoe's web API (1.20) this module avoids:
   * ``t=mkdir&name=`` replaces an existing directory unless ``replace=false``;
   * a PUT or a path-form mkdir creates missing parents, so parents are checked first;
   * DELETE does not check that a directory is empty;

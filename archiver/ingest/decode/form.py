@@ -1,5 +1,5 @@
 """HTTPHandler's urlencoded ``LogRecord.__dict__``: the form parser, typed values, and the
-message rebuilt from ``msg`` and ``args`` (shared/reference/clients.md)."""
+message rebuilt from ``msg`` and ``args`` as ``LogRecord.getMessage`` does (docs/records.md)."""
 
 from __future__ import annotations
 
