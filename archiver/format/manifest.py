@@ -1,16 +1,16 @@
-"""The sink's own record: ``DATA/manifest.sqlite`` (WAL, mode 0600), and its published copy.
+"""The sink's own record: ``DATA/manifest.sqlite`` (WAL, mode 0600).
 
 Segments with their state (sealed -> uploaded -> verified -> pruned; retention may move any of
-them to forgotten, which is final), the directories the sink
-created in the store with their write and read caps (the manifest of directory URIs), the
-root caps and the sink id. One connection per thread. The schema is versioned with
+them to forgotten, which is final), the directories the sink created in the store with their
+write and read caps (the manifest of directory URIs), when each object's lease was renewed,
+which closed published file lists each row, the root caps and the sink id. One connection per thread. The schema is versioned with
 ``PRAGMA user_version`` and migrated forward when the sink opens it; a file from a newer
 archiver is refused. Readers (``ls``, ``cat``, ``verify``, ``/_status``) open it read-only
 (:func:`open_for_reading`): no write transaction, no lock contention with the sink, and it
 works on a data dir they cannot write.
 
-The published manifest (``_manifest/<sink-id>.json`` in the store) is built here from the
-SQLite state and carries READ caps only.
+What is published to the store (READ caps only) is archiver/format/published.py's format 2,
+written by archiver/ship/publisher.py from the rows :meth:`Manifest.unpublished` gives.
 """
 
 from __future__ import annotations
