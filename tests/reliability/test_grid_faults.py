@@ -55,8 +55,12 @@ def test_one_node_down_then_lost_shares_repaired(start_sink, grid3: LocalGrid, t
     assert b"failed 0, backlog 0" in archiver_cli("flush", "-c", str(config)).stdout  # retried until happy
 
     # A storage node loses every share it held: verify flags it, --repair restores happiness.
+    # The node is down while its disk is wiped: a running node may be writing a share (a publish).
+    grid3.stop_node("storage2")
     shutil.rmtree(grid3.node_dir("storage2") / "storage" / "shares")
     (grid3.node_dir("storage2") / "storage" / "shares").mkdir()
+    grid3.start_node("storage2")
+    grid3.wait_ready(60)
     damaged = archiver_cli("verify", "--json", "-c", str(config), check=False)
     report = orjson.loads(damaged.stdout.splitlines()[-1])  # the summary line
     assert damaged.returncode == 1 and len(report["problems"]) == 2
