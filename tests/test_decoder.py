@@ -85,6 +85,20 @@ def test_without_workers_heavy_input_is_decoded_on_a_thread() -> None:
     assert with_decoder(0, run) == os.getpid()
 
 
+def test_input_in_hand_when_the_workers_stop_is_still_decoded() -> None:
+    """A request still decoding as the sink stops must not be refused as undecodable."""
+    body = b'{"message": "late"}'
+
+    async def main() -> tuple[int, int]:
+        decoder = Decoder(1)
+        await decoder.start()
+        await decoder.close()
+        batch = await decoder.run(True, decode_request, "POST", body, None, 10**6, CTX)
+        return batch.count, await decoder.run(True, os.getpid)
+
+    assert asyncio.run(main()) == (1, os.getpid())
+
+
 def test_tcp_lines_are_routed_by_their_stream_field() -> None:
     data = b'{"message": "a", "app": "billing"}\n{"message": "b", "app": "../x"}\n{"message": "c"}\n[1]\n'
     batch = decode_tcp(data, Context("tcp", None, 0), "app")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from archiver.format.record import Context, Lines, Rejected, encode_lines, valid_stream_name
 from archiver.ingest.decode.jsonbody import decode_lines
 from archiver.ingest.decode.sniff import decode_body, decode_query, decompress
-from archiver.ingest.workers import WorkerDied, WorkerPool
+from archiver.ingest.workers import PoolClosed, WorkerDied, WorkerPool
 
 # Inputs at least this big (or compressed: they may inflate to megabytes) leave the loop.
 OFFLOAD_BYTES = 64 * 1024
@@ -89,14 +89,16 @@ class Decoder:
     async def run(self, heavy: bool, decode: Callable[..., Any], *args: Any) -> Any:
         if not heavy:
             return decode(*args)
-        if self._pool is None:
-            return await asyncio.get_running_loop().run_in_executor(None, decode, *args)
-        try:
-            return await self._pool.call(decode, *args)
-        except WorkerDied:
-            # A worker died (the OOM killer, a signal) and took every call in flight with it:
-            # this input may be innocent, so it gets one more try on a fresh worker.
-            return await self._pool.call(decode, *args)
+        if self._pool is not None:
+            try:
+                return await self._pool.call(decode, *args)
+            except WorkerDied:
+                # A worker died (the OOM killer, a signal) and took every call in flight with it:
+                # this input may be innocent, so it gets one more try on a fresh worker.
+                return await self._pool.call(decode, *args)
+            except PoolClosed:
+                pass  # input still in hand at stop is decoded here, not mistaken for undecodable
+        return await asyncio.get_running_loop().run_in_executor(None, decode, *args)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -32,6 +32,10 @@ class WorkerDied(Exception):
     """The worker running a call exited before answering it."""
 
 
+class PoolClosed(Exception):
+    """The pool was closed (the sink is stopping) before this call could start."""
+
+
 class _Worker:
     """One child process and the calls it has not answered yet, oldest first."""
 
@@ -99,25 +103,34 @@ class WorkerPool:
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` in a worker; ``function`` must be importable by reference
         (a module-level function). Raises what it raised, or WorkerDied."""
-        worker = min(self._workers, key=lambda w: len(w.pending))
+        worker = self._least_busy()
         if not worker.alive:
             worker = await self._replace(worker)
         try:
             return await worker.call(function, args)
         except WorkerDied:
-            await self._replace(worker)
+            if self._workers:
+                await self._replace(worker)
             raise
 
     async def close(self, timeout: float = 10.0) -> None:
         workers, self._workers = self._workers, []
         await asyncio.gather(*(worker.stop(timeout) for worker in workers))
 
+    def _least_busy(self) -> _Worker:
+        if not self._workers:
+            raise PoolClosed("the decode workers have stopped")
+        return min(self._workers, key=lambda w: len(w.pending))
+
     async def _replace(self, dead: _Worker) -> _Worker:
-        if dead not in self._workers:  # another call already replaced it
-            return min(self._workers, key=lambda w: len(w.pending))
+        if dead not in self._workers:  # another call already replaced it, or the pool closed
+            return self._least_busy()
         log.warning("decode worker %d died; starting a new one", dead.proc.pid)
         self.restarts += 1
         fresh = await self._spawn()
+        if dead not in self._workers:  # the pool closed while the new worker started
+            await fresh.stop(timeout=1.0)
+            raise PoolClosed("the decode workers have stopped")
         self._workers[self._workers.index(dead)] = fresh
         return fresh
 
