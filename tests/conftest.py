@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -253,6 +255,18 @@ def peak_rss_growth(action: Callable[[], None]) -> int:
         done.set()
         sampler.join()
     return peak - start
+
+
+def low_port() -> int:
+    """A free 127.0.0.1 port below 32768, outside the kernel's range for outgoing connections."""
+    for port in random.sample(range(20000, 32768), 500):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
 
 
 def archiver_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:

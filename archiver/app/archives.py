@@ -15,7 +15,7 @@ def open_archive(source: str | Path) -> Archive:
     """An Archive from a config file, a data dir, or a store URL holding a root capability."""
     text = str(source)
     if "://" in text:
-        return store_archive(open_store(text))
+        return store_archive(open_store(text, create=False))
     path = Path(source)
     if path.is_file():
         return config_archive(load_config(path))

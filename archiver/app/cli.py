@@ -638,7 +638,7 @@ def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: s
 
     config = _load(config_path, {"data_dir": data_dir})
     try:
-        result = rebuild_manifest(config.data_dir, open_store(archive), sink_id)
+        result = rebuild_manifest(config.data_dir, open_store(archive, create=False), sink_id)
     except (RebuildError, StoreError, ManifestError) as err:
         raise click.ClickException(redact(str(err))) from None
     click.echo(f"rebuilt {result['segments']} segment(s) of sink {result['sink_id']} from the {result['source']}")

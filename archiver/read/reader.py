@@ -371,7 +371,7 @@ def data_dir_archive(data_dir: DataDir, store_url: str | None = None, shares_hap
             return None
         from archiver.store import open_store
 
-        return open_store(url, root_cap=cap)
+        return open_store(url, root_cap=cap, create=False)
 
     return Archive(rows, data_dir=data_dir, store=store, shares_happy=shares_happy)
 

@@ -70,6 +70,8 @@ def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -
             chosen, count = _walk(manifest, store, sink_id)
             source = "walk"
         manifest.set_meta("sink_id", chosen)
+        if store.location:  # without it, a segment with no local copy could not be read back
+            manifest.set_meta("store_url", store.location)
         root = caps_of(store, "/")
         for key, cap in (("write_cap", root.write_cap), ("read_cap", root.read_cap)):
             if cap:  # the write cap only when the store was given by it

@@ -31,17 +31,19 @@ __all__ = [
 
 def open_store(
     url: str, *, root_cap: str | None = None, make_root: bool = False,
-    on_root: Callable[[Stored], None] = lambda caps: None,
+    on_root: Callable[[Stored], None] = lambda caps: None, create: bool = True,
 ) -> Store:
     """The store at ``url``; errors name the URL with its secrets redacted. For a URL that
     names a node but not a root (``tahoe://HOST:PORT``), ``root_cap`` is the root kept from an
     earlier open, else (``make_root``: the sink's first start) a root is made; ``on_root`` hears
-    the root's caps, for the caller to keep (see ``tahoe.open_tahoe``)."""
+    the root's caps, for the caller to keep (see ``tahoe.open_tahoe``). A filesystem store is
+    made when missing unless ``create`` is false: a reader given a store that is not there (a
+    data dir whose store was moved) must say so, not read an empty one."""
     shown = redact(url)
     try:
         if url.startswith("tahoe://"):
             return tahoe.open_tahoe(url, root_cap=root_cap, make_root=make_root, on_root=on_root)
-        return FsStore(open_fs(url, create=True), url)
+        return FsStore(open_fs(url, create=create), url)
     except (ValueError, OpenerError) as err:
         raise StoreError(f"cannot open store {shown}: {err}") from None
     except FSError as err:
