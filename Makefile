@@ -8,7 +8,7 @@ TAHOE_VENV  := .venv-tahoe
 TAHOE_STAMP := $(TAHOE_VENV)/.installed-stamp
 TAHOE_PIN   := tahoe-lafs==1.20.0
 
-.PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13
+.PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13 fresh-test
 
 run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
@@ -100,6 +100,13 @@ test-3.13: $(TAHOE_313)/.installed-stamp
 	$(VENV_313)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_313)/bin/python -m pip install --quiet -e '.[test]'
 	ARCHIVER_TAHOE=$(TAHOE_313)/bin/tahoe $(VENV_313)/bin/python -m pytest -q $(UNIT_TESTS)
+
+# `make test` and a `make run` smoke test under chroot in a throwaway copy of a minimal Debian
+# root (cached in .cache/fresh-root): whatever a new machine lacks, and these files do not
+# install, fails there (docs/operations.md).
+fresh-test:
+	@$(MAKE) --no-print-directory system-deps TARGET=fresh
+	tools/fresh-test.sh
 
 clean:
 	rm -rf $(VENV) $(TAHOE_VENV) $(VENV_313) $(TAHOE_313) build *.egg-info .pytest_cache .hypothesis
