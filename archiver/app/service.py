@@ -274,9 +274,12 @@ async def _run(
     if jobs is not None:
         jobs.start()
     log.info("archiver %s listening on %s (data dir %s)", sink_id, info["http"], data.root)
-    if grid is not None and uploader is not None:
-        await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now
-        _announce_embedded(grid, info["http"], data)
+    if uploader is not None:
+        await loop.run_in_executor(None, _open_quietly, uploader)  # creates the root now, to show its read cap
+        if grid is not None:
+            _announce_embedded(grid, info["http"], data)
+        else:
+            _announce_root(data)  # a root not made yet (store down) shows in `archiver status` later
     trimming: asyncio.Task[None] = asyncio.create_task(_trim_heap())
     lifecycle.callback(trimming.cancel)
     await stop.wait()
@@ -434,12 +437,24 @@ def sink_status(
     return status
 
 
-def _announce_embedded(grid: LocalGrid, http: str, data: DataDir) -> None:
-    manifest = Manifest(data.root)
+def _root_read_cap(data: DataDir) -> str | None:
+    manifest = Manifest(data.root, read_only=True)
     try:
-        read_cap = manifest.get_meta("root_read_cap")
+        return manifest.get_meta("root_read_cap")
     finally:
         manifest.close()
+
+
+def _announce_root(data: DataDir) -> None:
+    """The read cap a reader on another host needs, in the log of a sink run by a supervisor
+    (systemd, a container), where its operator looks first. Stores without caps have none."""
+    read_cap = _root_read_cap(data)
+    if read_cap:
+        log.info("root read cap: %s", read_cap)
+
+
+def _announce_embedded(grid: LocalGrid, http: str, data: DataDir) -> None:
+    read_cap = _root_read_cap(data)
     print(
         f"""
 archiver is serving on {http}, uploading to the embedded Tahoe grid.

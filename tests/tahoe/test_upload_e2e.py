@@ -77,6 +77,7 @@ def test_records_reach_the_grid_and_get_verified(start_sink, grid1: LocalGrid, t
     day = segment["id"][:8]
     assert segment["store_path"] == f"/app/{day[:4]}/{day[4:6]}/{day[6:]}/{segment['id']}.jsonl.gz"
     assert segment["state"] in ("uploaded", "verified") and segment["read_cap"].startswith("URI:CHK:")
+    assert f"root read cap: {document['root']['read_cap']}" in sink.log_text()  # what an operator greps the log for
     reader = TahoeFS(grid1.gateway_url, document["root"]["read_cap"])
     assert hashlib.sha256(reader.readbytes(segment["store_path"])).hexdigest() == segment["sha256"]
     wait_until(lambda: status(sink.data_dir)["segments"]["verified"] == 1, 30, "verification")
