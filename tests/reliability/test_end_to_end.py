@@ -37,7 +37,9 @@ APP = textwrap.dedent(
         for line in open(progress_path, "rb").read().split(b"\\n"):
             if line.strip().isdigit():
                 start = max(start, int(line) + 1)
-    handler = ArchiveHandler(url, buffer_dir=buffer_dir, flush_interval=0.2)
+    # close() sends the buffer's backlog within `timeout`; on a loaded machine that backlog can
+    # be a hundred batches, and what close() leaves in buffer_dir waits for the next start.
+    handler = ArchiveHandler(url, buffer_dir=buffer_dir, flush_interval=0.2, timeout=120)
     log = logging.getLogger("e2e")
     log.propagate = False
     log.setLevel(logging.INFO)
@@ -185,7 +187,7 @@ def run_end_to_end(tmp_path: Path, grid: LocalGrid, rounds: int, rate: float, st
     missing = sorted(logged - set(archived))
     duplicates = sum(n - 1 for n in archived.values() if n > 1)
     print(f"logged {len(logged)}, archived {len(archived)} distinct, {duplicates} duplicate(s)")
-    assert not missing, f"{len(missing)} logged numbers missing, first {missing[:20]}"
+    assert not missing, f"{len(missing)} logged numbers missing, first {missing[:20]}; application: {stats}"
 
 
 def test_every_logged_record_reaches_the_grid_through_kills_and_outages(grid3: LocalGrid, tmp_path: Path) -> None:
