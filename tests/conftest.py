@@ -58,7 +58,7 @@ class Sink:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
 
-    def start(self, timeout: float = 20.0) -> "Sink":
+    def start(self, timeout: float = 60.0) -> "Sink":
         with open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "archiver", "serve", "--data-dir", str(self.data_dir), "--port", "0", *self.args],
