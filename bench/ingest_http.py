@@ -1,17 +1,18 @@
-"""HTTPHandler-style ingest: archiver (fsync=always) against the plain stdlib sink and nginx, same run.
+"""HTTPHandler-style ingest: archiver against the plain stdlib sink and nginx, same run.
 
-Load: a new connection per record carrying the stdlib HTTPHandler's exact form body, as
-`logging.handlers.HTTPHandler` sends it, from --load-procs processes of their own, so the load's
-CPU is counted apart from the sink's (on 2 cores they compete). Three measurements per sink:
-  * max rate: CONCURRENCY closed-loop clients for DURATION seconds -> records/s, p50/p99; the
-    best of --rounds runs, the servers taken in turn;
-  * latency at half of that sink's own max rate, and at --rate (1,000/s), open loop -> p50/p99,
-    measured from each request's scheduled start so a stall is not hidden (no coordinated
-    omission). Half of its own max, not one rate for all: at half of archiver's rate the plain
-    sink is saturated and its figures only say how long its queue grew.
-Baselines: bench/plain_sink.py (ThreadingHTTPServer, one fsync per record), and Debian's nginx
-answering `return 200` without touching the disk: the ceiling of a connection per record here.
-Run: make bench   (or .venv/bin/python bench/ingest_http.py [--duration S] [--concurrency N])
+Max rate: wrk (bench/wrk_load.py), 32 connections, a new connection per record carrying the
+stdlib HTTPHandler's exact form body; best of --rounds runs per server, the servers taken in
+turn each round. Each row shows records/s, the server's CPU µs per request (from /proc) and
+wrk's own, and wrk's closed-loop p50/p99 (saturated: they say how long the queue was).
+Rows: archiver fsync=always (the default; durable ack), archiver fsync=never, bench/plain_sink.py
+without fsync and with one fsync per record, and Debian's nginx answering `return 200` from
+memory (the ceiling of a connection per record here). Ratios are against the plain sink without
+fsync, each saying which side is durable.
+Latency: Debian's wrk has no fixed-rate mode (wrk2's -R), so ack latency is measured by this
+module's Python load generator, open loop (each request timed from its scheduled start: no
+coordinated omission), at half of each server's own max and at --rate; its figures are latency
+only, never rates. memory.py and scale_out.py drive the same Python load.
+Run: make bench   (or .venv/bin/python bench/ingest_http.py [--duration S] [--connections N])
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
 import orjson
 from common import cpu_seconds, machine_busy_seconds, start_sink, stop
+from wrk_load import WrkRun, run_wrk, write_script
 
 from archiver.app.grid import free_port
 
@@ -46,13 +48,15 @@ START_MARGIN = 0.3
 Starter = Callable[[Path], tuple["subprocess.Popen[bytes]", int]]
 
 
-def httphandler_request(port: int) -> bytes:
-    """The bytes HTTPHandler puts on the wire for logger.info('user %s logged in', 'alice')."""
+def httphandler_request(port: int, *, close: bool = False) -> bytes:
+    """The bytes HTTPHandler puts on the wire for logger.info('user %s logged in', 'alice');
+    with ``close``, a `Connection: close` header too, for clients that reconnect only when told."""
     record = logging.LogRecord("app.auth", logging.INFO, "/srv/app/auth.py", 42, "user %s logged in", ("alice",), None)
     body = urlencode(record.__dict__).encode()
+    connection = "Connection: close\r\n" if close else ""
     head = (
         f"POST /app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept-Encoding: identity\r\n"
-        f"Content-type: application/x-www-form-urlencoded\r\nContent-length: {len(body)}\r\n\r\n"
+        f"Content-type: application/x-www-form-urlencoded\r\nContent-length: {len(body)}\r\n{connection}\r\n"
     )
     return head.encode() + body
 
@@ -213,10 +217,17 @@ def listen_port() -> int:
     return free_port(set())
 
 
-def start_plain(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = listen_port()
-    return serving(subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_sink.py"), str(port),
-                                     str(workdir / "plain.jsonl")], stdout=subprocess.DEVNULL), port)
+def plain_starter(fsync: bool) -> Starter:
+    """Starts bench/plain_sink.py, with one fsync per record or none."""
+
+    def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+        port = listen_port()
+        out = workdir / f"plain-{port}.jsonl"
+        flags = ["--fsync"] if fsync else []
+        return serving(subprocess.Popen([sys.executable, str(ROOT / "bench" / "plain_sink.py"), *flags, str(port),
+                                         str(out)], stdout=subprocess.DEVNULL), port)
+
+    return start
 
 
 def start_archiver(workdir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
@@ -290,71 +301,130 @@ def cores(result: dict[str, float], key: str) -> str:
     return f"{result[key] / result['cpu_wall']:.2f}"
 
 
-def measure(starters: dict[str, Starter], workdir: Path, pool: ProcessPoolExecutor,
-            args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Every server started at once (idle ones cost next to nothing); --rounds max-rate runs
-    each, in turn, the best kept: a noisy spell on this shared machine then hits all alike
-    instead of whichever ran during it. Then latency at half of that max and at --rate."""
+@dataclass(frozen=True)
+class Row:
+    """A server of the table: how it starts, and what its 200 promises about the record."""
+
+    name: str
+    start: Starter
+    ack: str
+
+
+def rows(nginx_workers: str) -> list[Row]:
+    never = {"ARCHIVER_SPOOL_FSYNC": "never"}
+    return [
+        Row("archiver fsync=always (default)", start_archiver, "durable"),
+        Row("archiver fsync=never", lambda workdir: start_archiver(workdir, env=never), "not durable"),
+        Row("plain stdlib sink, no fsync", plain_starter(fsync=False), "not durable"),
+        Row("plain stdlib sink, fsync per record", plain_starter(fsync=True), "durable"),
+        Row("nginx return 200", nginx_starter(nginx_workers), "writes nothing"),
+    ]
+
+
+@dataclass
+class Measured:
+    """A row's best wrk run, and its open-loop latencies (p50, p99 ms, errors) by offered rate."""
+
+    best: WrkRun
+    latency: dict[float, tuple[float, float, int]]
+
+
+def measure(table: list[Row], workdir: Path, pool: ProcessPoolExecutor,
+            args: argparse.Namespace) -> tuple[dict[str, Measured], float]:
+    """Every server started at once (idle ones cost next to nothing); --rounds wrk runs each, in
+    turn, the best kept: a noisy spell on this shared machine then hits all alike instead of
+    whichever ran during it. Then open-loop latency at half of that max and at --rate. Also
+    returns the cores other programs kept busy on average during the wrk runs."""
     with ExitStack() as stack:
         servers = {}
-        for name, start in starters.items():
-            proc, port = start(workdir)
+        for row in table:
+            proc, port = row.start(workdir)
             stack.callback(stop, proc)
-            servers[name] = (proc, port)
-        best: dict[str, dict[str, float]] = {}
+            if not asyncio.run(one_request(port, httphandler_request(port, close=True))):
+                raise RuntimeError(f"{row.name} did not answer HTTPHandler's POST with 200")
+            servers[row.name] = (proc, port, write_script(workdir / f"wrk-{port}.lua", httphandler_request(port, close=True)))
+        pids = [proc.pid for proc, _, _ in servers.values()]
+        for proc, port, script in servers.values():
+            run_wrk(port, [proc.pid], script, 1, args.connections, args.threads)  # warm-up
+        best: dict[str, WrkRun] = {}
+        before, wrk_cpu = cpu_snapshot(pids), 0.0
         for _ in range(args.rounds):
-            for name, server in servers.items():
-                result = max_rate([server], pool, args)
-                print(f"  {name}: {result['rate']:.0f} records/s", file=sys.stderr)
-                if name not in best or result["rate"] > best[name]["rate"]:
-                    best[name] = result
-        for name, (_, port) in servers.items():
-            result = best[name]
-            result["fixed_rate"] = result["rate"] / 2
-            for prefix, rate in (("fixed", result["fixed_rate"]), ("set", args.rate)):
+            for name, (proc, port, script) in servers.items():
+                run = run_wrk(port, [proc.pid], script, args.duration, args.connections, args.threads)
+                wrk_cpu += run.wrk_cpu
+                print(f"  {name}: {run.rate:.0f} records/s, {run.server_us():.0f} µs server CPU a request",
+                      file=sys.stderr)
+                if name not in best or run.rate > best[name].rate:
+                    best[name] = run
+        servers_cpu, busy, wall = (now - then for now, then in zip(cpu_snapshot(pids), before))
+        results = {}
+        for name, (_, port, _) in servers.items():
+            latency = {}
+            for rate in (best[name].rate / 2, args.rate):
                 fixed = run_load(pool, args.load_procs, [port], args.duration, rate=rate)
-                result.update({f"{prefix}_{key}": fixed[key] for key in ("p50", "p99", "errors")})
-    return best
+                latency[rate] = (fixed["p50"], fixed["p99"], int(fixed["errors"]))
+            results[name] = Measured(best[name], latency)
+    return results, (busy - servers_cpu - wrk_cpu) / wall
+
+
+def ratio_lines(table: list[Row], results: dict[str, Measured]) -> list[str]:
+    """Each row against the plain sink without fsync, saying what each side's 200 promises."""
+    base_row = next(row for row in table if row.name == "plain stdlib sink, no fsync")
+    base = results[base_row.name].best
+    return [f"{row.name} [{row.ack}] / {base_row.name} [{base_row.ack}]: "
+            f"{results[row.name].best.rate / base.rate:.2f}x the records/s, "
+            f"{results[row.name].best.server_us() / base.server_us():.2f}x the server CPU a request"
+            for row in table if row is not base_row]
+
+
+def print_table(table: list[Row], results: dict[str, Measured], other_cores: float, load: tuple[float, float],
+                args: argparse.Namespace) -> None:
+    body = len(httphandler_request(0).partition(b"\r\n\r\n")[2])
+    print(f"\nHTTPHandler-style ingest, a new connection per record, a {body}-byte form body; {os.cpu_count()} cores; load average "
+          f"{load[0]:.2f} at the start, {load[1]:.2f} at the end; other programs kept {other_cores:.2f} cores busy "
+          f"during the wrk runs. Max rate: wrk, {args.connections} connections in {args.threads} threads, "
+          f"{args.duration} s a run, best of {args.rounds} round(s) taken in turn; server CPU from /proc, wrk's from "
+          f"its rusage; p50/p99: wrk's, closed loop at that max. nginx: worker_processes {args.nginx_workers} "
+          "(auto: one per core). Open loop: Python load generator, latency only, each request timed from its "
+          "scheduled start.\n")
+    print(f"| sink | ack | records/s | server CPU µs/req | wrk CPU µs/req | p50 / p99 ms at max | errors "
+          f"| open loop at half max: /s, p50 / p99 ms | open loop at {args.rate:.0f}/s: p50 / p99 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in table:
+        best, latency = results[row.name].best, results[row.name].latency
+        (half, (h50, h99, herr)), (_, (s50, s99, serr)) = latency.items()
+        print(f"| {row.name} | {row.ack} | {best.rate:.0f} | {best.server_us():.0f} | {best.wrk_us():.0f} | "
+              f"{best.p50_ms:.1f} / {best.p99_ms:.1f} | {best.errors + herr + serr} | "
+              f"{half:.0f}: {h50:.1f} / {h99:.1f} | {s50:.1f} / {s99:.1f} |")
+    print()
+    for line in ratio_lines(table, results):
+        print(line)
+    print("wrk's CPU a request / the server's: " + ", ".join(
+        f"{row.name} {results[row.name].best.wrk_us() / results[row.name].best.server_us():.2f}" for row in table))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="max-rate runs per server, taken in turn; the best counts")
+    parser.add_argument("--duration", type=int, default=8, help="seconds a run (wrk takes whole seconds)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server, taken in turn; the best counts")
     parser.add_argument("--rate", type=float, default=1000.0, help="a fixed offered rate for latency, records/s")
-    parser.add_argument("--load-procs", type=int, default=2, help="load generator processes (clients split evenly)")
+    parser.add_argument("--load-procs", type=int, default=2, help="processes of the Python open-loop load")
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker_processes (auto: one per core)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
     args = parser.parse_args()
+    table = rows(args.nginx_workers)
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="archiver-bench-") as tmp, load_pool(args.load_procs) as pool:
-        results = measure({"plain": start_plain, "archiver": start_archiver, "nginx": nginx_starter(args.nginx_workers)},
-                          Path(tmp), pool, args)
-    plain, archiver, nginx = results["plain"], results["archiver"], results["nginx"]
-    ratios = {"archiver_plain": archiver["rate"] / plain["rate"], "archiver_nginx": archiver["rate"] / nginx["rate"]}
+        results, other_cores = measure(table, Path(tmp), pool, args)
+    load = (load_start, os.getloadavg()[0])
     if args.json:
-        print(orjson.dumps({"plain": plain, "archiver": archiver, "nginx": nginx, **ratios}).decode())
+        print(orjson.dumps({"load": load, "other_cores": other_cores, "ratios": ratio_lines(table, results),
+                            **{name: {"best": asdict(m.best), "latency": list(m.latency.items())}
+                               for name, m in results.items()}}).decode())
         return
-    print(f"\nHTTPHandler-style ingest, a connection per record, fsync per ack; {os.cpu_count()} cores, "
-          f"{args.concurrency} clients in {args.load_procs} load processes, {args.duration:.0f} s per run, "
-          f"max rate: best of {args.rounds} runs per server taken in turn. "
-          f"nginx: worker_processes {args.nginx_workers} (auto = one per core, as Debian ships it; "
-          "archiver is one process). Half-max columns: open loop at half of that sink's own max rate. "
-          "CPU: cores busy (CPU seconds / wall seconds) during the max-rate run; other: other programs "
-          "on this shared machine.\n")
-    set_rate = f"{args.rate:.0f}/s"
-    print(f"| sink | records/s | p50 ms | p99 ms | half max /s | p50 ms @ half | p99 ms @ half | p50 ms @ {set_rate} "
-          f"| p99 ms @ {set_rate} | errors | sink CPU | load CPU | other CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, r in (("plain stdlib sink", plain), ("archiver", archiver), ("nginx return 200", nginx)):
-        print(f"| {name} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['fixed_rate']:.0f} | "
-              f"{r['fixed_p50']:.1f} | {r['fixed_p99']:.1f} | {r['set_p50']:.1f} | {r['set_p99']:.1f} | "
-              f"{int(r['errors'] + r['fixed_errors'] + r['set_errors'])} | "
-              f"{cores(r, 'sink_cpu')} | {cores(r, 'load_cpu')} | {cores(r, 'other_cpu')} |")
-    print(f"\narchiver / plain = {ratios['archiver_plain']:.2f}x (target >= 2.0)")
-    print(f"archiver / nginx = {ratios['archiver_nginx']:.0%} (target >= 40%)")
-    print(f"archiver p99 at half its max rate ({archiver['fixed_rate']:.0f}/s): {archiver['fixed_p99']:.1f} ms")
-    print(f"archiver p99 at {set_rate}: {archiver['set_p99']:.1f} ms (target <= 10 ms at 1,000/s)")
+    print_table(table, results, other_cores, load, args)
 
 
 if __name__ == "__main__":
