@@ -36,6 +36,7 @@ from archiver.ingest.decode.jsonbody import json_record
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
 from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
+from archiver.ship.publisher import PERIOD_SECONDS
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
@@ -267,6 +268,13 @@ def low_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port below 32768")
+
+
+def age_open_period(data_dir: Path) -> None:
+    """As if the sink's open published period had begun an hour ago: its next publish closes it
+    into a chain file, as the publisher does by the hour (or at PERIOD_MAX segments)."""
+    with closing(Manifest(data_dir)) as manifest:
+        manifest.set_meta("period_started", repr(time.time() - PERIOD_SECONDS))
 
 
 def archiver_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
