@@ -10,15 +10,15 @@ closes one chain file with a few segments."""
 from __future__ import annotations
 
 import shutil
-from contextlib import closing
 from pathlib import Path
 
 import orjson
 import requests
 
 from archiver.app.grid import LocalGrid
-from archiver.format.manifest import Manifest
-from archiver.store import open_store
+from archiver.format.published import CURRENT
+from archiver.format.store_layout import published_dir
+from archiver.store import NotFound, Store, open_store
 from conftest import Sink, age_open_period, archiver_cli, low_port, wait_until
 
 SINK_ID = "hosta"
@@ -33,18 +33,22 @@ def one_segment_each(sink: Sink, messages: list[str]) -> None:
             session.post(f"{sink.url}/_admin/flush", timeout=120).raise_for_status()
 
 
-def close_a_period(sink: Sink, message: str, closed: int) -> None:
-    """As if the open period's hour had passed: one more upload's publish closes it, the
-    sink's ``closed``-th chain file."""
+def close_a_period(sink: Sink, store: Store, message: str) -> None:
+    """As if the open period's hour had passed: one more upload's publish closes it into a
+    chain file; waits until the store's current.json names it (written after it)."""
+    before = published_head(store)
     age_open_period(sink.data_dir)
     one_segment_each(sink, [message])
-    wait_until(lambda: chain_seq(sink.data_dir) == closed, f"closed chain file {closed}", timeout=60)
+    wait_until(lambda: published_head(store) > before, "a closed chain file", timeout=60)
 
 
-def chain_seq(data_dir: Path) -> int:
-    """How many files the sink has closed into its published chain."""
-    with closing(Manifest(data_dir, read_only=True)) as manifest:
-        return int(manifest.get_meta("chain_seq") or 0)
+def published_head(store: Store) -> int:
+    """The seq of the last closed file, as the sink's published current.json names it."""
+    try:
+        current = store.read_bytes(f"{published_dir(SINK_ID)}/{CURRENT}")
+    except NotFound:
+        return 0
+    return int(orjson.loads(current)["head"]["seq"])
 
 
 def chains(archive: str, *args: str) -> dict:
@@ -64,7 +68,6 @@ def test_a_new_host_rebuilds_from_the_root_cap_and_carries_on(start_sink, grid1:
                         env={"ARCHIVER_SINK_ID": SINK_ID, **PUBLISH})
     uploaded = ["a0", "a1", "a2"]
     one_segment_each(sink_a, uploaded[:-1])
-    close_a_period(sink_a, uploaded[-1], closed=1)
 
     # The operator keeps the root write cap off the host (manifest export is how it is read out).
     caps = orjson.loads(archiver_cli("manifest", "export", "--include-write-caps", "--data-dir", str(host_a)).stdout)
@@ -72,12 +75,15 @@ def test_a_new_host_rebuilds_from_the_root_cap_and_carries_on(start_sink, grid1:
     kept.parent.mkdir()
     kept.write_text(f"{gateway}/{caps['root']['write_cap']}\n")
     read_url = f"{gateway}/{caps['root']['read_cap']}"
+    reader = open_store(read_url, create=False)
+    close_a_period(sink_a, reader, uploaded[-1])
 
     # The auditor, from the read cap alone: the chain A published, and its head.
     audit = chains(read_url)
     assert audit["ok"] and audit["checked"] == len(uploaded), audit["problems"]
-    assert [(c["sink_id"], c["files"]) for c in audit["chains"]] == [(SINK_ID, 1)]
+    assert [c["sink_id"] for c in audit["chains"]] == [SINK_ID]
     head = audit["chains"][0]["head"]
+    assert head
 
     # Acknowledged, but still in an open segment, on host A only, when host A is lost.
     lost = ["lost-1", "lost-2"]
@@ -93,12 +99,13 @@ def test_a_new_host_rebuilds_from_the_root_cap_and_carries_on(start_sink, grid1:
     assert orjson.loads(archiver_cli("status", "--json", "--data-dir", str(host_b)).stdout)["sink_id"] == SINK_ID
     after = ["b0", "b1", "b2"]
     one_segment_each(sink_b, after[:-1])
-    close_a_period(sink_b, after[-1], closed=2)
+    close_a_period(sink_b, reader, after[-1])
     assert sink_b.stop() == 0
 
     assert sorted(messages(read_url)) == sorted(uploaded + after)  # not the lost ones
     check = chains(read_url, "--expect-head", head)
     assert check["ok"] and check["checked"] == len(uploaded + after), check["problems"]
-    assert [(c["sink_id"], c["files"]) for c in check["chains"]] == [(SINK_ID, 2)]  # one chain, carried on
-    stored = [p for p in open_store(read_url, create=False).walk_files("/app") if ".jsonl" in p]
+    # One chain, carried on: B's closed file follows A's head (a second chain would be a problem).
+    assert [c["sink_id"] for c in check["chains"]] == [SINK_ID] and check["chains"][0]["head"] != head
+    stored = [p for p in reader.walk_files("/app") if ".jsonl" in p]
     assert len(stored) == len(uploaded + after)  # nothing uploaded twice
