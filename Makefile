@@ -8,7 +8,7 @@ TAHOE_VENV  := .venv-tahoe
 TAHOE_STAMP := $(TAHOE_VENV)/.installed-stamp
 TAHOE_PIN   := tahoe-lafs==1.20.0
 
-.PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13 fresh-test
+.PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13 docker-images docker-push docker-test fresh-test
 
 run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
@@ -34,6 +34,25 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/longterm.py
+
+# Container images (docs/docker.md), built from wheels made here: BASE=archiver-base:bookworm
+# (`$(BIN)/python docker/images.py base`) where no image registry is reachable.
+TAG ?= latest
+docker-images: $(STAMP)
+	@$(MAKE) --no-print-directory system-deps TARGET=build
+	@$(MAKE) --no-print-directory system-deps TARGET=docker
+	$(BIN)/python docker/images.py build $(if $(BASE),--base $(BASE)) --tag $(TAG)
+
+docker-push: $(STAMP)
+	@test -n "$(REGISTRY)" || { echo "usage: make docker-push REGISTRY=host:port [TAG=latest]"; exit 2; }
+	@$(MAKE) --no-print-directory system-deps TARGET=docker
+	$(BIN)/python docker/images.py push $(REGISTRY) --tag $(TAG)
+
+# The stack of docker/compose.yaml end to end, with a Docker daemon started here if none runs.
+docker-test: $(STAMP)
+	@$(MAKE) --no-print-directory system-deps TARGET=build
+	@$(MAKE) --no-print-directory system-deps TARGET=docker
+	$(BIN)/python docker/test_stack.py
 
 # The venv is rebuilt whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
