@@ -120,7 +120,7 @@ def _wait_progress(app: App, more_than: int) -> None:
         time.sleep(0.1)
 
 
-def run_end_to_end(tmp_path: Path, grid: LocalGrid, rounds: int, rate: float, step: int) -> None:
+def run_end_to_end(tmp_path: Path, grid: LocalGrid, sinks: list[Sink], rounds: int, rate: float, step: int) -> None:
     """``rounds`` of every fault, each after ``step`` more records were logged."""
     port = free_port(set())
     config = tmp_path / "sink.toml"
@@ -133,6 +133,7 @@ def run_end_to_end(tmp_path: Path, grid: LocalGrid, rounds: int, rate: float, st
         'backoff_max = "2s"\n'
     )
     sink = Sink(tmp_path / "data", ["-c", str(config), "--port", str(port)])
+    sinks.append(sink)  # stopped at teardown even when the test fails or times out
     sink.start()
     app = App(tmp_path, f"{sink.url}/e2e", rate)
     app.start()
@@ -190,12 +191,14 @@ def run_end_to_end(tmp_path: Path, grid: LocalGrid, rounds: int, rate: float, st
     assert not missing, f"{len(missing)} logged numbers missing, first {missing[:20]}; application: {stats}"
 
 
-def test_every_logged_record_reaches_the_grid_through_kills_and_outages(grid3: LocalGrid, tmp_path: Path) -> None:
+def test_every_logged_record_reaches_the_grid_through_kills_and_outages(
+    grid3: LocalGrid, tmp_path: Path, sinks: list[Sink]
+) -> None:
     """The short run: one round of every fault, the application held to 2,000 records/s so
     the read-back stays small; `make soak` runs many rounds at full speed."""
-    run_end_to_end(tmp_path, grid3, rounds=1, rate=2000, step=3000)
+    run_end_to_end(tmp_path, grid3, sinks, rounds=1, rate=2000, step=3000)
 
 
 @pytest.mark.soak
-def test_every_logged_record_reaches_the_grid_many_rounds(grid3: LocalGrid, tmp_path: Path) -> None:
-    run_end_to_end(tmp_path, grid3, rounds=6, rate=0, step=50_000)
+def test_every_logged_record_reaches_the_grid_many_rounds(grid3: LocalGrid, tmp_path: Path, sinks: list[Sink]) -> None:
+    run_end_to_end(tmp_path, grid3, sinks, rounds=6, rate=0, step=50_000)
