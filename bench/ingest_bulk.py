@@ -110,7 +110,9 @@ def connect_when_listening(port: int, timeout: float = 20) -> socket.socket:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            conn = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            conn.settimeout(None)  # a timeout would bound the whole sendall, however slow the reader
+            return conn
         except OSError:
             if time.monotonic() > deadline:
                 raise

@@ -323,10 +323,11 @@ def rows(nginx_workers: str) -> list[Row]:
 
 @dataclass
 class Measured:
-    """A row's best wrk run, and its open-loop latencies (p50, p99 ms, errors) by offered rate."""
+    """A row's best wrk run, and its open-loop latencies: (offered rate, p50 ms, p99 ms, errors)
+    at half that run's rate, then at --rate."""
 
     best: WrkRun
-    latency: dict[float, tuple[float, float, int]]
+    latency: list[tuple[float, float, float, int]]
 
 
 def measure(table: list[Row], workdir: Path, pool: ProcessPoolExecutor,
@@ -359,10 +360,10 @@ def measure(table: list[Row], workdir: Path, pool: ProcessPoolExecutor,
         servers_cpu, busy, wall = (now - then for now, then in zip(cpu_snapshot(pids), before))
         results = {}
         for name, (_, port, _) in servers.items():
-            latency = {}
+            latency = []
             for rate in (best[name].rate / 2, args.rate):
                 fixed = run_load(pool, args.load_procs, [port], args.duration, rate=rate)
-                latency[rate] = (fixed["p50"], fixed["p99"], int(fixed["errors"]))
+                latency.append((rate, fixed["p50"], fixed["p99"], int(fixed["errors"])))
             results[name] = Measured(best[name], latency)
     return results, (busy - servers_cpu - wrk_cpu) / wall
 
@@ -392,7 +393,7 @@ def print_table(table: list[Row], results: dict[str, Measured], other_cores: flo
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in table:
         best, latency = results[row.name].best, results[row.name].latency
-        (half, (h50, h99, herr)), (_, (s50, s99, serr)) = latency.items()
+        (half, h50, h99, herr), (_, s50, s99, serr) = latency
         print(f"| {row.name} | {row.ack} | {best.rate:.0f} | {best.server_us():.0f} | {best.wrk_us():.0f} | "
               f"{best.p50_ms:.1f} / {best.p99_ms:.1f} | {best.errors + herr + serr} | "
               f"{half:.0f}: {h50:.1f} / {h99:.1f} | {s50:.1f} / {s99:.1f} |")
@@ -421,7 +422,7 @@ def main() -> None:
     load = (load_start, os.getloadavg()[0])
     if args.json:
         print(orjson.dumps({"load": load, "other_cores": other_cores, "ratios": ratio_lines(table, results),
-                            **{name: {"best": asdict(m.best), "latency": list(m.latency.items())}
+                            **{name: {"best": asdict(m.best), "latency": m.latency}
                                for name, m in results.items()}}).decode())
         return
     print_table(table, results, other_cores, load, args)
