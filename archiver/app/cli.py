@@ -630,7 +630,11 @@ def manifest_export(config_path: Path | None, data_dir: Path | None, include_wri
 @_config_options
 @_archive_option("The store URL with the root cap (a read cap is enough).", required=True)
 @click.option("--sink-id", help="Whose manifest, when several sinks share the root.")
-def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: str, sink_id: str | None) -> None:
+@click.option("--walk", is_flag=True,
+              help="Also walk the whole tree for the sink's segments its published manifest does not list "
+                   "(uploaded after its last publish) and read each back.")
+def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: str, sink_id: str | None,
+                     walk: bool) -> None:
     """Rebuild a lost data dir's manifest from the published manifests, else by reading the tree."""
     from archiver.read.rebuild import RebuildError, rebuild_manifest
     from archiver.store import open_store
@@ -638,7 +642,7 @@ def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: s
 
     config = _load(config_path, {"data_dir": data_dir})
     try:
-        result = rebuild_manifest(config.data_dir, open_store(archive, create=False), sink_id)
+        result = rebuild_manifest(config.data_dir, open_store(archive, create=False), sink_id, walk)
     except (RebuildError, StoreError, ManifestError) as err:
         raise click.ClickException(redact(str(err))) from None
     click.echo(f"rebuilt {result['segments']} segment(s) of sink {result['sink_id']} from the {result['source']}")

@@ -44,8 +44,10 @@ class _HashingReader:
         self.raw.close()
 
 
-def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -> dict[str, Any]:
-    """Write DATA/manifest.sqlite for ``sink_id`` (the only sink, when there is one) from ``store``."""
+def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None, walk: bool = False) -> dict[str, Any]:
+    """Write DATA/manifest.sqlite for ``sink_id`` (the only sink, when there is one) from ``store``.
+    ``walk`` also walks the tree for the sink's segments its published manifest does not list:
+    those uploaded after its last publish, which a lost host never published."""
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     manifest = Manifest(data_dir)
@@ -66,6 +68,9 @@ def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None) -
             if published.chain:
                 _carry_on_chain(manifest, store, chosen)
             source, count = "published", len(published.segments)
+            if walk:
+                count += _walk(manifest, store, chosen, known=set(published.segments))[1]
+                source = "published and the tree"
         else:
             chosen, count = _walk(manifest, store, sink_id)
             source = "walk"
@@ -127,8 +132,9 @@ def _choose(sinks: list[str], wanted: str | None) -> str:
     return sinks[0]
 
 
-def _walk(manifest: Manifest, store: Store, wanted: str | None) -> tuple[str, int]:
-    """No published manifest: find every segment file and read it back to recount it."""
+def _walk(manifest: Manifest, store: Store, wanted: str | None, known: set[str] | None = None) -> tuple[str, int]:
+    """Find every segment file of the sink and read it back to recount it: all of them when
+    there is no published manifest, else those not ``known`` to it."""
     found: dict[str, list[tuple[str, str, str, str]]] = {}
     for path in store.walk_files("/", exclude=(MANIFEST_DIR,)):
         name = path.rsplit("/", 1)[1]
@@ -137,7 +143,10 @@ def _walk(manifest: Manifest, store: Store, wanted: str | None) -> tuple[str, in
         if match is None or suffix is None:
             continue
         stream = path.strip("/").split("/", 1)[0]
-        found.setdefault(match.group(2), []).append((path, name[: -len(suffix)], stream, _SUFFIXES[suffix]))
+        if known is None or name[: -len(suffix)] not in known:
+            found.setdefault(match.group(2), []).append((path, name[: -len(suffix)], stream, _SUFFIXES[suffix]))
+    if known is not None and wanted not in found:
+        return wanted or "", 0
     chosen = _choose(sorted(found), wanted)
     levels = {level for path, *_ in found[chosen] for level in levels_of(path.rsplit("/", 1)[0])}
     for level in sorted(levels):

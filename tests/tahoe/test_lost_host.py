@@ -93,8 +93,9 @@ def test_a_new_host_rebuilds_from_the_root_cap_and_carries_on(start_sink, grid1:
     shutil.rmtree(host_a)
 
     host_b = tmp_path / "host-b"
-    rebuilt = archiver_cli("manifest", "rebuild", "--data-dir", str(host_b), "--archive", f"@{kept}")
-    assert rebuilt.stdout.decode().strip() == f"rebuilt {len(uploaded)} segment(s) of sink {SINK_ID} from the published"
+    rebuilt = archiver_cli("manifest", "rebuild", "--data-dir", str(host_b), "--archive", f"@{kept}", "--walk")
+    assert rebuilt.stdout.decode().strip() == \
+        f"rebuilt {len(uploaded)} segment(s) of sink {SINK_ID} from the published and the tree"
     sink_b = start_sink(host_b, "--port", str(low_port()), "--store", f"@{kept}", env=PUBLISH)
     assert orjson.loads(archiver_cli("status", "--json", "--data-dir", str(host_b)).stdout)["sink_id"] == SINK_ID
     after = ["b0", "b1", "b2"]
