@@ -29,10 +29,12 @@ from archiver.store import FsStore, HasCaps, NotFound, Store, Stored, StoreUnava
 from conftest import make_uploader, rows, seal
 
 
-def day_dirs(stream: str, segment_id: str) -> list[str]:
-    """The store directories a segment's upload makes: the day comes from its id, so tests pass across midnight."""
-    day = segment_id[:8]
-    return [f"/{stream}", f"/{stream}/{day[:4]}", f"/{stream}/{day[:4]}/{day[4:6]}", f"/{stream}/{day[:4]}/{day[4:6]}/{day[6:8]}"]
+def segment_dirs(stream: str, segment_id: str) -> list[str]:
+    """The store directories a segment's upload makes, down to its hour's: the hour comes from
+    its id, so tests pass across midnight."""
+    day, hour = segment_id[:8], segment_id[9:11]
+    return [f"/{stream}", f"/{stream}/{day[:4]}", f"/{stream}/{day[:4]}/{day[4:6]}", f"/{stream}/{day[:4]}/{day[4:6]}/{day[6:8]}",
+            f"/{stream}/{day[:4]}/{day[4:6]}/{day[6:8]}/{hour}"]
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +69,9 @@ def test_upload_publish_verify_prune(tmp_path: Path, store: Store) -> None:
     assert uploader.upload_due() == {"uploaded": 2, "failed": 0, "backlog": 0}
     for row in rows(tmp_path):
         assert row.state == "uploaded" and row.store_path == store_path(row)
-        assert row.store_path.startswith(day_dirs(row.stream, row.id)[-1] + "/") and store.exists(row.store_path)
+        assert row.store_path.startswith(segment_dirs(row.stream, row.id)[-1] + "/") and store.exists(row.store_path)
         assert store.read_bytes(row.store_path) == (tmp_path / "data" / row.local_path).read_bytes()
-    assert set(Manifest(tmp_path / "data").dirs()) == {path for row in rows(tmp_path) for path in day_dirs(row.stream, row.id)}
+    assert set(Manifest(tmp_path / "data").dirs()) == {path for row in rows(tmp_path) for path in segment_dirs(row.stream, row.id)}
     uploader.publish()
     published = parse_document(store.read_bytes("/_manifest/sinkA/current.json"), "published")
     assert published["sink_id"] == "sinkA" and len(published["segments"]) == 2
@@ -87,7 +89,7 @@ def test_uploading_again_is_idempotent(tmp_path: Path, store: Store) -> None:
     manifest = Manifest(tmp_path / "data")
     manifest.update_segment(row.id, state="sealed")  # as if the sink died before recording the upload
     assert uploader.upload_due()["uploaded"] == 1
-    assert len(rows(tmp_path)) == 1 and store.listdir(day_dirs("app", row.id)[-1]) == [row.id + ".jsonl.gz"]
+    assert len(rows(tmp_path)) == 1 and store.listdir(segment_dirs("app", row.id)[-1]) == [row.id + ".jsonl.gz"]
 
 
 def test_failures_back_off_and_a_down_store_stops_the_batch(tmp_path: Path) -> None:
@@ -161,7 +163,7 @@ def test_a_directory_removed_from_the_store_is_made_again(tmp_path: Path, store:
     seal(tmp_path / "data", {"app": 1})
     assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
     [again] = [row for row in rows(tmp_path) if store.exists(row.store_path)]
-    assert store.listdir(day_dirs("app", again.id)[-1]) == [again.id + ".jsonl.gz"]
+    assert store.listdir(segment_dirs("app", again.id)[-1]) == [again.id + ".jsonl.gz"]
 
 
 class CapStore(FsStore, HasCaps):
@@ -256,12 +258,12 @@ def test_a_directory_cap_the_store_cannot_read_is_forgotten_and_made_again(tmp_p
     seal(tmp_path / "data", {"app": 1})
     [row] = rows(tmp_path)
     manifest = Manifest(tmp_path / "data")
-    for level in day_dirs("app", row.id):
+    for level in segment_dirs("app", row.id):
         manifest.add_dir(level, f"URI:DIR2:elsewhere:{level}", None, "2026-01-01T00:00:00.000000Z")
     store = CapStore("here")
     assert make_uploader(tmp_path, store).upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
     assert store.refused == 1 and store.exists(store_path(row))
-    assert manifest.dirs()[day_dirs("app", row.id)[-1]]["write_cap"].startswith("URI:DIR2:here:")
+    assert manifest.dirs()[segment_dirs("app", row.id)[-1]]["write_cap"].startswith("URI:DIR2:here:")
 
 
 def test_directories_forgotten_while_another_thread_loads_them_stay_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,6 +107,8 @@ class UploaderConfig:
     backoff_base: Duration = 5.0
     backoff_max: Duration = 600.0
     read_back_days: int = 30
+    freeze: bool = True
+    freeze_after: Duration = 3600.0
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,7 @@ def validate(config: Config) -> None:
         (config.uploader.verify_interval > 0, "uploader.verify_interval must be positive"),
         (config.uploader.prune_interval > 0, "uploader.prune_interval must be positive"),
         (config.uploader.backoff_base > 0, "uploader.backoff_base must be positive"),
+        (config.uploader.freeze_after >= 0, "uploader.freeze_after must be 0 or more"),
         (config.retention.keep > 0, "retention.keep must be positive (or forever)"),
         (all(keep > 0 for _, keep in config.retention.streams), "retention.streams keeps must be positive"),
         (config.retention.min_segments >= 0, "retention.min_segments must be 0 or more"),

@@ -35,7 +35,7 @@ from archiver.store import GridStatus
 
 log = logging.getLogger(__name__)
 # Every job counted by archiver_job_runs_total; lease renewal and read back are declared ahead of their jobs.
-JOBS = ("seal", "upload", "publish", "verify", "prune", "lease_renewal", "read_back")
+JOBS = ("seal", "upload", "publish", "verify", "prune", "freeze", "lease_renewal", "read_back")
 # An ack waits for one shared fsync: fractions of a millisecond on fast disks, seconds on a sick one.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

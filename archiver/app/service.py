@@ -34,6 +34,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest
+from archiver.format.store_layout import DIR_ENTRIES_MAX
 from archiver.ingest.auth import Authenticator
 from archiver.ingest.counters import IngestCounters
 from archiver.ingest.decoder import Decoder
@@ -200,6 +201,10 @@ async def _run(
     )
     if store_url:
         _refuse_second_root(store_url, data)
+        if config.segments.max_age < 3600 / DIR_ENTRIES_MAX:
+            log.warning("segments.max_age is %.3g s: a stream's hour directory in the store may pass %d entries, "
+                        "which Tahoe rewrites whole on every change (docs/format.md, Small directories)",
+                        config.segments.max_age, DIR_ENTRIES_MAX)
         uploader = Uploader(
             data, sink_id, lambda: open_rooted_store(store_url, data, grid), _upload_settings(config),
             on_pruned=lambda size: _call_soon(loop, writer.release, size),
@@ -332,6 +337,7 @@ def _upload_settings(config: Config) -> UploadSettings:
     return UploadSettings(
         interval=up.interval, backoff_base=up.backoff_base, backoff_max=up.backoff_max,
         keep_local=up.keep_local, shares_happy=config.store.shares_happy, repair=up.repair,
+        freeze=up.freeze, freeze_after=up.freeze_after,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import orjson
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 EXPORT_VERSION = 1
 STATES = ("sealed", "uploaded", "verified", "pruned", "forgotten")
 FORGOTTEN_PENDING = "forgotten; its stored file and local copy not yet removed"
@@ -86,6 +86,9 @@ _MIGRATIONS: dict[int, str] = {
     6: """
     ALTER TABLE segments ADD COLUMN forgotten_at     TEXT;  -- when retention forgot it (state forgotten)
     ALTER TABLE segments ADD COLUMN forgotten_reason TEXT;  -- the policy's reason
+    """,
+    7: """
+    ALTER TABLE dirs ADD COLUMN frozen_at TEXT;  -- made immutable then (write_cap NULL, read_cap the frozen one's)
     """,
 }
 SEALED_COLUMNS = (
@@ -345,10 +348,26 @@ class Manifest:
         return {"last_upload": upload, "last_error": None if error is None else f"{error[0]}: {error[1]}"}
 
     def add_dir(self, path: str, write_cap: str | None, read_cap: str | None, created_at: str) -> None:
+        """A directory made (or thawed: a mutable copy of a frozen one) at ``path``."""
         self._db.execute(
             "INSERT OR REPLACE INTO dirs (path, write_cap, read_cap, created_at) VALUES (?, ?, ?, ?)",
             (path, write_cap, read_cap, created_at),
         )
+
+    def dir_frozen(self, path: str, read_cap: str | None, when: str) -> None:
+        """The directory at ``path`` is now the immutable one ``read_cap`` names: the mutable
+        one's caps are dropped (its lease is no longer renewed; the new one's first lease
+        came with it), and the new cap is published again."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            old = self._db.execute("SELECT read_cap FROM dirs WHERE path = ?", (path,)).fetchone()
+            if old is not None and old[0] and old[0] != read_cap:
+                self._db.execute("DELETE FROM leases WHERE target = ?", (old[0],))
+            self._db.execute(
+                "UPDATE dirs SET write_cap = NULL, read_cap = ?, created_at = ?, frozen_at = ?, published_seq = NULL "
+                "WHERE path = ?",
+                (read_cap, when, when, path),
+            )
 
     def forget_dirs(self, paths: list[str]) -> None:
         """Drop directories found gone from the store, so the uploader makes them again."""
@@ -356,7 +375,8 @@ class Manifest:
 
     def dirs(self) -> dict[str, dict[str, Any]]:
         return {
-            row["path"]: {"write_cap": row["write_cap"], "read_cap": row["read_cap"], "created_at": row["created_at"]}
+            row["path"]: {"write_cap": row["write_cap"], "read_cap": row["read_cap"], "created_at": row["created_at"],
+                          "frozen_at": row["frozen_at"]}
             for row in self._db.execute("SELECT * FROM dirs ORDER BY path")
         }
 

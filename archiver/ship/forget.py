@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from posixpath import dirname
 from typing import Callable
 
 from archiver.common.redaction import redact
@@ -21,7 +22,7 @@ from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.store_layout import store_path
 from archiver.ship.retention import Candidate, RetentionPolicy, to_forget
-from archiver.store.base import NotFound, Store, StoreError, StoreUnavailable
+from archiver.store.base import Freezing, Frozen, NotFound, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Forgetter:
         upload may have finished just before it was forgotten), then delete its local copy."""
         if self.store is not None:
             try:
-                self.store.delete(row.store_path or store_path(row))
+                self._unlink(manifest, row.store_path or store_path(row))
             except NotFound:
                 pass
             except StoreUnavailable as err:
@@ -89,3 +90,17 @@ class Forgetter:
             (self.data_dir.root / row.local_path).unlink(missing_ok=True)
         manifest.removed(row.id)
         return True
+
+    def _unlink(self, manifest: Manifest, path: str) -> None:
+        """A segment in a frozen directory is unlinked from a mutable copy of it, which the
+        sink freezes again (archiver/ship/freezer.py)."""
+        assert self.store is not None
+        try:
+            self.store.delete(path)
+        except Frozen:
+            if not isinstance(self.store, Freezing):
+                raise
+            directory = dirname(path)
+            caps = self.store.thaw(directory)
+            manifest.add_dir(directory, caps.write_cap, caps.read_cap, format_ts(self._clock()))
+            self.store.delete(path)

@@ -25,7 +25,9 @@ from archiver.ship.uploader import Uploader
 
 log = logging.getLogger(__name__)
 # The uploader's methods the jobs run, by the job name their runs and errors are counted under.
-JOB_NAMES = {"upload_due": "upload", "publish": "publish", "verify_due": "verify", "prune_due": "prune"}
+JOB_NAMES = {"upload_due": "upload", "publish": "publish", "verify_due": "verify", "prune_due": "prune",
+             "freeze_due": "freeze"}
+FREEZE_INTERVAL = 600.0  # closed periods are frozen within this of freeze_after
 LEASE_JOB = "lease_renewal"
 READ_BACK_JOB = "read_back"
 # Keys of a run's result that count segments the run could not handle (the run itself went on).
@@ -33,7 +35,8 @@ SEGMENT_FAILURES = ("failed", "unhealthy", "missing")
 
 
 class Jobs:
-    """Upload, publish, verify, prune, renew leases and read back a part of the archive on a schedule."""
+    """Upload, publish, verify, prune, freeze closed directories, renew leases and read back a
+    part of the archive on a schedule."""
 
     def __init__(
         self,
@@ -66,6 +69,8 @@ class Jobs:
         self.scheduler.add_job(self._run, "interval", seconds=verify_interval, id="verify", args=["verify_due"],
                                executor="background")
         self.scheduler.add_job(self._run, "interval", seconds=prune_interval, id="prune", args=["prune_due"],
+                               executor="background")
+        self.scheduler.add_job(self._run, "interval", seconds=FREEZE_INTERVAL, id="freeze", args=["freeze_due"],
                                executor="background")
         if leases is not None:
             self.scheduler.add_job(self._counted, "interval", seconds=leases.settings.run_interval, id="leases",

@@ -26,8 +26,10 @@ from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.store_layout import levels_of, store_path
+from archiver.ship.dirs import KnownDirs
+from archiver.ship.freezer import Freezer
 from archiver.ship.publisher import Publisher
-from archiver.store.base import HealthCheck, NotFound, Store, StoreError, StoreUnavailable, Stored, caps_of
+from archiver.store.base import Frozen, HealthCheck, NotFound, Store, StoreError, StoreUnavailable, Stored, caps_of
 
 log = logging.getLogger(__name__)
 
@@ -40,43 +42,8 @@ class UploadSettings:
     keep_local: float = 7 * 86400.0
     shares_happy: int = 1
     repair: bool = False
-
-
-class KnownDirs:
-    """The store directories the uploader made, path -> write cap (None without caps): the
-    manifest's dirs table, cached. The upload, publish and verify threads share it under one
-    lock, so a load from the manifest cannot bring back directories another thread forgot."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._caps: dict[str, str | None] = {}
-        self._loaded = False
-
-    def missing(self, manifest: Manifest, store: Store, levels: list[str]) -> list[str]:
-        """Those of ``levels`` not known to exist. The first call loads the manifest's
-        directories, less those recorded under another root than ``store``'s."""
-        with self._lock:
-            if not self._loaded:
-                dirs = manifest.dirs_under(store.root_identity())
-                self._caps = {path: caps["write_cap"] for path, caps in dirs.items()}
-                self._loaded = True
-            return [level for level in levels if level not in self._caps]
-
-    def get(self, path: str) -> str | None:
-        with self._lock:
-            return self._caps.get(path)
-
-    def add(self, manifest: Manifest, path: str, caps: Stored, created_at: str) -> None:
-        with self._lock:
-            manifest.add_dir(path, caps.write_cap, caps.read_cap, created_at)
-            self._caps[path] = caps.write_cap
-
-    def forget(self, manifest: Manifest, paths: list[str]) -> None:
-        """Directories found gone from the store (or their caps unusable): made again when next needed."""
-        with self._lock:
-            manifest.forget_dirs(paths)
-            for path in paths:
-                self._caps.pop(path, None)
+    freeze: bool = True
+    freeze_after: float = 3600.0
 
 
 class Uploader:
@@ -103,6 +70,7 @@ class Uploader:
         self._publish_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self._dirs = KnownDirs()
+        self._freezer = Freezer(data_dir, self._dirs, settings.freeze_after, self._upload_lock, clock)
         self._publisher = Publisher(sink_id, clock)
         self._unpublished = 0  # changes not yet in the published manifest; under _count_lock
         self._count_lock = threading.Lock()
@@ -190,16 +158,23 @@ class Uploader:
     def _put(self, manifest: Manifest, path: str, local: BinaryIO) -> Stored:
         """Upload into the file's directory, by its cap when known. When that directory is gone,
         or its cap is one the store cannot read (store.url now names another root or grid), its
-        directories are forgotten, made again by path, and the upload tried once more."""
+        directories are forgotten, made again by path, and the upload tried once more. A frozen
+        directory (a late segment for a closed period) is thawed first: when this sink froze it,
+        before the upload; when the store finds it frozen (another sink froze it, or the
+        manifest was rebuilt), after that upload fails."""
         directory = dirname(path)
         self._ensure_dirs(manifest, directory)
+        if self._dirs.frozen(directory):
+            self._freezer.thaw(self.store(), manifest, directory)
         try:
             return self.store().put(path, local, self._dirs.get(directory))
         except NotFound:
             self._dirs.forget(manifest, levels_of(directory))
             self._ensure_dirs(manifest, directory)
-            local.seek(0)
-            return self.store().put(path, local, self._dirs.get(directory))
+        except Frozen:
+            self._freezer.thaw(self.store(), manifest, directory)
+        local.seek(0)
+        return self.store().put(path, local, self._dirs.get(directory))
 
     def _ensure_dirs(self, manifest: Manifest, path: str) -> None:
         """Create each directory of ``path`` not known to exist and record its caps."""
@@ -217,6 +192,23 @@ class Uploader:
         manifest.update_segment(row.id, attempts=attempts, last_error=message, next_attempt=self._clock() + delay)
         self.last_error = f"{row.id}: {message}"
         log.warning("upload of %s failed (attempt %d, next in %.0f s): %s", row.id, attempts, delay, message)
+
+    # -- freeze ----------------------------------------------------------------------------
+
+    def freeze_due(self) -> dict[str, int]:
+        """Freeze the directories of closed periods (archiver/ship/freezer.py); the new caps
+        are published by the next publish."""
+        if not self.settings.freeze:
+            return {"frozen": 0, "failed": 0}
+        manifest = Manifest(self.data_dir.root)
+        try:
+            result = self._freezer.freeze_due(self.store(), manifest, self.stopping)
+        finally:
+            manifest.close()
+        if self._freezer.last_error:
+            self.last_error, self._freezer.last_error = self._freezer.last_error, None
+        self._count_unpublished(result["frozen"])
+        return result
 
     # -- publish ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """What the uploader and the reader ask of a store, so that they never learn which one it is.
 
 ``Store`` holds the operations every backend has. What only some backends can do is declared
-by type: a backend inherits ``HasCaps``, ``HealthCheck``, ``LeaseRenewal`` or ``GridStatus``,
+by type: a backend inherits ``HasCaps``, ``HealthCheck``, ``LeaseRenewal``, ``GridStatus`` or
+``Freezing``,
 and callers ask ``isinstance(store, HealthCheck)``. Every backend raises only ``StoreError``
 and its subclasses, with messages whose capabilities are redacted.
 
@@ -44,6 +45,10 @@ class Unhealthy(StoreError):
 
 class ReadOnly(StoreError):
     """The store was opened read-only (a read capability)."""
+
+
+class Frozen(StoreError):
+    """The directory written into is frozen (immutable): thaw it first (``Freezing``)."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,24 @@ class GridStatus(ABC):
     @abstractmethod
     def servers_connected(self) -> int | None:
         """Storage servers reachable now; None when it cannot say."""
+
+
+class Freezing(ABC):
+    """A store whose directories can be made immutable once nothing more is added to them:
+    an immutable directory is never rewritten, and a holder of its verify cap can check and
+    repair it. Freezing and thawing replace the directory at a path by a new one holding the
+    same children; the files themselves are not touched."""
+
+    @abstractmethod
+    def freeze(self, path: str) -> Stored:
+        """Link an immutable copy of the directory at ``path`` in its place; its caps (no
+        write cap). StoreError when a child cannot go in an immutable directory (a mutable
+        one), or when the directory changed while it was being frozen (it is left mutable)."""
+
+    @abstractmethod
+    def thaw(self, path: str) -> Stored:
+        """Link a mutable copy of the frozen directory at ``path`` in its place (so a late
+        file can be added); its caps."""
 
 
 class GuardedReader(io.RawIOBase):

@@ -14,7 +14,7 @@ from fs.base import FS
 
 from archiver.common.redaction import redact
 from archiver.store.base import (
-    AlreadyExists, Entry, GuardedReader, NotFound, ReadOnly, Store, StoreError, StoreUnavailable, Stored,
+    AlreadyExists, Entry, Frozen, GuardedReader, NotFound, ReadOnly, Store, StoreError, StoreUnavailable, Stored,
     sha256_identity,
 )
 
@@ -24,6 +24,8 @@ class FsStore(Store):
 
     # pyFilesystem errors that mean the whole store is out of reach, not one path.
     UNAVAILABLE: tuple[type[Exception], ...] = (errors.RemoteConnectionError, errors.OperationTimeout)
+    # Errors that mean a write went into a frozen directory (stores with ``Freezing``).
+    FROZEN: tuple[type[Exception], ...] = ()
 
     def __init__(self, filesystem: FS, url: str | None = None) -> None:
         self.fs = filesystem
@@ -42,6 +44,8 @@ class FsStore(Store):
         """Turn the filesystem's errors into StoreErrors, their messages redacted."""
         try:
             yield
+        except self.FROZEN:
+            raise Frozen(f"the directory of {path} is frozen") from None
         except errors.FSError as err:
             raise as_store_error(err, path, self.UNAVAILABLE) from None
 

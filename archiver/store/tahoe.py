@@ -37,7 +37,8 @@ from fs.subfs import SubFS
 
 from archiver.common.redaction import redact
 from archiver.store.base import (
-    GridStatus, GuardedReader, HasCaps, Health, HealthCheck, LeaseRenewal, NotFound, Stored, sha256_identity,
+    Freezing, GridStatus, GuardedReader, HasCaps, Health, HealthCheck, LeaseRenewal, NotFound, Stored,
+    sha256_identity,
 )
 from archiver.store.fs import FsStore
 
@@ -64,6 +65,10 @@ class NotEnoughShares(TahoeError):
 
 class UploadUnhappy(TahoeError):
     """Fewer storage servers connected than shares.happy: the upload was refused."""
+
+
+class DirectoryImmutable(TahoeError):
+    """A write into an immutable directory (a frozen one) was refused."""
 
 
 class TahoeFS(FS):
@@ -138,6 +143,8 @@ class TahoeFS(FS):
             raise NotEnoughShares(path, msg=f"not enough shares reachable to read it ({text}): storage servers are down or lost shares")
         if "UploadUnhappinessError" in text or "NoServersError" in text:
             raise UploadUnhappy(path, msg=self._unhappy_message(text))
+        if "NotWriteableError" in text:
+            raise DirectoryImmutable(path, msg="its directory is immutable")
         raise TahoeError(path, msg=f"the node answered {status}: {text}")
 
     def _unhappy_message(self, text: str) -> str:
@@ -336,9 +343,72 @@ class TahoeFS(FS):
             self._require_writable(path)
             directory = f"{self.node_url}/uri/{quote(parent_cap, safe='')}"
             cap = self._put(f"{directory}/{quote(basename(path), safe='')}?format=CHK", path, file)
-        response = self._check(self._request("GET", f"{self.node_url}/uri/{quote(cap, safe='')}?t=json", path), path)
+        return self._caps_of_cap(cap, path)
+
+    def _cap_json(self, cap: str, shown: str) -> tuple[str, dict[str, Any]]:
+        response = self._check(self._request("GET", f"{self.node_url}/uri/{quote(cap, safe='')}?t=json", shown), shown)
         kind, data = response.json()
-        return dict(_info(basename(path), kind, data, {}, ["tahoe"]).raw["tahoe"])
+        return kind, data
+
+    def _caps_of_cap(self, cap: str, shown: str) -> dict[str, Any]:
+        """The ``tahoe`` info (caps, mutable) of the object ``cap`` names."""
+        kind, data = self._cap_json(cap, shown)
+        return dict(_info(basename(shown), kind, data, {}, ["tahoe"]).raw["tahoe"])
+
+    def freeze_dir(self, path: str) -> dict[str, Any]:
+        """Link an immutable directory (``t=mkdir-immutable``) holding the children of the
+        mutable directory at ``path`` in its place; its ``tahoe`` info. Already immutable: as
+        it is. A child added to the mutable directory while this ran (another writer) puts the
+        mutable one back, and the freeze fails: the next try takes the newcomer along."""
+        _path, data = self._dir_to_replace(path)
+        if not data.get("mutable", True):
+            return self._caps_of_cap(data["ro_uri"], path)
+        mutable = sorted(name for name, (_, child) in data["children"].items() if child.get("mutable"))
+        if mutable:
+            raise TahoeError(path, msg=f"{len(mutable)} mutable child(ren) cannot go in an immutable directory ({mutable[0]})")
+        with self._lock:
+            cap = self._make_dir("mkdir-immutable", data, path)
+            self._link(_path, cap, path)
+            if set(self._cap_json(data["rw_uri"], path)[1]["children"]) != set(data["children"]):
+                self._link(_path, data["rw_uri"], path)
+                raise TahoeError(path, msg="the directory changed while it was being frozen: left mutable")
+        return self._caps_of_cap(cap, path)
+
+    def thaw_dir(self, path: str) -> dict[str, Any]:
+        """Link a mutable directory (``t=mkdir-with-children``) holding the children of the
+        immutable directory at ``path`` in its place; its ``tahoe`` info. Already mutable: as
+        it is."""
+        _path, data = self._dir_to_replace(path)
+        if data.get("mutable", True):
+            return self._caps_of_cap(data["rw_uri"], path)
+        with self._lock:
+            cap = self._make_dir("mkdir-with-children", data, path)
+            self._link(_path, cap, path)
+        return self._caps_of_cap(cap, path)
+
+    def _dir_to_replace(self, path: str) -> tuple[str, dict[str, Any]]:
+        _path = self.validatepath(path)
+        self._require_writable(path)
+        if _path == "/":
+            raise errors.ResourceReadOnly(path, msg="the root directory cannot be replaced")
+        kind, data = self._json(_path, path)
+        if kind != "dirnode":
+            raise errors.DirectoryExpected(path)
+        return _path, data
+
+    def _make_dir(self, operation: str, listing: Mapping[str, Any], path: str) -> str:
+        """A new directory (``POST /uri?t=<operation>``) holding the children of ``listing`` by
+        their read caps: its cap."""
+        children = {
+            name: [kind, {"ro_uri": child["ro_uri"], "metadata": child.get("metadata", {})}]
+            for name, (kind, child) in listing["children"].items()
+        }
+        url = f"{self.node_url}/uri?t={operation}"
+        return self._check(self._request("POST", url, path, data=orjson.dumps(children)), path).text.strip()
+
+    def _link(self, _path: str, cap: str, shown: str) -> None:
+        """Link ``cap`` at ``_path``, replacing what is there."""
+        self._check(self._request("PUT", self._url(_path, t="uri", replace="true"), shown, data=cap), shown)
 
     def _upload(self, path: str, file: BinaryIO, options: Mapping[str, Any]) -> str:
         _path = self.validatepath(path)
@@ -716,11 +786,13 @@ class _ClosingSubFS(SubFS[FS]):
         super().close()
 
 
-class TahoeStore(FsStore, HasCaps, HealthCheck, LeaseRenewal, GridStatus):
+class TahoeStore(FsStore, HasCaps, HealthCheck, LeaseRenewal, GridStatus, Freezing):
     """The Store protocol over a TahoeFS: files are put into their directory by its cap and
-    come back with theirs, read by cap, checked, repaired and leased by the grid."""
+    come back with theirs, read by cap, checked, repaired and leased by the grid; closed
+    directories are frozen."""
 
     UNAVAILABLE = (*FsStore.UNAVAILABLE, UploadUnhappy, NotEnoughShares)
+    FROZEN = (DirectoryImmutable,)
 
     def __init__(self, tahoe: TahoeFS) -> None:
         super().__init__(tahoe)
@@ -745,6 +817,14 @@ class TahoeStore(FsStore, HasCaps, HealthCheck, LeaseRenewal, GridStatus):
                 if parent is None:
                     raise
                 raise NotFound(f"the directory of {path} cannot be read by the cap known for it") from None
+
+    def freeze(self, path: str) -> Stored:
+        with self.mapped(path):
+            return _stored(self.tahoe.freeze_dir(path))
+
+    def thaw(self, path: str) -> Stored:
+        with self.mapped(path):
+            return _stored(self.tahoe.thaw_dir(path))
 
     def caps(self, path: str) -> Stored:
         with self.mapped(path):

@@ -74,8 +74,8 @@ def test_records_reach_the_grid_and_get_verified(start_sink, grid1: LocalGrid, t
     assert "failed 0, backlog 0" in flushed
     document = export(sink.data_dir)
     [segment] = document["segments"]
-    day = segment["id"][:8]
-    assert segment["store_path"] == f"/app/{day[:4]}/{day[4:6]}/{day[6:]}/{segment['id']}.jsonl.gz"
+    day, hour = segment["id"][:8], segment["id"][9:11]
+    assert segment["store_path"] == f"/app/{day[:4]}/{day[4:6]}/{day[6:]}/{hour}/{segment['id']}.jsonl.gz"
     assert segment["state"] in ("uploaded", "verified") and segment["read_cap"].startswith("URI:CHK:")
     assert f"root read cap: {document['root']['read_cap']}" in sink.log_text()  # what an operator greps the log for
     reader = TahoeFS(grid1.gateway_url, document["root"]["read_cap"])

@@ -1,0 +1,134 @@
+"""Freezing closed hour directories and thawing them for late segments, against a store that
+keeps the Freezing contract in memory (the real grid: tests/tahoe/test_small_dirs.py), and a
+filesystem store, where freezing is nothing."""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from pathlib import Path
+from posixpath import dirname
+from typing import BinaryIO
+
+from fs.memoryfs import MemoryFS
+
+from archiver.format.layout import DataDir
+from archiver.format.manifest import Manifest
+from archiver.ship.forget import Dropped, Forgetter
+from archiver.store import FsStore
+from archiver.store.base import Freezing, Frozen, Stored
+from conftest import make_uploader, rows
+from timed_segments import sealed_segment
+
+HOUR = 3600.0
+NOW = time.time()
+FIVE_HOURS_AGO = (NOW // HOUR - 5) * HOUR
+
+
+class FreezingMemoryStore(FsStore, Freezing):
+    """A memory store whose frozen directories refuse writes, as Tahoe's immutable ones do."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryFS())
+        self.frozen: set[str] = set()
+        self.made = 0
+
+    def _writable(self, path: str) -> None:
+        if dirname(path) in self.frozen:
+            raise Frozen(f"the directory of {path} is frozen")
+
+    def put(self, path: str, file: BinaryIO, parent: str | None = None) -> Stored:
+        self._writable(path)
+        return super().put(path, file, parent)
+
+    def delete(self, path: str) -> None:
+        self._writable(path)
+        super().delete(path)
+
+    def freeze(self, path: str) -> Stored:
+        self.frozen.add(path)
+        self.made += 1
+        return Stored(read_cap=f"URI:DIR2-CHK:{self.made}")
+
+    def thaw(self, path: str) -> Stored:
+        self.frozen.discard(path)
+        self.made += 1
+        return Stored(read_cap=f"URI:DIR2-RO:{self.made}", write_cap=f"URI:DIR2:{self.made}")
+
+
+def dirs(tmp_path: Path) -> dict[str, dict]:
+    with closing(Manifest(tmp_path / "data")) as manifest:
+        return manifest.dirs()
+
+
+def test_closed_hours_are_frozen_late_segments_thaw_them_and_they_are_frozen_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for n in range(6):  # hours -5 and -4 are over; the one being written now is not
+        sealed_segment(data, "app", FIVE_HOURS_AGO + (n % 2) * HOUR + n * 60, n)
+    current = sealed_segment(data, "app", NOW, 6)
+    store = FreezingMemoryStore()
+    uploader = make_uploader(tmp_path, store)
+    assert uploader.upload_due()["uploaded"] == 7
+    waiting = sealed_segment(data, "web", FIVE_HOURS_AGO, 7)  # sealed, not uploaded: its hour waits
+
+    published_before = uploader.unpublished
+    assert uploader.freeze_due() == {"frozen": 2, "failed": 0}
+    old_hours = sorted({dirname(row.store_path) for row in rows(tmp_path) if row.store_path and row.id != current.id})
+    assert store.frozen == set(old_hours) and len(old_hours) == 2
+    known = dirs(tmp_path)
+    for hour in old_hours:
+        assert known[hour]["frozen_at"] and known[hour]["write_cap"] is None
+        assert known[hour]["read_cap"].startswith("URI:DIR2-CHK:")
+    assert not known[dirname(old_hours[0])]["frozen_at"]  # the day keeps its hour directories mutable
+    assert uploader.unpublished == published_before + 2  # the new caps are published next
+    assert uploader.freeze_due() == {"frozen": 0, "failed": 0}
+
+    late = sealed_segment(data, "app", FIVE_HOURS_AGO + 30 * 60, 8)  # a late segment for a frozen hour
+    assert uploader.upload_due() == {"uploaded": 2, "failed": 0, "backlog": 0}  # with the waiting one
+    late_hour = dirname(next(r for r in rows(tmp_path) if r.id == late.id).store_path or "")
+    assert late_hour in old_hours and late_hour not in store.frozen and store.exists(f"{late_hour}/{late.id}.jsonl.gz")
+    assert dirs(tmp_path)[late_hour]["write_cap"] and not dirs(tmp_path)[late_hour]["frozen_at"]
+    assert uploader.freeze_due() == {"frozen": 2, "failed": 0}  # the late one's hour, and the waiting one's
+    waiting_hour = dirname(next(r for r in rows(tmp_path) if r.id == waiting.id).store_path or "")
+    assert {late_hour, waiting_hour} <= store.frozen and waiting_hour.startswith("/web/")
+
+
+def test_a_directory_the_store_finds_frozen_is_thawed_for_the_upload(tmp_path: Path) -> None:
+    """Another sink on the root froze it, or the manifest was rebuilt: the upload is refused,
+    the directory thawed, and the upload made again."""
+    (tmp_path / "data").mkdir()
+    store = FreezingMemoryStore()
+    uploader = make_uploader(tmp_path, store)
+    first = sealed_segment(tmp_path / "data", "app", FIVE_HOURS_AGO, 1)
+    assert uploader.upload_due()["uploaded"] == 1
+    hour = dirname(rows(tmp_path)[0].store_path or "")
+    store.freeze(hour)  # behind this sink's back
+    second = sealed_segment(tmp_path / "data", "app", FIVE_HOURS_AGO + 60, 2)
+    assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
+    assert hour not in store.frozen and store.listdir(hour) == [f"{first.id}.jsonl.gz", f"{second.id}.jsonl.gz"]
+
+
+def test_forget_thaws_a_frozen_directory_to_unlink_from_it(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    store = FreezingMemoryStore()
+    uploader = make_uploader(tmp_path, store)
+    kept = sealed_segment(tmp_path / "data", "app", FIVE_HOURS_AGO, 1)
+    gone = sealed_segment(tmp_path / "data", "app", FIVE_HOURS_AGO + 60, 2)
+    uploader.upload_due()
+    assert uploader.freeze_due()["frozen"] == 1
+    hour = dirname(rows(tmp_path)[0].store_path or "")
+    with closing(Manifest(tmp_path / "data")) as manifest:
+        row = next(r for r in manifest.segments() if r.id == gone.id)
+    result = Forgetter(DataDir(tmp_path / "data"), store).forget([Dropped(row, "test")])
+    assert result == {"forgotten": 1, "removed": 1, "failed": 0}
+    assert store.listdir(hour) == [f"{kept.id}.jsonl.gz"] and hour not in store.frozen
+    assert not dirs(tmp_path)[hour]["frozen_at"]
+    assert uploader.freeze_due()["frozen"] == 1 and hour in store.frozen  # the sink freezes it again
+
+
+def test_a_filesystem_store_freezes_nothing(tmp_path: Path) -> None:
+    sealed_segment(tmp_path / "data", "app", FIVE_HOURS_AGO, 1)
+    uploader = make_uploader(tmp_path, FsStore(MemoryFS()))
+    uploader.upload_due()
+    assert uploader.freeze_due() == {"frozen": 0, "failed": 0}
+    assert not any(entry["frozen_at"] for entry in dirs(tmp_path).values())
