@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from fs.memoryfs import MemoryFS
 
-from archiver.format.layout import DataDir
+from archiver.format.layout import DataDir, segment_id
 from archiver.format.manifest import Manifest
 from archiver.ship.forget import Dropped, Forgetter
 from archiver.store import FsStore
@@ -69,28 +69,27 @@ def test_closed_hours_are_frozen_late_segments_thaw_them_and_they_are_frozen_aga
     store = FreezingMemoryStore()
     uploader = make_uploader(tmp_path, store)
     assert uploader.upload_due()["uploaded"] == 7
-    waiting = sealed_segment(data, "web", FIVE_HOURS_AGO, 7)  # sealed, not uploaded: its hour waits
+    hours = sorted({dirname(row.store_path) for row in rows(tmp_path) if row.store_path and row.id != current.id})
+    assert len(hours) == 2
+    waiting = sealed_segment(data, "app", FIVE_HOURS_AGO + HOUR + 3000, 7)  # sealed, not uploaded: hour -4 waits
 
     published_before = uploader.unpublished
-    assert uploader.freeze_due() == {"frozen": 2, "failed": 0}
-    old_hours = sorted({dirname(row.store_path) for row in rows(tmp_path) if row.store_path and row.id != current.id})
-    assert store.frozen == set(old_hours) and len(old_hours) == 2
+    assert uploader.freeze_due() == {"frozen": 1, "failed": 0}
+    assert store.frozen == {hours[0]}
     known = dirs(tmp_path)
-    for hour in old_hours:
-        assert known[hour]["frozen_at"] and known[hour]["write_cap"] is None
-        assert known[hour]["read_cap"].startswith("URI:DIR2-CHK:")
-    assert not known[dirname(old_hours[0])]["frozen_at"]  # the day keeps its hour directories mutable
-    assert uploader.unpublished == published_before + 2  # the new caps are published next
+    assert known[hours[0]]["frozen_at"] and known[hours[0]]["write_cap"] is None
+    assert known[hours[0]]["read_cap"].startswith("URI:DIR2-CHK:")
+    assert not known[hours[1]]["frozen_at"] and not known[dirname(hours[0])]["frozen_at"]  # a day keeps its hours
+    assert uploader.unpublished == published_before + 1  # the new cap is published next
     assert uploader.freeze_due() == {"frozen": 0, "failed": 0}
 
-    late = sealed_segment(data, "app", FIVE_HOURS_AGO + 30 * 60, 8)  # a late segment for a frozen hour
+    late = sealed_segment(data, "app", FIVE_HOURS_AGO + 30 * 60, 8)  # a late segment for the frozen hour
     assert uploader.upload_due() == {"uploaded": 2, "failed": 0, "backlog": 0}  # with the waiting one
-    late_hour = dirname(next(r for r in rows(tmp_path) if r.id == late.id).store_path or "")
-    assert late_hour in old_hours and late_hour not in store.frozen and store.exists(f"{late_hour}/{late.id}.jsonl.gz")
-    assert dirs(tmp_path)[late_hour]["write_cap"] and not dirs(tmp_path)[late_hour]["frozen_at"]
-    assert uploader.freeze_due() == {"frozen": 2, "failed": 0}  # the late one's hour, and the waiting one's
-    waiting_hour = dirname(next(r for r in rows(tmp_path) if r.id == waiting.id).store_path or "")
-    assert {late_hour, waiting_hour} <= store.frozen and waiting_hour.startswith("/web/")
+    assert hours[0] not in store.frozen and store.exists(f"{hours[0]}/{late.id}.jsonl.gz")
+    assert dirs(tmp_path)[hours[0]]["write_cap"] and not dirs(tmp_path)[hours[0]]["frozen_at"]
+    assert store.exists(f"{hours[1]}/{waiting.id}.jsonl.gz")
+    assert uploader.freeze_due() == {"frozen": 2, "failed": 0}  # the late one's hour again, and the waiting one's
+    assert store.frozen == set(hours)
 
 
 def test_a_directory_the_store_finds_frozen_is_thawed_for_the_upload(tmp_path: Path) -> None:
@@ -132,3 +131,16 @@ def test_a_filesystem_store_freezes_nothing(tmp_path: Path) -> None:
     uploader.upload_due()
     assert uploader.freeze_due() == {"frozen": 0, "failed": 0}
     assert not any(entry["frozen_at"] for entry in dirs(tmp_path).values())
+
+
+def test_an_hour_with_a_segment_still_open_is_not_frozen(tmp_path: Path) -> None:
+    """A segment opened in a closed hour is sealed up to max_age later, into that hour."""
+    sealed_segment(tmp_path / "data", "app", FIVE_HOURS_AGO, 1)
+    uploader = make_uploader(tmp_path, FreezingMemoryStore())
+    uploader.upload_due()
+    still_open = DataDir(tmp_path / "data").open_path("app", segment_id(FIVE_HOURS_AGO + 10, "sinkA", 2))
+    still_open.parent.mkdir(parents=True)
+    still_open.write_bytes(b"")
+    assert uploader.freeze_due()["frozen"] == 0
+    still_open.unlink()
+    assert uploader.freeze_due()["frozen"] == 1
