@@ -85,6 +85,13 @@ def test_dev_config_loads() -> None:
     assert config.data_dir == ROOT / "data" or config.data_dir.resolve() == (ROOT / "data").resolve()
 
 
+def test_container_config_loads() -> None:
+    """The image's config (docker/archiver.toml) is only read inside a container: keep it valid here."""
+    config = load_config(ROOT / "docker" / "archiver.toml")
+    assert (config.store.url, config.store.shares_happy, config.tcp.enabled) == ("tahoe://gateway:3456", 3, True)
+    assert str(config.data_dir) == "/var/lib/archiver" and config.server.host == "0.0.0.0"
+
+
 @pytest.mark.parametrize(
     ("raw", "trusted"),
     [("false", False), ("False", False), (" 0 ", False), ("no", False), ("off", False),
