@@ -10,7 +10,9 @@ published manifest). Then measures:
    (what a holder of the root read cap does), and how many manifest files each reads
    (target < 1 s for the first);
 3. one lease-renewal pass: the objects, the calls of one hourly run and of a full pass;
-4. `archiver forget --dry-run` with keep = 300d.
+4. `archiver forget --dry-run` with keep = 300d;
+5. the largest directory over the simulated year (entries), in the hour layout the uploader
+   writes and in the day layout before it, and how many directories each makes.
 
 Run: make bench   (or .venv/bin/python bench/longterm.py [--segments N])
 """
@@ -26,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import BinaryIO
+from posixpath import dirname
+from typing import BinaryIO, Iterable
 
 import orjson
 from fs.osfs import OSFS
@@ -35,6 +39,7 @@ from fs.osfs import OSFS
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
+from archiver.format.store_layout import segment_dir
 from archiver.read.reader import store_archive
 from archiver.ship.leases import LeaseRenewer, LeaseSettings
 from archiver.ship.publisher import Publisher
@@ -87,11 +92,10 @@ def build_year(data: Path, store: MeasuredStore, segments: int, end: float) -> f
             ts = start + hour * HOUR + (n - made) * HOUR / max(count, 1)
             stream = f"s{n % STREAMS}"
             segment = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ts)) + f"-year-{n % 1_000_000:06d}"
-            day = segment[:8]
             rows.append((
                 segment, stream, "verified", "", "gzip", 1_048_576, 98_304, f"{n:064x}", 4096, format_ts(ts - 300),
                 format_ts(ts), orjson.dumps({"INFO": 4000, "ERROR": 96}).decode(), format_ts(ts),
-                f"/{stream}/{day[:4]}/{day[4:6]}/{day[6:8]}/{segment}.jsonl.gz", CAP.format(size=n),
+                f"{segment_dir(stream, segment)}/{segment}.jsonl.gz", CAP.format(size=n),
                 format_ts(ts), format_ts(ts),
             ))
         db.execute("BEGIN")
@@ -106,6 +110,27 @@ def build_year(data: Path, store: MeasuredStore, segments: int, end: float) -> f
     db.close()
     manifest.close()
     return time.perf_counter() - began
+
+
+def directory_sizes(files: Iterable[str]) -> tuple[tuple[int, str], tuple[int, str], int]:
+    """The tree the store paths of ``files`` make: its largest directory and its largest
+    directory of files, each as (entries, path), and how many directories it has."""
+    leaves: Counter[str] = Counter()
+    inner: defaultdict[str, set[str]] = defaultdict(set)
+    for path in files:
+        leaves[dirname(path)] += 1
+        parts = dirname(path).strip("/").split("/")
+        for n in range(len(parts)):
+            inner["/" + "/".join(parts[:n])].add(parts[n])
+    sizes = {**{path: len(names) for path, names in inner.items()}, **leaves}
+    largest = max(sizes, key=lambda path: sizes[path])
+    leaf = max(leaves, key=lambda path: leaves[path])
+    return (sizes[largest], largest), (leaves[leaf], leaf), len(sizes)
+
+
+def largest_on_disk(root: Path) -> tuple[int, str]:
+    """The largest directory of a local tree (the published manifest): (entries, path)."""
+    return max((len(dirs) + len(files), "/" + str(Path(top).relative_to(root))) for top, dirs, files in os.walk(root))
 
 
 def timed_cli(*args: str) -> tuple[float, int]:
@@ -174,6 +199,18 @@ def main() -> None:
                               str(work / "data")], capture_output=True, env=env)
         print(f"4. archiver forget --dry-run (keep 300d): exit {out.returncode}, "
               f"{len(out.stdout.splitlines()):,} line(s), {time.perf_counter() - began:.1f} s")
+
+        # 5. Directory sizes over the year.
+        db = sqlite3.connect(work / "data" / Manifest.FILENAME)
+        paths = [path for (path,) in db.execute("SELECT store_path FROM segments WHERE id LIKE '%-year-%'")]
+        db.close()
+        largest, leaf, count = directory_sizes(paths)
+        day_largest, _, day_count = directory_sizes(f"{dirname(dirname(path))}/{path.rsplit('/', 1)[1]}" for path in paths)
+        manifest_entries, manifest_where = largest_on_disk(work / "store" / "_manifest")
+        print(f"5. largest directory over the simulated year: {largest[0]:,} entries ({largest[1]}); the largest "
+              f"of segments: {leaf[0]:,} ({leaf[1]}); {count:,} directories. The day layout: {day_largest[0]:,} "
+              f"({day_largest[1]}), {day_count:,} directories. The published manifest's largest: "
+              f"{manifest_entries:,} (/_manifest{manifest_where})")
 
 
 if __name__ == "__main__":
