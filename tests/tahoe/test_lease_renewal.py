@@ -37,6 +37,14 @@ def share_leases(grid: LocalGrid) -> dict[str, list[int]]:
     return orjson.loads(out.stdout)
 
 
+def reachable(grid: LocalGrid, cap: str) -> set[str]:
+    """The storage index of every object reachable from ``cap``: what renewal must keep. A share
+    of something no longer linked (a published file's earlier copy) rightly keeps its first lease."""
+    out = subprocess.run([grid.tahoe, "-d", str(grid.node_dir(grid.gateway_node)), "manifest", "--storage-index", cap],
+                         capture_output=True, check=True, timeout=120)
+    return {line.strip() for line in out.stdout.decode().splitlines() if line.strip()}
+
+
 def wait_past(moment: float) -> None:
     """Lease times have one-second resolution: let the clock pass ``moment`` by two seconds so
     a renewal shows as a later expiry."""
@@ -46,7 +54,6 @@ def wait_past(moment: float) -> None:
 
 def test_a_renewal_pass_moves_every_lease_forward(grid3: LocalGrid, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    others = set(share_leases(grid3))  # the session's grid holds other tests' archives too
     sink = Sink(data, ["--store", "tahoe://" + grid3.gateway_url.split("://")[1]]).start()
     try:
         for n in range(3):
@@ -58,14 +65,17 @@ def test_a_renewal_pass_moves_every_lease_forward(grid3: LocalGrid, tmp_path: Pa
         assert b"leases: " in archiver_cli("status", "--data-dir", str(data)).stdout
     finally:
         assert sink.stop() == 0
-    before = {share: leases for share, leases in share_leases(grid3).items() if share not in others}
-    assert before and all(len(leases) == 1 for leases in before.values())
+    # The session's grid holds other tests' archives too: only this archive's shares count.
+    kept = reachable(grid3, read_cap)
+    before = {share: leases for share, leases in share_leases(grid3).items() if Path(share).parent.name in kept}
+    assert {Path(share).parent.name for share in before} == kept
+    assert all(len(leases) == 1 for leases in before.values())
     uploaded = max(max(leases) for leases in before.values()) - LEASE_SECONDS
 
     wait_past(uploaded)
     result = archiver_cli("leases", "renew", "--data-dir", str(data))
     assert b"0 failed" in result.stdout
-    renewed = {share: leases for share, leases in share_leases(grid3).items() if share not in others}
+    renewed = share_leases(grid3)
     assert renewed.keys() >= before.keys()  # segments, their directories, the root, the published manifest
     for share, leases in before.items():
         assert len(renewed[share]) == 1, f"{share}: a second lease instead of a renewal"
@@ -73,7 +83,7 @@ def test_a_renewal_pass_moves_every_lease_forward(grid3: LocalGrid, tmp_path: Pa
         assert renewed[share][0] >= time.time() + LEASE_SECONDS - 60
 
     # From the root's READ cap alone, on no data dir: everything reachable is renewed again.
-    wait_past(max(max(leases) for leases in renewed.values()) - LEASE_SECONDS)
+    wait_past(max(max(renewed[share]) for share in before) - LEASE_SECONDS)
     url = "tahoe://" + grid3.gateway_url.split("://")[1] + "/" + read_cap
     elsewhere = archiver_cli("leases", "renew", "--archive", url)
     assert b"0 failed" in elsewhere.stdout
