@@ -1,5 +1,7 @@
 """The sink's own logs: the classic one-line text by default, or one JSON object a line
-(``log_format = "json"``) for log shippers that parse them."""
+(``log_format = "json"``) for log shippers that parse them. Either way every line is redacted
+as it is written, whoever logged it: a library's debug line may quote a request URL that holds
+a Tahoe write cap."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import sys
 
 import orjson
 
+from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 
 LOG_FORMATS = ("text", "json")
@@ -18,22 +21,29 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"ts": format_ts(record.created), "level": record.levelname, "logger": record.name,
-                "message": record.getMessage()}
+                "message": redact(record.getMessage())}
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = redact(self.formatException(record.exc_info))
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
+            line["stack"] = redact(self.formatStack(record.stack_info))
         return orjson.dumps(line).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message``, with any traceback after it."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: str, log_format: str) -> None:
     """Root logging to stderr at ``level``, as text or JSON lines. Quiets libraries whose own
     lines say nothing useful (APScheduler's every run) or hold caps (urllib3's DEBUG lines)."""
     handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
