@@ -122,7 +122,7 @@ test-3.13: $(TAHOE_313)/.installed-stamp
 
 # `make test` and a `make run` smoke test under chroot in a throwaway copy of a minimal Debian
 # root (cached in .cache/fresh-root): whatever a new machine lacks, and these files do not
-# install, fails there (docs/operations.md).
+# install, fails there (README, "Development: a new machine").
 fresh-test:
 	@$(MAKE) --no-print-directory system-deps TARGET=fresh
 	tools/fresh-test.sh

@@ -15,6 +15,7 @@ host_bundle=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 chroot_env=(env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     ${CI:+CI=$CI})
 
+# Not in an `||` list: that would turn off errexit inside the phase.
 phase() {
     local name=$1 start=$SECONDS
     shift
@@ -87,7 +88,9 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     [ -n "$run_pid" ] && kill -TERM "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
+    local start=$SECONDS
     remove_copy "$work" || status=1
+    echo "== fresh removal of the copy: $((SECONDS - start)) s"
     exit "$status"
 }
 trap cleanup EXIT
