@@ -161,9 +161,13 @@ smoke_run() {
     local code
     code=$(chroot "$root" "${chroot_env[@]}" curl -sS -o /dev/null -w '%{http_code}' -X POST -d abc=def "$url/fresh-test")
     [ "$code" = 200 ] || { echo "fresh-test: POST answered $code" >&2; cat "$work/run.log" >&2; return 1; }
-    kill -TERM "$(cat "$pid_file")"
-    local status=0
+    local archiver_pid status=0 watchdog
+    archiver_pid=$(cat "$pid_file")
+    kill -TERM "$archiver_pid"
+    (sleep 120 && kill -KILL "$archiver_pid" 2>/dev/null) &
+    watchdog=$!
     wait "$run_pid" || status=$?
+    kill "$watchdog" 2>/dev/null || true
     run_pid=
     [ "$status" = 0 ] || { echo "fresh-test: make run exited $status" >&2; cat "$work/run.log" >&2; return 1; }
     echo "make run answered $url/_health, took a record with 200 and stopped with exit 0"
