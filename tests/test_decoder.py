@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -97,6 +98,18 @@ def test_input_in_hand_when_the_workers_stop_is_still_decoded() -> None:
         return batch.count, await decoder.run(True, os.getpid)
 
     assert asyncio.run(main()) == (1, os.getpid())
+
+
+def test_input_whose_worker_is_stopped_mid_call_is_decoded_on_a_thread() -> None:
+    async def main() -> None:
+        decoder = Decoder(1)
+        await decoder.start()
+        call = asyncio.create_task(decoder.run(True, time.sleep, 2.0))
+        await asyncio.sleep(0.5)  # the worker is in the call
+        await decoder.close(timeout=0.1)  # and is killed in it: the call ends on a thread
+        assert await call is None
+
+    asyncio.run(main())
 
 
 def test_tcp_lines_are_routed_by_their_stream_field() -> None:

@@ -91,15 +91,18 @@ class Decoder:
             return decode(*args)
         if self._pool is not None:
             try:
-                return await self._pool.call(decode, *args)
-            except WorkerDied:
-                # A worker died (the OOM killer, a signal) and took every call in flight with it:
-                # this input may be innocent, so it gets one more try on a fresh worker.
-                return await self._pool.call(decode, *args)
+                try:
+                    return await self._pool.call(decode, *args)
+                except WorkerDied:
+                    # A worker died (the OOM killer, a signal) and took every call in flight with it:
+                    # this input may be innocent, so it gets one more try on a fresh worker.
+                    return await self._pool.call(decode, *args)
             except PoolClosed:
                 pass  # input still in hand at stop is decoded here, not mistaken for undecodable
         return await asyncio.get_running_loop().run_in_executor(None, decode, *args)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop the workers once they have answered what they hold, killing any still busy
+        after ``timeout`` seconds (that input is then decoded on a thread)."""
         if self._pool is not None:
-            await self._pool.close()
+            await self._pool.close(timeout)
