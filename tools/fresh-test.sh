@@ -7,7 +7,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "fresh-test: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 repo=$(pwd -P)
-cache=${FRESH_CACHE:-$repo/.cache}
+cache=$(realpath -m "${FRESH_CACHE:-$repo/.cache}")
 pristine=$cache/fresh-root
 packages=(python3 python3-venv python3-pip make git ca-certificates curl)
 host_bundle=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
@@ -150,7 +150,7 @@ smoke_run() {
     url=http://127.0.0.1:$port
     in_root "ARCHIVER_SERVER_PORT=$port exec make run" >"$work/run.log" 2>&1 &
     run_pid=$!
-    until chroot "$root" "${chroot_env[@]}" curl -fsS "$url/_health" >/dev/null 2>&1; do
+    until chroot "$root" "${chroot_env[@]}" curl -fsS --max-time 10 "$url/_health" >/dev/null 2>&1; do
         kill -0 "$run_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ] || {
             echo "fresh-test: make run did not answer $url/_health:" >&2
             cat "$work/run.log" >&2
@@ -159,7 +159,7 @@ smoke_run() {
         sleep 1
     done
     local code
-    code=$(chroot "$root" "${chroot_env[@]}" curl -sS -o /dev/null -w '%{http_code}' -X POST -d abc=def "$url/fresh-test")
+    code=$(chroot "$root" "${chroot_env[@]}" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST -d abc=def "$url/fresh-test")
     [ "$code" = 200 ] || { echo "fresh-test: POST answered $code" >&2; cat "$work/run.log" >&2; return 1; }
     local archiver_pid status=0 watchdog
     archiver_pid=$(cat "$pid_file")
