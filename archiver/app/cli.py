@@ -569,7 +569,7 @@ def _forget(data: Any, sink_id: str, url: str | None, root_cap: str | None, segm
     from archiver.ship.uploader import Uploader, UploadSettings
     from archiver.store import open_store
 
-    store = open_store(url, root_cap=root_cap) if url else None
+    store = open_store(url, root_cap=root_cap, create=False) if url else None  # a moved store is not remade empty
     published = False
     try:
         result = Forgetter(data, store).forget(segments)
