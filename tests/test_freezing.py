@@ -14,7 +14,9 @@ from fs.memoryfs import MemoryFS
 
 from archiver.format.layout import DataDir, segment_id
 from archiver.format.manifest import Manifest
+from archiver.format.store_layout import levels_of
 from archiver.ship.forget import Dropped, Forgetter
+from archiver.ship.uploader import Uploader
 from archiver.store import FsStore
 from archiver.store.base import Freezing, Frozen, Stored
 from conftest import make_uploader, rows
@@ -23,6 +25,15 @@ from timed_segments import sealed_segment
 HOUR = 3600.0
 NOW = time.time()
 FIVE_HOURS_AGO = (NOW // HOUR - 5) * HOUR
+TWO_DAYS_AGO = (NOW // 86400 - 2) * 86400 + HOUR
+
+
+def old_layout_day(tmp_path: Path, uploader: Uploader) -> str:
+    """A day directory as archiver made them before hour directories, known to the uploader."""
+    day = "/app/" + time.strftime("%Y/%m/%d", time.gmtime(TWO_DAYS_AGO))
+    with closing(Manifest(tmp_path / "data")) as manifest:
+        uploader._ensure_dirs(manifest, day)
+    return day
 
 
 class FreezingMemoryStore(FsStore, Freezing):
@@ -44,6 +55,13 @@ class FreezingMemoryStore(FsStore, Freezing):
     def delete(self, path: str) -> None:
         self._writable(path)
         super().delete(path)
+
+    def makedirs(self, path: str) -> None:
+        if not self.exists(path):
+            for level in levels_of(path):
+                if not self.exists(level):
+                    self._writable(level)
+        super().makedirs(path)
 
     def freeze(self, path: str) -> Stored:
         self.frozen.add(path)
@@ -144,3 +162,26 @@ def test_an_hour_with_a_segment_still_open_is_not_frozen(tmp_path: Path) -> None
     assert uploader.freeze_due()["frozen"] == 0
     still_open.unlink()
     assert uploader.freeze_due()["frozen"] == 1
+
+
+def test_an_old_day_directory_that_a_waiting_segment_will_make_an_hour_in_is_not_frozen(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    store = FreezingMemoryStore()
+    uploader = make_uploader(tmp_path, store)
+    day = old_layout_day(tmp_path, uploader)
+    waiting = sealed_segment(tmp_path / "data", "app", TWO_DAYS_AGO, 1)  # a backlog from before the upgrade
+    assert uploader.freeze_due() == {"frozen": 0, "failed": 0}
+    assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
+    assert store.exists(f"{day}/01/{waiting.id}.jsonl.gz")
+    assert uploader.freeze_due() == {"frozen": 1, "failed": 0} and store.frozen == {f"{day}/01"}
+
+
+def test_a_late_segment_thaws_a_frozen_old_day_directory_to_make_its_hour_in_it(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    store = FreezingMemoryStore()
+    uploader = make_uploader(tmp_path, store)
+    day = old_layout_day(tmp_path, uploader)
+    assert uploader.freeze_due() == {"frozen": 1, "failed": 0} and store.frozen == {day}
+    late = sealed_segment(tmp_path / "data", "app", TWO_DAYS_AGO, 1)
+    assert uploader.upload_due() == {"uploaded": 1, "failed": 0, "backlog": 0}
+    assert store.exists(f"{day}/01/{late.id}.jsonl.gz") and not store.frozen

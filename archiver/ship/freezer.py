@@ -26,7 +26,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest
-from archiver.format.store_layout import period_of, segment_dir, store_path
+from archiver.format.store_layout import levels_of, period_of, segment_dir, store_path
 from archiver.ship.dirs import KnownDirs
 from archiver.store.base import Freezing, Frozen, NotFound, Store, StoreError, StoreUnavailable
 
@@ -37,10 +37,13 @@ def closed_periods(known: set[str], frozen: set[str], pending: set[str], now: fl
     """The directories to freeze at ``now``: period directories not frozen whose period ended
     at least ``after`` ago, holding no directory known to the sink (a day directory with hour
     directories under it stays mutable: it has at most 24 more entries, and a late segment
-    would otherwise thaw two levels) and no segment still to be uploaded (``pending``)."""
+    would otherwise thaw two levels) and no segment still to be uploaded (``pending``), nor one
+    that will make a directory in it (a day directory of the older layout, whose late segments
+    now go to hour directories under it)."""
     parents = {path.rsplit("/", 1)[0] for path in known}
+    waiting = {level for path in pending for level in levels_of(path)}
     chosen = []
-    for path in sorted(known - frozen - pending - parents):
+    for path in sorted(known - frozen - waiting - parents):
         period = period_of(path)
         if period is not None and period[1] + after <= now:
             chosen.append(path)

@@ -160,12 +160,16 @@ class Uploader:
         or its cap is one the store cannot read (store.url now names another root or grid), its
         directories are forgotten, made again by path, and the upload tried once more. A frozen
         directory (a late segment for a closed period) is thawed first: when this sink froze it,
-        before the upload; when the store finds it frozen (another sink froze it, or the
+        before the upload, as is a frozen day directory of the older layout that the segment's
+        hour directory is made in; when the store finds it frozen (another sink froze it, or the
         manifest was rebuilt), after that upload fails."""
         directory = dirname(path)
+        levels = levels_of(directory)
+        missing = self._dirs.missing(manifest, self.store(), levels)
+        for level in levels:
+            if self._dirs.frozen(level) and (level == directory or any(m.startswith(level + "/") for m in missing)):
+                self._freezer.thaw(self.store(), manifest, level)
         self._ensure_dirs(manifest, directory)
-        if self._dirs.frozen(directory):
-            self._freezer.thaw(self.store(), manifest, directory)
         try:
             return self.store().put(path, local, self._dirs.get(directory))
         except NotFound:
