@@ -28,11 +28,12 @@ from archiver.format.store_layout import store_path
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.read.rebuild import rebuild_manifest
 from archiver.read.reader import Archive
+from archiver.ship.forget import Dropped, Forgetter
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
 from archiver.store import FsStore, Health, HealthCheck, Store
-from conftest import archiver_cli, peak_rss_growth
+from conftest import age_open_period, archiver_cli, peak_rss_growth
 from minimal_store import BACKENDS, make_store
 
 MB = 1024 * 1024
@@ -431,3 +432,25 @@ def test_a_rebuild_that_walks_finds_what_was_uploaded_after_the_last_publish(
     rebuilt = Archive(rows, store=lambda: store)
     assert messages(rebuilt.records()) == [r["message"] for r in SAMPLE] + ["uploaded, never published"]
     assert rebuilt.verify().ok
+
+
+def test_a_rebuild_that_walks_leaves_a_forgotten_segment_forgotten(archive_dir: Path, tmp_path: Path) -> None:
+    """Forget published its tombstone but could not unlink the file: the walk must not bring it back."""
+    store = make_store("osfs", tmp_path / "store")
+    with closing(Manifest(archive_dir)) as manifest:
+        manifest.set_meta("sink_id", "sinkR")
+    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
+    assert uploader.upload_due()["uploaded"] == 3
+    uploader.publish()
+    age_open_period(archive_dir)
+    uploader.publish()  # closes the period: a forgotten segment listed in a closed file gets a tombstone
+    with closing(Manifest(archive_dir)) as manifest:
+        gone = next(iter(manifest.segments()))
+    kept_bytes = store.read_bytes(gone.store_path or "")
+    assert Forgetter(DataDir(archive_dir), store).forget([Dropped(gone, "test")])["forgotten"] == 1
+    uploader.publish()
+    store.put(gone.store_path or "", io.BytesIO(kept_bytes))  # as if the unlink had failed
+
+    assert rebuild_manifest(tmp_path / "walked", store, walk=True)["segments"] == 2
+    with closing(Manifest(tmp_path / "walked")) as manifest:
+        assert gone.id not in {row.id for row in manifest.segments()}

@@ -34,6 +34,7 @@ class SinkManifest:
     segments: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirs: dict[str, dict[str, Any]] = field(default_factory=dict)
     chain: list[ChainFile] = field(default_factory=list)  # format 2: the closed files read
+    forgotten: set[str] = field(default_factory=set)  # format 2: ids its tombstones name
 
 
 def published_sinks(store: Store, since: str | None = None, until: str | None = None) -> list[SinkManifest]:
@@ -85,9 +86,11 @@ def _read_sink(store: Store, sink_id: str, base: str, since: str | None, until: 
         current = ChainFile.from_document({**parse_document(store.read_bytes(f"{base}/{CURRENT}"), CURRENT), "seq": 0})
     except NotFound:
         current = None
-    segments, dirs = merge([*files, *([current] if current else [])])
+    read = [*files, *([current] if current else [])]
+    segments, dirs = merge(read)
+    forgotten = {tombstone["id"] for chain_file in read for tombstone in chain_file.forgotten}
     root = (current or (files[-1] if files else None))
-    return SinkManifest(sink_id, 2, root.root if root else {}, segments, dirs, files)
+    return SinkManifest(sink_id, 2, root.root if root else {}, segments, dirs, files, forgotten)
 
 
 def published_rows(store: Store, since: str | None = None, until: str | None = None) -> list[SegmentRow]:

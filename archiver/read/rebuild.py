@@ -68,8 +68,8 @@ def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None, w
             if published.chain:
                 _carry_on_chain(manifest, store, chosen)
             source, count = "published", len(published.segments)
-            if walk:
-                count += _walk(manifest, store, chosen, known=set(published.segments))[1]
+            if walk:  # a forgotten segment whose unlink failed stays forgotten
+                count += _walk(manifest, store, chosen, known=set(published.segments) | published.forgotten)[1]
                 source = "published and the tree"
         else:
             chosen, count = _walk(manifest, store, sink_id)
