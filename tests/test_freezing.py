@@ -8,7 +8,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 from posixpath import dirname
-from typing import BinaryIO
+from typing import BinaryIO, Collection
 
 from fs.memoryfs import MemoryFS
 
@@ -42,6 +42,7 @@ class FreezingMemoryStore(FsStore, Freezing):
     def __init__(self) -> None:
         super().__init__(MemoryFS())
         self.frozen: set[str] = set()
+        self.holds: dict[str, set[str]] = {}
         self.made = 0
 
     def _writable(self, path: str) -> None:
@@ -63,7 +64,9 @@ class FreezingMemoryStore(FsStore, Freezing):
                     self._writable(level)
         super().makedirs(path)
 
-    def freeze(self, path: str) -> Stored:
+    def freeze(self, path: str, holds: Collection[str] = ()) -> Stored:
+        assert set(holds) <= set(self.listdir(path)), "the freezer expects a file that is not there"
+        self.holds[path] = set(holds)
         self.frozen.add(path)
         self.made += 1
         return Stored(read_cap=f"URI:DIR2-CHK:{self.made}")
@@ -93,7 +96,7 @@ def test_closed_hours_are_frozen_late_segments_thaw_them_and_they_are_frozen_aga
 
     published_before = uploader.unpublished
     assert uploader.freeze_due() == {"frozen": 1, "failed": 0}
-    assert store.frozen == {hours[0]}
+    assert store.frozen == {hours[0]} and store.holds[hours[0]] == set(store.listdir(hours[0])) and len(store.holds[hours[0]]) == 3
     known = dirs(tmp_path)
     assert known[hours[0]]["frozen_at"] and known[hours[0]]["write_cap"] is None
     assert known[hours[0]]["read_cap"].startswith("URI:DIR2-CHK:")

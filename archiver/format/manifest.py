@@ -354,6 +354,13 @@ class Manifest:
             (path, write_cap, read_cap, created_at),
         )
 
+    def stored_paths(self, first_id: str, end_id: str) -> list[str]:
+        """Store paths of the kept segments whose ids lie in [first_id, end_id): by the id's
+        index, so cheap however large the manifest."""
+        query = ("SELECT store_path FROM segments WHERE id >= ? AND id < ? AND store_path IS NOT NULL "
+                 "AND state != 'forgotten'")
+        return [path for (path,) in self._db.execute(query, (first_id, end_id))]
+
     def dir_frozen(self, path: str, read_cap: str | None, when: str) -> None:
         """The directory at ``path`` is now the immutable one ``read_cap`` names: the mutable
         one's caps are dropped (its lease is no longer renewed; the new one's first lease

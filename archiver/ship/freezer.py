@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from posixpath import dirname
+from posixpath import basename, dirname
 from typing import Callable
 
 from archiver.common.redaction import redact
@@ -56,6 +56,16 @@ def pending_dirs(manifest: Manifest, data_dir: DataDir) -> set[str]:
     return dirs | {segment_dir(stream, segment) for stream, segment, _ in data_dir.open_segments()}
 
 
+def files_in(manifest: Manifest, path: str) -> list[str]:
+    """The names of the files this sink put in the period directory ``path``: a freeze whose
+    copy lacks one of them would drop it from the tree."""
+    period = period_of(path)
+    if period is None:
+        return []
+    first, end = (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(moment)) for moment in period)
+    return [basename(stored) for stored in manifest.stored_paths(first, end) if dirname(stored) == path]
+
+
 class Freezer:
     """Freezes and thaws the uploader's directories; ``lock`` is the uploader's, taken for each
     directory, so no upload goes into a directory while it is replaced."""
@@ -84,7 +94,7 @@ class Freezer:
                 if path in pending_dirs(manifest, self.data_dir):
                     continue  # a segment of it was sealed since the list was made
                 try:
-                    caps = store.freeze(path)
+                    caps = store.freeze(path, files_in(manifest, path))
                 except StoreUnavailable:
                     raise
                 except NotFound:

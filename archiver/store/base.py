@@ -15,7 +15,7 @@ import hashlib
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Collection, Iterator
 
 
 class StoreError(Exception):
@@ -234,10 +234,12 @@ class Freezing(ABC):
     same children; the files themselves are not touched."""
 
     @abstractmethod
-    def freeze(self, path: str) -> Stored:
+    def freeze(self, path: str, holds: Collection[str] = ()) -> Stored:
         """Link an immutable copy of the directory at ``path`` in its place; its caps (no
         write cap). StoreError when a child cannot go in an immutable directory (a mutable
-        one), or when the directory changed while it was being frozen (it is left mutable)."""
+        one), when the directory changed while it was being frozen, or when a name of
+        ``holds`` (files known to be in it) is not among the children read (a stale copy of
+        the directory): it is left mutable."""
 
     @abstractmethod
     def thaw(self, path: str) -> Stored:

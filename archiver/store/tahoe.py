@@ -355,14 +355,19 @@ class TahoeFS(FS):
         kind, data = self._cap_json(cap, shown)
         return dict(_info(basename(shown), kind, data, {}, ["tahoe"]).raw["tahoe"])
 
-    def freeze_dir(self, path: str) -> dict[str, Any]:
+    def freeze_dir(self, path: str, holds: Collection[str] = ()) -> dict[str, Any]:
         """Link an immutable directory (``t=mkdir-immutable``) holding the children of the
         mutable directory at ``path`` in its place; its ``tahoe`` info. Already immutable: as
         it is. A child added to the mutable directory while this ran (another writer) puts the
-        mutable one back, and the freeze fails: the next try takes the newcomer along."""
+        mutable one back, and the freeze fails: the next try takes the newcomer along. A name
+        of ``holds`` missing from the children read (an older version of the directory, read
+        from a degraded grid) fails it before anything is linked."""
         _path, data = self._dir_to_replace(path)
         if not data.get("mutable", True):
             return self._caps_of_cap(data["ro_uri"], path)
+        absent = sorted(set(holds) - set(data["children"]))
+        if absent:
+            raise TahoeError(path, msg=f"{len(absent)} file(s) put there are not in the listing read ({absent[0]}): left mutable")
         mutable = sorted(name for name, (_, child) in data["children"].items() if child.get("mutable"))
         if mutable:
             raise TahoeError(path, msg=f"{len(mutable)} mutable child(ren) cannot go in an immutable directory ({mutable[0]})")
@@ -818,9 +823,9 @@ class TahoeStore(FsStore, HasCaps, HealthCheck, LeaseRenewal, GridStatus, Freezi
                     raise
                 raise NotFound(f"the directory of {path} cannot be read by the cap known for it") from None
 
-    def freeze(self, path: str) -> Stored:
+    def freeze(self, path: str, holds: Collection[str] = ()) -> Stored:
         with self.mapped(path):
-            return _stored(self.tahoe.freeze_dir(path))
+            return _stored(self.tahoe.freeze_dir(path, holds))
 
     def thaw(self, path: str) -> Stored:
         with self.mapped(path):

@@ -82,6 +82,19 @@ def test_upload_with_caps_answers_what_getinfo_would(grid1: LocalGrid) -> None:
     assert tahoe.readbytes("day/by-cap.jsonl.gz") == b"z" * 5000
 
 
+def test_a_freeze_whose_listing_lacks_a_file_put_there_leaves_the_directory_mutable(grid1: LocalGrid) -> None:
+    """A listing read from a degraded grid can be an older version: freezing that copy would
+    drop the newest files from the tree, so the freezer names what it put there."""
+    tahoe = grid1.create_root()
+    tahoe.makedirs("app/2026/01/01/00")
+    tahoe.upload("app/2026/01/01/00/a.jsonl.gz", io.BytesIO(b"a" * 100))
+    with pytest.raises(errors.OperationFailed, match="not in the listing read"):
+        tahoe.freeze_dir("app/2026/01/01/00", ["a.jsonl.gz", "b.jsonl.gz"])
+    assert tahoe.getinfo("app/2026/01/01/00", namespaces=["tahoe"]).raw["tahoe"]["mutable"]
+    assert not tahoe.freeze_dir("app/2026/01/01/00", ["a.jsonl.gz"])["mutable"]
+    assert tahoe.readbytes("app/2026/01/01/00/a.jsonl.gz") == b"a" * 100
+
+
 def test_a_fresh_interpreter_reads_what_another_process_wrote(grid1: LocalGrid) -> None:
     url = grid1.create_root().geturl("/", purpose="fs")
     write = "import fs, sys; f = fs.open_fs(sys.argv[1]); f.makedirs('x/y'); f.writetext('x/y/note.txt', 'written elsewhere')"
