@@ -304,3 +304,17 @@ def test_a_file_left_by_a_publish_that_died_is_replaced_not_doubled(sink: Sink) 
     assert [name for name in sink.store.listdir(directory) if name.startswith("0000000001-")] != []
     assert len([name for name in sink.store.listdir(directory) if name.startswith("0000000001-")]) == 1
     assert check_published_chains(sink.store)[0].problems == []
+
+
+def test_a_directory_frozen_while_a_file_was_written_is_published_again(tmp_path: Path) -> None:
+    """A publish reads a directory's cap, a freeze replaces it, then the publish records its
+    file: the directory stays unpublished, so its frozen cap goes in the next file."""
+    with closing(Manifest(tmp_path)) as manifest:
+        manifest.add_dir("/app/2026/01/01/00", "URI:DIR2:w", "URI:DIR2-RO:mutable", format_ts(0))
+        read = manifest.unpublished()[2]
+        assert read == {"/app/2026/01/01/00": "URI:DIR2-RO:mutable"}
+        manifest.dir_frozen("/app/2026/01/01/00", "URI:DIR2-CHK:frozen", format_ts(1))
+        manifest.mark_published([], [], read, 1, {"chain_seq": "1"})
+        assert manifest.unpublished()[2] == {"/app/2026/01/01/00": "URI:DIR2-CHK:frozen"}
+        manifest.mark_published([], [], manifest.unpublished()[2], 2, {"chain_seq": "2"})
+        assert manifest.unpublished()[2] == {}

@@ -20,7 +20,7 @@ import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import orjson
 
@@ -416,15 +416,19 @@ class Manifest:
         return rows, tombstones, dirs
 
     def mark_published(
-        self, segments: list[str], tombstones: list[str], dirs: list[str], seq: int, meta: dict[str, str],
+        self, segments: list[str], tombstones: list[str], dirs: Mapping[str, str | None], seq: int,
+        meta: dict[str, str],
     ) -> None:
-        """These segments, tombstones and directories are in the closed file ``seq``, and the
-        chain's state is ``meta``: one transaction, so a crash neither loses nor repeats one."""
+        """These segments, tombstones and directories (path: the read cap published) are in the
+        closed file ``seq``, and the chain's state is ``meta``: one transaction, so a crash
+        neither loses nor repeats one. A directory whose cap changed since it was read (frozen
+        or thawed meanwhile) stays unpublished: its new cap goes in the next file."""
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("UPDATE segments SET published_seq = ? WHERE id = ?", [(seq, s) for s in segments])
             self._db.executemany("UPDATE segments SET tombstone_seq = ? WHERE id = ?", [(seq, s) for s in tombstones])
-            self._db.executemany("UPDATE dirs SET published_seq = ? WHERE path = ?", [(seq, d) for d in dirs])
+            self._db.executemany("UPDATE dirs SET published_seq = ? WHERE path = ? AND read_cap IS ?",
+                                 [(seq, path, cap) for path, cap in dirs.items()])
             self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
 
     def lease_targets(self) -> list[LeaseTarget]:

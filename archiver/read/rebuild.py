@@ -98,7 +98,7 @@ def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
     )
     compacted = {digest for _, _, chain_file in closed for digest in chain_file.compacts}
     listed: dict[str, int] = {}
-    dirs: set[str] = set()
+    dirs: dict[str, str | None] = {}  # path: the read cap the latest file lists
     day_files: list[list[str]] = []
     day, day_prev, head, seq = "", "", "", 0
     for path, data, chain_file in closed:
@@ -106,7 +106,7 @@ def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
             continue  # compacted into a day file already
         for entry in chain_file.segments:
             listed[entry["id"]] = chain_file.seq
-        dirs.update(chain_file.dirs)
+        dirs.update({dir_path: entry.get("read_cap") for dir_path, entry in chain_file.dirs.items()})
         if chain_file.kind == "period":
             if not day_files:
                 day_prev = head
@@ -116,7 +116,7 @@ def _carry_on_chain(manifest: Manifest, store: Store, sink_id: str) -> None:
         seq = chain_file.seq
     for segment, file_seq in listed.items():
         manifest.update_segment(segment, published_seq=file_seq)
-    manifest.mark_published([], [], sorted(dirs), seq, {
+    manifest.mark_published([], [], dirs, seq, {
         "chain_seq": str(seq), "chain_head": head, "chain_day": day,
         "chain_day_files": orjson.dumps(day_files).decode(), "chain_day_prev": day_prev,
     })

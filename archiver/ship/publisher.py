@@ -108,7 +108,7 @@ class Publisher:
                 "chain_day_files": orjson.dumps([*day_files, [path, sha256_hex(data)]]).decode()}
         if open_day != day:
             meta["chain_day_prev"] = head or ""
-        manifest.mark_published([row.id for row in rows], [row.id for row in tombstones], list(dirs), seq, meta)
+        manifest.mark_published([row.id for row in rows], [row.id for row in tombstones], dirs, seq, meta)
         log.info("published %s: %d segment(s), %d forgotten", path, len(rows), len(tombstones))
         if not manifest.get_meta("format_1_retired"):
             self._retire_format_1(store)
@@ -129,7 +129,7 @@ class Publisher:
         ensure_dir(directory)
         data = day_file.to_bytes()
         store.put(f"{directory}/{day_file.name().filename}", io.BytesIO(data))
-        manifest.mark_published([], [], [], seq, {"chain_seq": str(seq), "chain_head": sha256_hex(data),
+        manifest.mark_published([], [], {}, seq, {"chain_seq": str(seq), "chain_head": sha256_hex(data),
                                               "chain_day": "", "chain_day_files": "[]", "chain_day_prev": ""})
         try:
             store.delete(f"{directory}/{day}")  # the period files with their directory
