@@ -161,8 +161,10 @@ class Uploader:
         directories are forgotten, made again by path, and the upload tried once more. A frozen
         directory (a late segment for a closed period) is thawed first: when this sink froze it,
         before the upload, as is a frozen day directory of the older layout that the segment's
-        hour directory is made in; when the store finds it frozen (another sink froze it, or the
-        manifest was rebuilt), after that upload fails."""
+        hour directory is made in; when the store finds it frozen (a rebuilt manifest, which
+        holds no write cap for it), after that upload fails. A directory another sink on the
+        same root froze while this one still writes into it by its old cap is not seen here:
+        the file goes into the replaced directory, and verify re-uploads it (docs/format.md)."""
         directory = dirname(path)
         levels = levels_of(directory)
         missing = self._dirs.missing(manifest, self.store(), levels)
