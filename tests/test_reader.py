@@ -454,3 +454,28 @@ def test_a_rebuild_that_walks_leaves_a_forgotten_segment_forgotten(archive_dir: 
     assert rebuild_manifest(tmp_path / "walked", store, walk=True)["segments"] == 2
     with closing(Manifest(tmp_path / "walked")) as manifest:
         assert gone.id not in {row.id for row in manifest.segments()}
+
+
+def test_a_rebuild_that_fails_on_an_unreadable_segment_leaves_nothing_and_runs_again(archive_dir: Path, tmp_path: Path) -> None:
+    store = make_store("osfs", tmp_path / "store")
+    with closing(Manifest(archive_dir)) as manifest:
+        manifest.set_meta("sink_id", "sinkR")
+    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
+    assert uploader.upload_due()["uploaded"] == 3
+    uploader.publish()
+    [first, *_] = rows_of(archive_dir)
+    broken = (first.store_path or "").replace(first.id, "20260101T000000Z-sinkR-999999")
+    store.put(broken, io.BytesIO(b"not gzip"))  # uploaded after the last publish, and unreadable now
+
+    with pytest.raises(OSError):  # gzip's BadGzipFile here; on a grid, the error of a segment it cannot serve
+        rebuild_manifest(tmp_path / "rebuilt", store, walk=True)
+    assert not (tmp_path / "rebuilt" / Manifest.FILENAME).exists()
+    assert [p.name for p in (tmp_path / "rebuilt").iterdir()] == []
+    store.delete(broken)
+    assert rebuild_manifest(tmp_path / "rebuilt", store, walk=True)["segments"] == 3
+    assert len(rows_of(tmp_path / "rebuilt")) == 3
+
+
+def rows_of(data_dir: Path) -> list[SegmentRow]:
+    with closing(Manifest(data_dir)) as manifest:
+        return list(manifest.segments())

@@ -4,7 +4,11 @@ there are any, else by walking the tree and reading every segment back."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +51,30 @@ class _HashingReader:
 def rebuild_manifest(data_dir: Path, store: Store, sink_id: str | None = None, walk: bool = False) -> dict[str, Any]:
     """Write DATA/manifest.sqlite for ``sink_id`` (the only sink, when there is one) from ``store``.
     ``walk`` also walks the tree for the sink's segments its published manifest does not list:
-    those uploaded after its last publish, which a lost host never published."""
+    those uploaded after its last publish, which a lost host never published. The manifest is
+    built aside and moved into place whole: a rebuild that fails (a segment the grid cannot
+    serve now) leaves nothing, and can simply be run again."""
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
+    target = data_dir / Manifest.FILENAME
+    if target.exists():
+        with closing(Manifest(data_dir)) as existing:
+            if existing.segment_ids():
+                raise RebuildError(f"{data_dir} already has a manifest with segments; rebuild into an empty data dir")
+    staging = Path(tempfile.mkdtemp(prefix=".rebuild-", dir=data_dir))
+    try:
+        result = _rebuild(staging, store, sink_id, walk)
+        for journal in ("-wal", "-shm"):  # an empty manifest's, which must not meet the new one
+            target.with_name(target.name + journal).unlink(missing_ok=True)
+        os.replace(staging / Manifest.FILENAME, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _rebuild(data_dir: Path, store: Store, sink_id: str | None, walk: bool) -> dict[str, Any]:
     manifest = Manifest(data_dir)
     try:
-        if manifest.segment_ids():
-            raise RebuildError(f"{data_dir} already has a manifest with segments; rebuild into an empty data dir")
         sinks = {sink.sink_id: sink for sink in published_sinks(store)}
         if sinks:
             chosen = _choose(sorted(sinks), sink_id)
