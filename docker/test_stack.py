@@ -264,5 +264,10 @@ def run_stack(stack: Stack, ports: dict[str, int], run_id: str) -> None:
         wait_read(ports["gateway"], read_cap, sent | more)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally: the stack, the registry, the daemon
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main()
