@@ -406,18 +406,23 @@ def test_a_lost_manifest_is_rebuilt_from_the_store(archive_dir: Path, tmp_path: 
     assert messages(rebuilt.records()) == [r["message"] for r in SAMPLE] and rebuilt.verify().ok
 
 
+def published_sink(archive_dir: Path, store: Store) -> tuple[Store, Uploader]:
+    """Sink "sinkR" of ``archive_dir`` with its three segments uploaded, published and pruned."""
+    with closing(Manifest(archive_dir)) as manifest:
+        manifest.set_meta("sink_id", "sinkR")
+    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
+    assert uploader.upload_due()["uploaded"] == 3
+    uploader.publish()
+    return store, uploader
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_rebuild_that_walks_finds_what_was_uploaded_after_the_last_publish(
     archive_dir: Path, tmp_path: Path, backend: str,
 ) -> None:
     """A host lost between an upload and its publish left a segment the published manifest does
     not list: --walk finds it in the tree and reads it back."""
-    store = make_store(backend, tmp_path / "store")
-    with closing(Manifest(archive_dir)) as manifest:
-        manifest.set_meta("sink_id", "sinkR")
-    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
-    assert uploader.upload_due()["uploaded"] == 3
-    uploader.publish()
+    store, uploader = published_sink(archive_dir, make_store(backend, tmp_path / "store"))
     write_archive(archive_dir, [{"created": T0 + 3600, "message": "uploaded, never published"}])
     assert uploader.upload_due()["uploaded"] == 1
 
@@ -436,12 +441,7 @@ def test_a_rebuild_that_walks_finds_what_was_uploaded_after_the_last_publish(
 
 def test_a_rebuild_that_walks_leaves_a_forgotten_segment_forgotten(archive_dir: Path, tmp_path: Path) -> None:
     """Forget published its tombstone but could not unlink the file: the walk must not bring it back."""
-    store = make_store("osfs", tmp_path / "store")
-    with closing(Manifest(archive_dir)) as manifest:
-        manifest.set_meta("sink_id", "sinkR")
-    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
-    assert uploader.upload_due()["uploaded"] == 3
-    uploader.publish()
+    store, uploader = published_sink(archive_dir, make_store("osfs", tmp_path / "store"))
     age_open_period(archive_dir)
     uploader.publish()  # closes the period: a forgotten segment listed in a closed file gets a tombstone
     with closing(Manifest(archive_dir)) as manifest:
@@ -457,12 +457,7 @@ def test_a_rebuild_that_walks_leaves_a_forgotten_segment_forgotten(archive_dir: 
 
 
 def test_a_rebuild_that_fails_on_an_unreadable_segment_leaves_nothing_and_runs_again(archive_dir: Path, tmp_path: Path) -> None:
-    store = make_store("osfs", tmp_path / "store")
-    with closing(Manifest(archive_dir)) as manifest:
-        manifest.set_meta("sink_id", "sinkR")
-    uploader = Uploader(DataDir(archive_dir), "sinkR", lambda: store, UploadSettings(keep_local=0))
-    assert uploader.upload_due()["uploaded"] == 3
-    uploader.publish()
+    store, uploader = published_sink(archive_dir, make_store("osfs", tmp_path / "store"))
     [first, *_] = rows_of(archive_dir)
     broken = (first.store_path or "").replace(first.id, "20260101T000000Z-sinkR-999999")
     store.put(broken, io.BytesIO(b"not gzip"))  # uploaded after the last publish, and unreadable now
