@@ -228,7 +228,10 @@ class TcpSource:
 
 
 def _unread(sock: socket.socket) -> int:
-    """Bytes that have arrived on ``sock`` and are not read yet."""
+    """Bytes that have arrived on ``sock`` and are not read yet (none once it is closed: a
+    connection ending as the sink stops)."""
+    if sock.fileno() < 0:
+        return 0
     try:
         return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
     except OSError:  # reset by the sender: reading will say so

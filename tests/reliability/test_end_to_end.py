@@ -2,9 +2,12 @@
 
 An application process logs a numbered sequence at full speed through
 ``ArchiveHandler(buffer_dir=...)``, writing each number to its progress file only after
-``emit`` returned. The sink uploads to a real 2-of-3 grid (happy 3). Meanwhile the sink is
+``emit`` returned. The sink uploads to a real 2-of-3 grid (happy 2: a SIGKILL mid-upload leaves a
+partial share that its storage server holds for a while, and the same segment cannot place
+a share there again until it is dropped; with happy 3 on three servers that stalled the
+drain). Meanwhile the sink is
 killed (SIGKILL) twice and stopped (SIGTERM) once, restarted each time; a storage node is
-stopped and started (uploads fail until it is back); the application is killed once and
+stopped and started (uploads go on to the two left); the application is killed once and
 restarted on the same buffer_dir. At the end the archive is read from the root READ cap in a
 fresh directory: every logged number must be there (duplicates are allowed and reported).
 """
@@ -127,7 +130,7 @@ def run_end_to_end(tmp_path: Path, grid: LocalGrid, sinks: list[Sink], rounds: i
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\n'
         f'[server]\nport = {port}\n'
-        f'[store]\nurl = "tahoe://{grid.gateway_url.split("://")[1]}"\nshares_happy = 3\n'
+        f'[store]\nurl = "tahoe://{grid.gateway_url.split("://")[1]}"\nshares_happy = 2\n'
         '[segments]\nmax_age = "1s"\n'
         '[uploader]\ninterval = "1s"\npublish_delay = "500ms"\nverify_interval = "1h"\nbackoff_base = "500ms"\n'
         'backoff_max = "2s"\n'
