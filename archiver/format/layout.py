@@ -25,10 +25,14 @@ COMPRESSION_SUFFIX = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 SEQ_MODULO = 1_000_000
 
 
+def id_stamp(moment: float) -> str:
+    """``YYYYmmddTHHMMSSZ`` (UTC): how a segment id begins, so ids sort by their opening time."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(moment))
+
+
 def segment_id(start: float, sink_id: str, seq: int) -> str:
     """``<UTC start YYYYmmddTHHMMSSZ>-<sink-id>-<seq 6 digits>``: sortable and unique per sink."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
-    return f"{stamp}-{sink_id}-{seq % SEQ_MODULO:06d}"
+    return f"{id_stamp(start)}-{sink_id}-{seq % SEQ_MODULO:06d}"
 
 
 def segment_start(segment: str) -> float | None:

@@ -24,7 +24,7 @@ from typing import Callable
 
 from archiver.common.redaction import redact
 from archiver.common.units import format_ts
-from archiver.format.layout import DataDir
+from archiver.format.layout import DataDir, id_stamp
 from archiver.format.manifest import Manifest
 from archiver.format.store_layout import levels_of, period_of, segment_dir, store_path
 from archiver.ship.dirs import KnownDirs
@@ -62,7 +62,7 @@ def files_in(manifest: Manifest, path: str) -> list[str]:
     period = period_of(path)
     if period is None:
         return []
-    first, end = (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(moment)) for moment in period)
+    first, end = (id_stamp(moment) for moment in period)
     return [basename(stored) for stored in manifest.stored_paths(first, end) if dirname(stored) == path]
 
 
