@@ -21,6 +21,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import parse_time
 from archiver.format.manifest import ManifestError
 from archiver.format.subset import Subset
+from archiver.read.classic import classic_line
 from archiver.read.reader import Archive, Checked, Filters
 
 
@@ -328,18 +329,6 @@ def restore_command(
         raise click.ClickException(redact(str(err))) from None
     if interactive:
         click.echo(f"restored {len(restored)} segment(s), {_human_bytes(total)} into {dest}", err=True)
-
-
-def classic_line(record: dict[str, Any]) -> str:
-    """``2014-10-19 16:16:00 <logger right-aligned to 40> <LEVEL> <message>``, then exc_text."""
-    ts = record["ts"]
-    logger = record.get("logger") or "-"
-    level = record.get("level") or "-"
-    line = f"{ts[:10]} {ts[11:19]} {logger:>40} {level} {record.get('message') or ''}\n"
-    exc_text = (record.get("fields") or {}).get("exc_text")
-    if isinstance(exc_text, str) and exc_text:
-        line += exc_text.rstrip("\n") + "\n"
-    return line
 
 
 def _emit(chunks: Iterator[bytes]) -> None:
