@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping
 
 import orjson
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 EXPORT_VERSION = 1
 STATES = ("sealed", "uploaded", "verified", "pruned", "forgotten")
 FORGOTTEN_PENDING = "forgotten; its stored file and local copy not yet removed"
@@ -89,6 +89,18 @@ _MIGRATIONS: dict[int, str] = {
     """,
     7: """
     ALTER TABLE dirs ADD COLUMN frozen_at TEXT;  -- made immutable then (write_cap NULL, read_cap the frozen one's)
+    """,
+    8: """
+    CREATE TABLE imports (
+        fingerprint TEXT PRIMARY KEY,   -- sha256 hex of the file's first head_bytes decompressed bytes
+        head_bytes  INTEGER NOT NULL,   -- 1024, or fewer for a file shorter than that
+        path        TEXT NOT NULL,      -- where it was last read
+        offset      INTEGER NOT NULL,   -- decompressed bytes imported: whole records, all durable
+        records     INTEGER NOT NULL,
+        rejected    INTEGER NOT NULL,
+        pending     TEXT,               -- JSON: segments a batch is being appended to, and their sizes before
+        updated_at  TEXT NOT NULL
+    );
     """,
 }
 SEALED_COLUMNS = (
