@@ -722,3 +722,7 @@ def grid_status(directory: Path, config_path: Path | None, as_json: bool) -> Non
     for node in status["nodes"]:
         state = f"running (pid {node['pid']})" if node["pid"] else "stopped"
         click.echo(f"  {node['name']:<12} {state:<22} tub {node['tub_port']}  web {node['web_port'] or '-'}")
+
+
+from archiver.app.replay_command import replay_command  # noqa: E402  (it builds on the options above)
+main.add_command(replay_command)
