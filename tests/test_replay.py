@@ -145,9 +145,13 @@ def replay_here(*args: str) -> Result:
 
 def test_replay_into_a_second_archiver_in_time_order(source, local_sink: StartLocal, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data_dir, expected = source
-    target = local_sink(data_dir=tmp_path / "target")
+    target = local_sink({"ARCHIVER_AUTH_TOKENS": "t0ken"}, data_dir=tmp_path / "target")
     resume = tmp_path / "resume.json"
-    replay_here(str(data_dir), "--to", f"{target.url}/again", "--batch-size", "64", "--resume-file", str(resume))
+    refused = CliRunner().invoke(main, _replay(str(data_dir), "--to", f"{target.url}/again", "--resume-file", str(resume)))
+    assert refused.exit_code == 1 and "HTTP 401" in refused.output
+    (tmp_path / "token").write_text("t0ken\n")
+    replay_here(str(data_dir), "--to", f"{target.url}/again", "--token", f"@{tmp_path / 'token'}", "--batch-size", "64",
+                "--resume-file", str(resume))
     target.stop()
     got = read_json(tmp_path / "target", "again")
     assert len(got) == len(expected)
@@ -181,28 +185,41 @@ def test_a_replay_killed_midway_and_resumed_skips_nothing(source, local_sink: St
     assert first_seen == want
 
 
+def _open_lines(data_dir: Path, stream: str) -> int:
+    return sum(len(path.read_bytes().splitlines()) for s, _, path in DataDir(data_dir).open_segments() if s == stream)
+
+
 def test_a_target_down_for_a_while_is_retried(source, start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Over HTTP (stream a) and as JSON lines to the TCP source (stream b), both started while
+    nothing listens."""
     data_dir, expected = source
-    port = low_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "archiver", *_replay(str(data_dir), "--to", f"http://127.0.0.1:{port}/late",
-                                                    "--stream", "a", "--resume-file", str(tmp_path / "r.json"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    http_port, tcp_port = low_port(), low_port()
+    targets = {"a": f"http://127.0.0.1:{http_port}/late", "b": f"tcp://127.0.0.1:{tcp_port}"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "archiver",
+                          *_replay(str(data_dir), "--to", to, "--format", "json", "--stream", stream,
+                                   "--resume-file", str(tmp_path / f"{stream}.json"))],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for stream, to in targets.items()
+    ]
     try:
-        first = proc.stderr.readline() if proc.stderr else b""
-        assert b"target unavailable" in first
-        sink = start_sink(tmp_path / "target", "--port", str(port))
-        assert proc.wait(120) == 0
+        for proc in procs:
+            assert proc.stderr is not None and b"target unavailable" in proc.stderr.readline()
+        sink = start_sink(tmp_path / "target", "--port", str(http_port), "--tcp-port", str(tcp_port))
+        assert [proc.wait(120) for proc in procs] == [0, 0]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            if proc.stderr:
+                proc.stderr.close()
+    wanted = {stream: [e for e in expected if e["stream"] == stream] for stream in targets}
+    wait_until(lambda: _open_lines(tmp_path / "target", "tcp") >= len(wanted["b"]), "the TCP source's records", 60)
     sink.stop()
-    got = read_json(tmp_path / "target", "late")
-    assert [g["ts"] for g in got] == [e["ts"] for e in expected if e["stream"] == "a"]
+    for stream, got in (("a", read_json(tmp_path / "target", "late")), ("b", read_json(tmp_path / "target", "tcp"))):
+        assert len(got) == len(wanted[stream])
+        assert all(_same_record(g, e) for g, e in zip(got, wanted[stream])), stream
 
 
 SYSLOG_NG_CONF = """@version: 3.38

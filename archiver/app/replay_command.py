@@ -10,7 +10,7 @@ from typing import Any
 import click
 import orjson
 
-from archiver.app.cli import CouldNotRun, _archive, _archive_option, _config_options, _time_option
+from archiver.app.cli import CouldNotRun, _archive, _archive_option, _config_options, _secret_value, _time_option
 from archiver.app.replay import ReplaySettings, replay
 from archiver.app.replay_send import FORMATS, TargetRefused, open_sender
 from archiver.common.redaction import redact
@@ -39,6 +39,9 @@ def _on_retry(attempt: int, why: str, delay: float) -> None:
 @click.option("--to", "target", required=True,
               help="http://HOST:PORT/STREAM (NDJSON batches: another archiver, or any NDJSON receiver) or "
                    "tcp://HOST:PORT (syslog over TCP, see --format).")
+@click.option("--token", envvar="ARCHIVER_REPLAY_TOKEN", callback=_secret_value,
+              help="Bearer token for an http:// target with [auth]; @FILE reads it from FILE, and "
+                   "$ARCHIVER_REPLAY_TOKEN sets it out of sight of ps.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rfc5424", show_default=True,
               help="For tcp://: RFC 5424 messages, octet-counted (RFC 6587), or JSON lines.")
 @click.option("--stream", help="Only this stream.")
@@ -53,7 +56,7 @@ def _on_retry(attempt: int, why: str, delay: float) -> None:
 @click.option("--resume-file", type=click.Path(path_type=Path, dir_okay=False),
               help="Where the position is kept (default: one file per replay under $XDG_STATE_HOME/archiver/replay).")
 def replay_command(
-    config_path: Path | None, data_dir: Path | None, archive: str | None, target: str, fmt: str,
+    config_path: Path | None, data_dir: Path | None, archive: str | None, target: str, token: str | None, fmt: str,
     stream: str | None, since: str | None, until: str | None, level: str | None, logger_glob: str | None,
     contains: str | None, batch_size: int, rate: float | None, resume_file: Path | None,
 ) -> None:
@@ -66,7 +69,7 @@ def replay_command(
     from archiver.store.base import StoreError
 
     try:
-        sender = open_sender(target, fmt)
+        sender = open_sender(target, fmt, token)
     except ValueError as err:
         raise click.BadParameter(redact(str(err)), param_hint="--to") from None
     asked = {"archive": archive, "data_dir": data_dir and str(data_dir.resolve()),

@@ -37,10 +37,12 @@ class HttpSender:
     """A POST of NDJSON per batch on one keep-alive session; a 2xx means taken (from another
     archiver: durable)."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, token: str | None = None) -> None:
         self._url = url
         self._timeout = timeout
         self._session = requests.Session()
+        if token is not None:
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     def send(self, records: list[dict[str, Any]]) -> None:
         body = b"".join(map(json_line, records))
@@ -87,11 +89,12 @@ def _syslog_frame(record: dict[str, Any]) -> bytes:
     return octet_counted(rfc5424(record))
 
 
-def open_sender(url: str, fmt: str, timeout: float = 30.0) -> Sender:
-    """The sender for ``--to``: http(s)://HOST:PORT/STREAM or tcp://HOST:PORT."""
+def open_sender(url: str, fmt: str, token: str | None = None, timeout: float = 30.0) -> Sender:
+    """The sender for ``--to``: http(s)://HOST:PORT/STREAM (``token`` for a sink with [auth])
+    or tcp://HOST:PORT."""
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        return HttpSender(url, timeout)
+        return HttpSender(url, timeout, token)
     if parts.scheme == "tcp" and parts.hostname and parts.port:
         frame = _syslog_frame if fmt == "rfc5424" else json_line
         return TcpSender(parts.hostname, parts.port, frame, timeout)
