@@ -22,6 +22,7 @@ from archiver.common.units import parse_duration, parse_size
 from archiver.format.layout import SINK_ID
 from archiver.format.record import valid_stream_name
 from archiver.format.segment import COMPRESSIONS
+from archiver.ingest.rules import Rule, RuleError, compile_rules
 from archiver.spool.writer import FSYNC_POLICIES
 
 ENV_PREFIX = "ARCHIVER_"
@@ -41,6 +42,7 @@ Size = Annotated[int, "bytes, or a number with a unit: 64MiB, 500kB"]
 Duration = Annotated[float, "seconds, or a number with a unit: 250ms, 5m, 7d"]
 Keep = Annotated[float, "a duration, or forever (math.inf)"]
 StreamKeeps = Annotated[tuple[tuple[str, float], ...], "stream=keep pairs: app=30d, audit=forever"]
+Rules = Annotated[tuple[Rule, ...], "[[rules]] tables, compiled (ingest/rules.py)"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    rules: Rules = ()
 
 
 SECTIONS: dict[str, type] = {
@@ -240,6 +243,7 @@ CONVERTERS: dict[Any, Callable[[Any], Any]] = {
     Duration: parse_duration,
     Keep: _keep,
     StreamKeeps: _stream_keeps,
+    Rules: compile_rules,
 }
 
 
@@ -303,6 +307,8 @@ def load_config(
                 raise ConfigError(f"unknown config key {dotted!r} (from {origin})")
             try:
                 value = convert(raw)
+            except RuleError as err:  # it names the rule and key; the whole array would bury them
+                raise ConfigError(f"{err} (from {origin})") from None
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"{dotted} = {raw!r} (from {origin}): {err}") from None
             if key == "data_dir" and origin not in ("environment", "flags"):

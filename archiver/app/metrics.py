@@ -200,6 +200,8 @@ def _ingest_metrics(state: _LoopState) -> Iterator[Metric]:
     yield _counter("archiver_rejected", "Input kept in _rejected, or refused (spool_full), by source and reason.",
                    ["source", "reason"],
                    {(source, reason): counters.rejected[source, reason] for source in SOURCES for reason in REJECT_REASONS})
+    yield _counter("archiver_rule_dropped", "Records dropped by an ingest rule ([[rules]] drop), by source and rule.",
+                   ["source", "rule"], counters.dropped)
     yield _counter("archiver_http_responses", "HTTP answers by status code.", ["code"],
                    {(str(code),): count for code, count in counters.responses.items()})
     yield _gauge("archiver_decode_workers", "Decode worker processes configured.", [], {(): state.decode_workers})

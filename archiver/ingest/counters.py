@@ -35,7 +35,8 @@ def _ignore(seconds: float) -> None:
 
 @dataclass
 class IngestCounters:
-    """Counters by source and stream, rejects by source and reason, HTTP answers by code; and
+    """Counters by source and stream, rejects by source and reason, records dropped by source
+    and rule (labels bounded by the configuration), HTTP answers by code; and
     ``observe_ack``, called with the seconds from a request's arrival to its answer after a
     durable append (the app wires it to a histogram)."""
 
@@ -43,6 +44,7 @@ class IngestCounters:
     bytes: Counter[tuple[str, str]] = field(default_factory=Counter)
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     responses: Counter[int] = field(default_factory=Counter)
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
     observe_ack: Callable[[float], None] = _ignore
 
     def received(self, source: str, stream: str, records: int, size: int) -> None:
@@ -59,10 +61,15 @@ class IngestCounters:
         if count:
             self.rejected[source, reason] += count
 
+    def drop(self, source: str, by_rule: dict[str, int]) -> None:
+        """Records the rules dropped, by rule label."""
+        for rule, count in by_rule.items():
+            self.dropped[source, rule] += count
+
     def snapshot(self) -> "IngestCounters":
         """A copy to read off the event loop."""
         return IngestCounters(Counter(self.records), Counter(self.bytes), Counter(self.rejected),
-                              Counter(self.responses))
+                              Counter(self.responses), Counter(self.dropped))
 
     def status(self) -> dict[str, Any]:
         """The /_status figures: records per stream (every source), by source, rejects."""
@@ -71,6 +78,9 @@ class IngestCounters:
         for (source, stream), count in sorted(self.records.items()):
             by_stream[stream] += count
             by_source[source][stream] = count
+        dropped: Counter[str] = Counter()
+        for (_, rule), count in self.dropped.items():
+            dropped[rule] += count
         reasons: Counter[str] = Counter()
         for (_, reason), count in self.rejected.items():
             reasons[reason] += count
@@ -79,5 +89,6 @@ class IngestCounters:
             "records_by_source": by_source,
             "rejected": sum(reasons.values()) - reasons["spool_full"],  # what went to _rejected
             "rejected_by_reason": dict(sorted(reasons.items())),
+            "dropped_by_rule": dict(sorted(dropped.items())),
             "responses": {str(code): count for code, count in sorted(self.responses.items())},
         }

@@ -10,12 +10,14 @@ record, are decoded inline: a round trip to another process would cost more than
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from archiver.format.record import Context, Lines, Rejected, encode_lines, valid_stream_name
 from archiver.ingest.decode.jsonbody import decode_lines
 from archiver.ingest.decode.sniff import decode_body, decode_query, decompress
+from archiver.ingest.rules import KEPT, NO_RULES, RuleSet
 from archiver.ingest.workers import PoolClosed, WorkerDied, WorkerPool
 
 # Inputs at least this big (or compressed: they may inflate to megabytes) leave the loop.
@@ -25,40 +27,57 @@ _COMPRESSED_MAGIC = (b"\x1f", b"\x78")
 
 @dataclass(frozen=True)
 class Batch:
-    """One request body or TCP read, decoded: encoded lines per stream, and what was rejected."""
+    """One request body or TCP read, decoded: encoded lines per stream, what was rejected, and
+    how many records each rule dropped (by its label)."""
 
     kind: str
     streams: dict[str, Lines]
     rejected: list[Rejected]
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return sum(lines.count for lines in self.streams.values())
 
 
-def decode_request(method: str, raw: bytes, encoding: str | None, max_decoded: int, ctx: Context) -> Batch:
+def decode_request(
+    method: str, raw: bytes, encoding: str | None, max_decoded: int, ctx: Context, rules: RuleSet = NO_RULES
+) -> Batch:
     """An HTTP request's records: the query string for GET, else the (decompressed) body."""
     if method == "GET":
         decoded = decode_query(raw.decode("latin-1"), ctx)
     else:
         decoded = decode_body(decompress(raw, encoding, max_decoded), ctx)
-    streams = {ctx.stream: encode_lines(decoded.records)} if decoded.records else {}
-    return Batch(decoded.kind, streams, decoded.rejected)
+    if not rules:
+        streams = {ctx.stream: encode_lines(decoded.records)} if decoded.records else {}
+        return Batch(decoded.kind, streams, decoded.rejected)
+    return _ruled(decoded.kind, decoded.records, decoded.rejected, "http", rules)
 
 
-def decode_tcp(data: bytes, ctx: Context, stream_field: str) -> Batch:
+def decode_tcp(data: bytes, ctx: Context, stream_field: str, rules: RuleSet = NO_RULES) -> Batch:
     """Whole TCP lines; each record goes to the stream named by its ``stream_field`` field
-    when that is a valid stream name, else to the listener's stream."""
+    when that is a valid stream name, else to the listener's stream (then rules may route it)."""
     decoded = decode_lines(data, ctx)
-    by_stream: dict[str, list[dict[str, Any]]] = {}
-    for record in decoded.records:
-        if stream_field:
+    if stream_field:
+        for record in decoded.records:
             value = record["fields"].get(stream_field)
             if isinstance(value, str) and valid_stream_name(value):
                 record["stream"] = value
+    return _ruled(decoded.kind, decoded.records, decoded.rejected, "tcp", rules)
+
+
+def _ruled(kind: str, records: list[dict[str, Any]], rejected: list[Rejected], source: str, rules: RuleSet) -> Batch:
+    """Records through ``rules`` (where decoding ran: a worker for large inputs), grouped by
+    the stream each ends in; rejected bytes redacted."""
+    by_stream: dict[str, list[dict[str, Any]]] = {}
+    dropped: Counter[str] = Counter()
+    for record in records:
+        if rules and (index := rules.apply(record, source)) != KEPT:
+            dropped[rules.rules[index].label] += 1
+            continue
         by_stream.setdefault(record["stream"], []).append(record)
-    return Batch(decoded.kind, {stream: encode_lines(records) for stream, records in by_stream.items()},
-                 decoded.rejected)
+    return Batch(kind, {stream: encode_lines(lines) for stream, lines in by_stream.items()},
+                 rules.redact_rejected(rejected), dict(dropped))
 
 
 def is_heavy(raw: bytes, content_encoding: str | None) -> bool:

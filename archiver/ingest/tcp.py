@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from archiver.format.record import REJECTED_STREAM, SOURCE_TCP, Context, Rejected, rejected_record
 from archiver.ingest.counters import TCP, IngestCounters
 from archiver.ingest.decoder import OFFLOAD_BYTES, Batch, Decoder, decode_tcp
+from archiver.ingest.rules import NO_RULES, RuleSet
 from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,12 @@ class TcpSource:
 
     def __init__(
         self, writer: SegmentWriter, settings: TcpSettings, decoder: Decoder | None = None,
-        counters: IngestCounters | None = None,
+        counters: IngestCounters | None = None, rules: RuleSet = NO_RULES,
     ) -> None:
-        """``counters`` may be shared with the HTTP source, so /_status counts both."""
+        """``counters`` may be shared with the HTTP source, so /_status counts both; ``rules``
+        run on every decoded record and redact what goes to _rejected."""
         self.writer = writer
+        self.rules = rules
         self.settings = settings
         self.decoder = decoder or Decoder(0)
         self.counters = counters or IngestCounters()
@@ -154,8 +157,8 @@ class TcpSource:
             chunk = await self._next_block(conn)
             if chunk is None:
                 if pending.strip():  # the rest of this line was never read: kept as it is
-                    unfinished = Rejected("line unfinished when the sink stopped", pending)
-                    await self._archive(Batch(SOURCE_TCP, {}, [unfinished]), conn.peer, reason="incomplete")
+                    unfinished = self._rejected("line unfinished when the sink stopped", pending)
+                    await self._archive(unfinished, conn.peer, reason="incomplete")
                 return False
             if not chunk:
                 if pending.strip():  # a last line without its newline is whole at EOF
@@ -165,8 +168,8 @@ class TcpSource:
             cut = data.rfind(b"\n") + 1
             pending = data[cut:]
             if len(pending) > self.settings.max_line_bytes:
-                too_long = Rejected("line longer than max_line_bytes", pending)
-                await self._archive(Batch(SOURCE_TCP, {}, [too_long]), conn.peer, reason="line_too_long")
+                too_long = self._rejected("line longer than max_line_bytes", pending)
+                await self._archive(too_long, conn.peer, reason="line_too_long")
                 pending = b""
             if cut:
                 await self._ingest(data[:cut], conn.peer)
@@ -207,13 +210,19 @@ class TcpSource:
         ctx = Context(self.settings.stream, peer, time.time())
         reason = "record"
         try:
-            batch = await self.decoder.run(len(data) >= OFFLOAD_BYTES, decode_tcp, data, ctx, self.settings.stream_field)
+            batch = await self.decoder.run(
+                len(data) >= OFFLOAD_BYTES, decode_tcp, data, ctx, self.settings.stream_field, self.rules
+            )
         except Exception as err:  # a decoding bug must not lose the lines: keep them raw
             log.exception("decoding %d bytes from %s failed", len(data), peer)
-            batch = Batch(SOURCE_TCP, {}, [Rejected(f"could not be decoded ({type(err).__name__})", data)])
+            batch = self._rejected(f"could not be decoded ({type(err).__name__})", data)
             reason = "decoder_failed"
         await self._archive(batch, peer, reason=reason)
         self.counters.received(TCP, self.settings.stream, 0, len(data))
+
+    def _rejected(self, reason: str, raw: bytes) -> Batch:
+        """Bytes kept in _rejected as they are, but for what the rules redact."""
+        return Batch(SOURCE_TCP, {}, self.rules.redact_rejected([Rejected(reason, raw)]))
 
     async def _archive(self, batch: Batch, peer: str | None, *, reason: str) -> None:
         for stream, lines in batch.streams.items():
@@ -225,6 +234,7 @@ class TcpSource:
         for stream, lines in batch.streams.items():
             self.counters.received(TCP, stream, lines.count, 0)
         self.counters.reject(TCP, reason, len(batch.rejected))
+        self.counters.drop(TCP, batch.dropped)
 
 
 def _unread(sock: socket.socket) -> int:
