@@ -7,13 +7,15 @@ STAMP  := $(VENV)/.installed-stamp
 TAHOE_VENV  := .venv-tahoe
 TAHOE_STAMP := $(TAHOE_VENV)/.installed-stamp
 TAHOE_PIN   := tahoe-lafs==1.20.0
+# rsyslog for the tests, unpacked (below).
+RSYSLOGD    := .cache/rsyslog/usr/sbin/rsyslogd
 
 .PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13 docker-images docker-push docker-test fresh-test
 
 run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
 
-test: $(STAMP) $(TAHOE_STAMP) lint
+test: $(STAMP) $(TAHOE_STAMP) lint $(RSYSLOGD)
 	@$(MAKE) --no-print-directory system-deps TARGET=test
 	$(BIN)/python -m pytest
 
@@ -82,6 +84,18 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# Debian's rsyslog and syslog-ng conflict (each is the system's log daemon) and the tests drive
+# both: rsyslogd runs from its package unpacked into .cache/rsyslog, never installed (its
+# libraries are in system-packages.txt), so no install removes syslog-ng or starts a daemon.
+$(RSYSLOGD):
+	@$(MAKE) --no-print-directory system-deps TARGET=test
+	rm -rf .cache/rsyslog .cache/rsyslog-deb && mkdir -p .cache/rsyslog-deb
+	cd .cache/rsyslog-deb && { apt-get download rsyslog 2>/dev/null || \
+		{ $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && apt-get download rsyslog; }; }
+	dpkg-deb -x .cache/rsyslog-deb/rsyslog_*.deb .cache/rsyslog
+	rm -rf .cache/rsyslog-deb
+	touch $@
+
 # Python 3.13 removed the cgi module, which tahoe-lafs 1.20.0 still imports: legacy-cgi is
 # the same module, published for 3.13 and later (docs/tahoe.md).
 define tahoe_venv
@@ -106,7 +120,7 @@ TAHOE_313 := .venv-tahoe-3.13
 VENV_313  := .venv-3.13
 UNIT_TESTS := tests/test_architecture.py tests/test_config.py tests/test_decoder.py tests/test_records.py \
 	tests/test_records_property.py tests/test_redact.py tests/test_segments.py tests/test_stop_seal.py \
-	tests/test_uploader.py tests/test_heap.py
+	tests/test_uploader.py tests/test_heap.py tests/test_client_fields.py
 
 $(TAHOE_313)/.installed-stamp:
 	$(call tahoe_venv,$(TAHOE_313),$(PY313))

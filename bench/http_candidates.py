@@ -1,0 +1,129 @@
+"""Candidates for the HTTP hot path, side by side in one run: where a request's CPU goes.
+
+Each row is a server that reads HTTPHandler's form body and answers `ok`, nothing written:
+a bare aiohttp app (the framework archiver's routes, middleware and limits sit on), a bare
+asyncio Protocol over httptools (llhttp, what uvicorn uses), and the plain stdlib socketserver
+sink without fsync (bench/plain_sink.py, the issue's baseline). With --archiver REV=DIR, an
+archiver sink (fsync=never) run from the source tree DIR (a `git worktree` of REV) is a row
+too, so a change is measured against what it replaces in the same run.
+Load: wrk (bench/wrk_load.py), a new connection per record, best of --rounds interleaved runs.
+Run: .venv/bin/python bench/http_candidates.py [--archiver before=/tmp/wt --archiver after=.]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+from common import start_sink, stop
+from ingest_http import httphandler_request, listen_port, plain_starter, serving
+from wrk_load import WrkRun, run_wrk, write_script
+
+Starter = Callable[[Path], tuple["subprocess.Popen[bytes]", int]]
+
+BARE_AIOHTTP = """
+import sys
+from aiohttp import web
+async def ok(request):
+    await request.read()
+    return web.Response(text="ok\\n")
+app = web.Application()
+app.router.add_post("/{stream:.*}", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+BARE_HTTPTOOLS = """
+import asyncio, sys, httptools
+OK = b"HTTP/1.1 200 OK\\r\\nContent-Type: text/plain; charset=utf-8\\r\\nContent-Length: 3\\r\\n"
+class P(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t, self.p, self.body = transport, httptools.HttpRequestParser(self), []
+    def data_received(self, data):
+        self.p.feed_data(data)
+    def on_body(self, data):
+        self.body.append(data)
+    def on_message_complete(self):
+        b"".join(self.body)
+        self.body = []
+        keep = self.p.should_keep_alive()
+        self.t.write(OK + (b"\\r\\n" if keep else b"Connection: close\\r\\n\\r\\n") + b"ok\\n")
+        if not keep:
+            self.t.close()
+async def main():
+    server = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def script_starter(source: str) -> Starter:
+    def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+        port = listen_port()
+        return serving(subprocess.Popen([sys.executable, "-c", source, str(port)], stdout=subprocess.DEVNULL), port)
+
+    return start
+
+
+def archiver_starter(tree: Path) -> Starter:
+    """archiver from the source tree ``tree``, fsync=never: the framework's cost, not the disk's."""
+
+    def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+        port = listen_port()
+        env = {"PYTHONPATH": str(tree.resolve()), "ARCHIVER_SPOOL_FSYNC": "never"}
+        proc, _ = start_sink(workdir, "--port", str(port), env=env)
+        return proc, port
+
+    return start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--archiver", action="append", default=[], metavar="NAME=DIR",
+                        help="an archiver row run from source tree DIR")
+    args = parser.parse_args()
+    table: dict[str, Starter] = {
+        "bare aiohttp": script_starter(BARE_AIOHTTP),
+        "bare httptools Protocol": script_starter(BARE_HTTPTOOLS),
+        "plain stdlib sink, no fsync": plain_starter(fsync=False),
+    }
+    for entry in args.archiver:
+        name, _, tree = entry.partition("=")
+        table[f"archiver {name} (fsync=never)"] = archiver_starter(Path(tree))
+    best: dict[str, WrkRun] = {}
+    with tempfile.TemporaryDirectory(prefix="archiver-bench-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        servers = {}
+        for name, start in table.items():
+            proc, port = start(workdir)
+            stack.callback(stop, proc)
+            servers[name] = (proc, port, write_script(workdir / f"wrk-{port}.lua", httphandler_request(port, close=True)))
+        for proc, port, script in servers.values():
+            run_wrk(port, [proc.pid], script, 1, args.connections, args.threads)  # warm-up
+        for _ in range(args.rounds):
+            for name, (proc, port, script) in servers.items():
+                run = run_wrk(port, [proc.pid], script, args.duration, args.connections, args.threads)
+                print(f"  {name}: {run.rate:.0f} req/s, {run.server_us():.0f} µs", file=sys.stderr)
+                if name not in best or run.rate > best[name].rate:
+                    best[name] = run
+    base = best["plain stdlib sink, no fsync"]
+    print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; wrk {args.connections} connections, "
+          f"{args.duration} s a run, best of {args.rounds} interleaved rounds\n")
+    print("| server | req/s | server CPU µs/req | x plain req/s | x plain CPU/req | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, run in best.items():
+        print(f"| {name} | {run.rate:.0f} | {run.server_us():.0f} | {run.rate / base.rate:.2f} | "
+              f"{run.server_us() / base.server_us():.2f} | {run.errors} |")
+
+
+if __name__ == "__main__":
+    main()
