@@ -41,6 +41,7 @@ from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
 from archiver.store import Store
+from archiver.web.site import PREFIX, create_site
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -128,7 +129,7 @@ def start_sink(sinks: list[Sink], tmp_path: Path):  # type: ignore[no-untyped-de
 
 class LocalSink:
     """The sink's HTTP side as `archiver serve` builds it from a config (SegmentWriter, Decoder,
-    Authenticator, SinkMetrics, create_app and make_runner), served on a real 127.0.0.1 socket by an event
+    Authenticator, SinkMetrics, the archive browser, create_app and make_runner), served on a real 127.0.0.1 socket by an event
     loop on a thread of the test process, so blocking clients (requests, HTTPHandler, raw
     sockets, curl) talk to it as to a process, without the start-up of one. Uploads, pid
     files, signals and the CLI are not part of it: those tests use ``start_sink``."""
@@ -171,6 +172,7 @@ class LocalSink:
             lambda: {"sink_id": self.SINK_ID}, metrics=self.metrics.scrape, admin_token=config.admin.token,
             admin_trust_loopback=config.admin.trust_loopback,
             auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=self.decoder, counters=self.counters,
+            site=(PREFIX, create_site(data_dir_archive(DataDir(self.data_dir)))),
         )
         self._runner = make_runner(self.app, max_line_bytes=config.server.max_line_bytes)
         await self._runner.setup()

@@ -18,8 +18,9 @@ ALLOWED = {
     "ingest": {"common", "format", "spool"},
     "ship": {"common", "format", "store"},
     "read": {"common", "format", "store"},
+    "web": {"common", "format", "store", "read"},
     "client": {"common"},
-    "app": {"common", "format", "store", "spool", "ingest", "ship", "read", "client"},
+    "app": {"common", "format", "store", "spool", "ingest", "ship", "read", "web", "client"},
 }
 
 

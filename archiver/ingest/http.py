@@ -4,6 +4,8 @@ Routes (the HTTP contract of docs/http.md):
   POST /              -> stream "default";  POST /<stream>  -> that stream
   GET  /<stream>?...  -> HTTPHandler's GET mode;  GET / without a query -> a status page
   GET  /_health, /_status, /_metrics;  any other /_... -> 404
+  GET  /_web/...      -> the archive browser, when the sink mounts one (browsers asking for
+                         HTML at / are sent there)
 Nothing slow happens before the answer: decoding is CPU only (big bodies on worker processes,
 see decoder.py), the append is a write to the page cache, and the only wait is the shared
 fsync of the segment writer.
@@ -35,12 +37,12 @@ from archiver.ingest.auth import Authenticator
 from archiver.ingest.counters import HTTP, IngestCounters
 from archiver.ingest.decode.result import BodyTooLarge, DecodeError
 from archiver.ingest.decoder import Decoder, decode_request, is_heavy
-from archiver.ingest.rules import NO_RULES, RuleSet
 from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
 DEFAULT_STREAM = "default"
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
+SITE_KEY = web.AppKey("site", str)  # where a mounted site lives, for browsers that ask for /
 OVERSIZE_PREFIX = 64 * 1024  # bytes of a body over server.max_body_bytes kept in _rejected
 
 
@@ -80,10 +82,8 @@ class _State:
         decoder: Decoder,
         admin_trust_loopback: bool,
         counters: IngestCounters,
-        rules: RuleSet,
     ) -> None:
         self.limits = limits
-        self.rules = rules
         self.decoder = decoder
         self.info = info
         self.flush = flush
@@ -113,7 +113,7 @@ def create_app(
     auth: Authenticator | None = None,
     decoder: Decoder | None = None,
     counters: IngestCounters | None = None,
-    rules: RuleSet = NO_RULES,
+    site: tuple[str, web.Application] | None = None,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
     block: it runs on a worker thread); ``flush`` serves /_admin/flush to ``admin_token``
@@ -121,15 +121,18 @@ def create_app(
     every peer is loopback); ``metrics`` renders /_metrics (its body and content type);
     ``auth``, when it has credentials, guards every route but /_health; ``decoder`` decodes
     large bodies (by default on a thread); ``counters`` may be shared with the TCP source;
-    ``rules`` run on every decoded record and redact what goes to _rejected."""
+    ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``."""
     app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
     app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, metrics, admin_token, auth or Authenticator(),
-                            decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters(), rules)
+                            decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters())
     app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
     app.router.add_get("/_metrics", _metrics)
+    if site is not None:
+        app[SITE_KEY] = site[0]
+        app.add_subapp(*site)
     app.router.add_route("*", "/_{rest:.*}", _reserved)
     app.router.add_get("/{stream:.*}", _receive)
     app.router.add_post("/{stream:.*}", _receive)
@@ -229,6 +232,8 @@ async def _reserved(request: web.Request) -> web.Response:
 async def _receive(request: web.Request) -> web.Response:
     if request.method == "GET" and not request.rel_url.raw_query_string:
         if request.match_info["stream"] == "":
+            if SITE_KEY in request.app and "text/html" in request.headers.get("Accept", ""):
+                raise web.HTTPSeeOther(request.app[SITE_KEY] + "/")
             return await _status_page(request.app)
     state: _State = request.app[STATE_KEY]
     writer = request.app[WRITER_KEY]
@@ -285,8 +290,7 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
     encoding = request.headers.get("Content-Encoding")
     try:
         batch = await state.decoder.run(
-            is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx,
-            state.rules,
+            is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx
         )
     except BodyTooLarge as err:
         raise _Refused(413, "too_large", str(err), raw) from None
@@ -304,15 +308,10 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         await writer.commit()
     except OSError as err:
         return _spool_error(state, err)
-    state.counters.received(HTTP, ctx.stream, 0, len(raw))
-    for stream, lines in batch.streams.items():
-        state.counters.received(HTTP, stream, lines.count, 0)
+    state.counters.received(HTTP, ctx.stream, batch.count, len(raw))
     state.counters.reject(HTTP, "record", len(rejected))
-    state.counters.drop(HTTP, batch.dropped)
     if batch.kind == SOURCE_JSON:
         counts = {"accepted": batch.count, "rejected": len(rejected)}
-        if batch.dropped:
-            counts["dropped"] = sum(batch.dropped.values())
         return web.Response(body=orjson.dumps(counts), content_type="application/json")
     return web.Response(text="ok\n")
 
@@ -369,8 +368,7 @@ async def _refuse(
         headers["Retry-After"] = str(max(1, round(state.limits.retry_after)))
     else:
         meta = {**_request_meta(request, ctx), **refused.fields}
-        (kept,) = state.rules.redact_rejected([Rejected(refused.reason, refused.raw)])
-        record = rejected_record(kept, ctx, "http", meta)
+        record = rejected_record(Rejected(refused.reason, refused.raw), ctx, "http", meta)
         try:
             writer.write_records(REJECTED_STREAM, [record])
             await writer.commit()
