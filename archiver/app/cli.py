@@ -424,6 +424,8 @@ def status_command(config_path: Path | None, data_dir: Path | None, as_json: boo
         f"on this host only: {_local_only(status['local_only_oldest_seconds'])}",
         f"last upload: {status['last_upload'] or '-'}",
         f"last error: {status['last_error'] or '-'}",
+        *([f"dropped by rules: {', '.join(f'{rule} {n}' for rule, n in dropped.items())}"]
+          if (dropped := status.get("dropped_by_rule")) else []),
         *[f"NOT SEALED: {f['stream']}/{f['segment']} in {f['path']} ({f['attempts']} attempt(s)): {f['error']}"
           for f in status.get("seal_failed", [])],
         f"store: {store.get('url') or '-'}; servers connected: {store.get('servers_connected')}",
@@ -728,5 +730,7 @@ from archiver.app.replay_command import replay_command  # noqa: E402  (it builds
 main.add_command(replay_command)
 
 
+from archiver.app.rules_command import rules_group  # noqa: E402
+main.add_command(rules_group)
 from archiver.app.web_command import web_command  # noqa: E402  (it builds on the options above)
 main.add_command(web_command)

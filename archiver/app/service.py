@@ -40,6 +40,7 @@ from archiver.ingest.counters import IngestCounters
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
 from archiver.ingest.listener import BoundedSite
+from archiver.ingest.rules import RuleSet
 from archiver.ingest.tcp import TcpSettings, TcpSource
 from archiver.read.reader import data_dir_archive
 from archiver.ship.leases import LeaseRenewer, LeaseSettings, lease_summary
@@ -247,6 +248,7 @@ async def _run(
     await decoder.start()
     lifecycle.push_async_callback(decoder.close)
     counters = IngestCounters()  # shared by the HTTP and TCP sources
+    rules = RuleSet(config.rules)
     metrics = SinkMetrics(data, writer, counters, decoder, uploader=uploader, jobs=jobs,
                           shares_happy=config.store.shares_happy)
     archive = data_dir_archive(data)  # the browser's, read-only like any reader's
@@ -254,7 +256,7 @@ async def _run(
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url, leases), flush=flush, metrics=metrics.scrape,
         admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback,
-        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters,
+        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters, rules=rules,
         site=(PREFIX, create_site(archive, title=sink_id)),
     )
     runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
@@ -272,7 +274,7 @@ async def _run(
     info["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
     if config.tcp.enabled:
         tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder,
-                        counters)
+                        counters, rules)
         try:
             tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
         except OSError as err:

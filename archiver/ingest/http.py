@@ -37,6 +37,7 @@ from archiver.ingest.auth import Authenticator
 from archiver.ingest.counters import HTTP, IngestCounters
 from archiver.ingest.decode.result import BodyTooLarge, DecodeError
 from archiver.ingest.decoder import Decoder, decode_request, is_heavy
+from archiver.ingest.rules import NO_RULES, RuleSet
 from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class _State:
         decoder: Decoder,
         admin_trust_loopback: bool,
         counters: IngestCounters,
+        rules: RuleSet,
     ) -> None:
         self.limits = limits
+        self.rules = rules
         self.decoder = decoder
         self.info = info
         self.flush = flush
@@ -114,6 +117,7 @@ def create_app(
     decoder: Decoder | None = None,
     counters: IngestCounters | None = None,
     site: tuple[str, web.Application] | None = None,
+    rules: RuleSet = NO_RULES,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
     block: it runs on a worker thread); ``flush`` serves /_admin/flush to ``admin_token``
@@ -121,11 +125,12 @@ def create_app(
     every peer is loopback); ``metrics`` renders /_metrics (its body and content type);
     ``auth``, when it has credentials, guards every route but /_health; ``decoder`` decodes
     large bodies (by default on a thread); ``counters`` may be shared with the TCP source;
-    ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``."""
+    ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``;
+    ``rules`` run on every decoded record and redact what goes to _rejected."""
     app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
     app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, metrics, admin_token, auth or Authenticator(),
-                            decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters())
+                            decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters(), rules)
     app.router.add_post("/_admin/flush", _admin_flush)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
@@ -290,7 +295,8 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
     encoding = request.headers.get("Content-Encoding")
     try:
         batch = await state.decoder.run(
-            is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx
+            is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx,
+            state.rules,
         )
     except BodyTooLarge as err:
         raise _Refused(413, "too_large", str(err), raw) from None
@@ -308,10 +314,15 @@ async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ct
         await writer.commit()
     except OSError as err:
         return _spool_error(state, err)
-    state.counters.received(HTTP, ctx.stream, batch.count, len(raw))
+    state.counters.received(HTTP, ctx.stream, 0, len(raw))
+    for stream, lines in batch.streams.items():
+        state.counters.received(HTTP, stream, lines.count, 0)
     state.counters.reject(HTTP, "record", len(rejected))
+    state.counters.drop(HTTP, batch.dropped)
     if batch.kind == SOURCE_JSON:
         counts = {"accepted": batch.count, "rejected": len(rejected)}
+        if batch.dropped:
+            counts["dropped"] = sum(batch.dropped.values())
         return web.Response(body=orjson.dumps(counts), content_type="application/json")
     return web.Response(text="ok\n")
 
@@ -368,7 +379,8 @@ async def _refuse(
         headers["Retry-After"] = str(max(1, round(state.limits.retry_after)))
     else:
         meta = {**_request_meta(request, ctx), **refused.fields}
-        record = rejected_record(Rejected(refused.reason, refused.raw), ctx, "http", meta)
+        (kept,) = state.rules.redact_rejected([Rejected(refused.reason, refused.raw)])
+        record = rejected_record(kept, ctx, "http", meta)
         try:
             writer.write_records(REJECTED_STREAM, [record])
             await writer.commit()
