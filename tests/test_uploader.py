@@ -22,7 +22,7 @@ from minimal_store import BACKENDS, MinimalStore, make_store
 from archiver.common.backoff import retry_delay
 from archiver.format.manifest import Manifest, ManifestError
 from archiver.format.published import parse_document
-from archiver.format.store_layout import store_path
+from archiver.format.store_layout import index_path, levels_of, store_path
 from archiver.read.published import published_rows
 from archiver.ship.publisher import Publisher
 from archiver.store import FsStore, HasCaps, NotFound, Store, Stored, StoreUnavailable
@@ -71,7 +71,9 @@ def test_upload_publish_verify_prune(tmp_path: Path, store: Store) -> None:
         assert row.state == "uploaded" and row.store_path == store_path(row)
         assert row.store_path.startswith(segment_dirs(row.stream, row.id)[-1] + "/") and store.exists(row.store_path)
         assert store.read_bytes(row.store_path) == (tmp_path / "data" / row.local_path).read_bytes()
-    assert set(Manifest(tmp_path / "data").dirs()) == {path for row in rows(tmp_path) for path in segment_dirs(row.stream, row.id)}
+    indexes = {path for row in rows(tmp_path) for path in levels_of(dirname(index_path(row) or ""))}
+    assert indexes >= {"/_manifest/sinkA/index", dirname(index_path(rows(tmp_path)[0]) or "")}
+    assert set(Manifest(tmp_path / "data").dirs()) == {path for row in rows(tmp_path) for path in segment_dirs(row.stream, row.id)} | indexes
     uploader.publish()
     published = parse_document(store.read_bytes("/_manifest/sinkA/current.json"), "published")
     assert published["sink_id"] == "sinkA" and len(published["segments"]) == 2

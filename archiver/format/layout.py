@@ -7,6 +7,7 @@ DATA/
   manifest.sqlite               segments, directory caps, leases, the published chain's state
   spool/open/<stream>/<segment-id>.jsonl
   spool/sealed/<stream>/<segment-id>.jsonl.gz   (or .jsonl.zst)
+  spool/sealed/<stream>/<segment-id>.idx        its search index (format/search_index.py)
 ```
 """
 
@@ -22,6 +23,7 @@ SEGMENT_ID = re.compile(r"(\d{8}T\d{6}Z)-(.+)-(\d{6})")
 SINK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 OPEN_SUFFIX = ".jsonl"
 COMPRESSION_SUFFIX = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
+INDEX_SUFFIX = ".idx"
 SEQ_MODULO = 1_000_000
 
 
@@ -73,6 +75,9 @@ class DataDir:
 
     def sealed_path(self, stream: str, segment: str, compression: str) -> Path:
         return self.sealed_dir / stream / f"{segment}{COMPRESSION_SUFFIX[compression]}"
+
+    def index_path(self, stream: str, segment: str) -> Path:
+        return self.sealed_dir / stream / f"{segment}{INDEX_SUFFIX}"
 
     def open_segments(self) -> list[tuple[str, str, Path]]:
         """(stream, segment id, path) of every open segment file, oldest first."""

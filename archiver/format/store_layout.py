@@ -12,7 +12,7 @@ from __future__ import annotations
 import calendar
 import re
 
-from archiver.format.layout import COMPRESSION_SUFFIX
+from archiver.format.layout import COMPRESSION_SUFFIX, INDEX_SUFFIX, SEGMENT_ID
 from archiver.format.manifest import SegmentRow
 
 MANIFEST_DIR = "/_manifest"
@@ -40,6 +40,16 @@ def segment_dir(stream: str, segment_id: str) -> str:
 def store_path(segment: SegmentRow) -> str:
     """``/<stream>/<YYYY>/<MM>/<DD>/<HH>/<segment-id>.jsonl.gz``, the hour taken from the segment id."""
     return f"{segment_dir(segment.stream, segment.id)}/{segment.id}{COMPRESSION_SUFFIX[segment.compression]}"
+
+
+def index_path(segment: SegmentRow) -> str | None:
+    """``/_manifest/<sink-id>/index/<stream>/<YYYY>/<MM>/<DD>/<HH>/<segment-id>.idx``: a
+    segment's search index, beside its sink's published manifest and found from the segment
+    id alone (None for an id that names no sink)."""
+    match = SEGMENT_ID.fullmatch(segment.id)
+    if match is None:
+        return None
+    return f"{published_dir(match.group(2))}/index{segment_dir(segment.stream, segment.id)}/{segment.id}{INDEX_SUFFIX}"
 
 
 def period_of(path: str) -> tuple[float, float] | None:

@@ -24,11 +24,12 @@ from typing import Any, BinaryIO, Callable, Iterator
 import orjson
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow, open_for_reading
+from archiver.format.search_index import GRAM, SearchIndex, SearchIndexError, encode
 from archiver.format.segment import open_compressed
 from archiver.format.subset import Subset
-from archiver.format.store_layout import store_path
+from archiver.format.store_layout import index_path, store_path
 from archiver.read.published import published_rows
-from archiver.store.base import HasCaps, Store
+from archiver.store.base import HasCaps, Store, StoreError
 from archiver.store.integrity import check_stored, sha256_of
 
 _ROW_FIELDS = {f.name for f in fields(SegmentRow)}
@@ -60,6 +61,19 @@ class Filters:
         if self.until is not None and (row.first_ts or "") >= self.until:
             return False
         return self.level is None or any(self._level_ok(name) for name in row.levels)
+
+    @property
+    def index_can_tell(self) -> bool:
+        """Whether a segment's search index can rule it out beyond what the manifest says."""
+        return self.logger is not None or (self.contains is not None and len(encode(self.contains)) >= GRAM)
+
+    def index_may_match(self, index: SearchIndex) -> bool:
+        """False when the segment's search index proves no record of it can match."""
+        if self.contains is not None and not index.may_contain(self.contains):
+            return False
+        if self.logger is not None and not index.may_have_logger(self.logger):
+            return False
+        return self.level is None or any(self._level_ok(name) for name in index.levels)
 
     def whole_segment_matches(self, row: SegmentRow) -> bool:
         """True when every record of the segment matches, so none needs to be parsed."""
@@ -176,7 +190,8 @@ class Archive:
     ) -> Iterator[dict[str, Any]]:
         """Matching records, segment by segment (oldest first), decompressed on the fly: memory
         stays bounded whatever the archive's size. Segments whose time range or level counts
-        cannot match are never opened."""
+        cannot match are never opened, nor are those whose search index rules out ``contains``
+        or ``logger``."""
         wanted = Filters(stream, since, until, level, logger, contains, where)
         for row, lines, whole in self._sources(wanted, include_open):
             for line in lines():
@@ -203,7 +218,7 @@ class Archive:
         sources: list[_Source] = [
             (row, partial(self._lines, row), wanted.whole_segment_matches(row))
             for row in self._rows(wanted.stream, wanted.since, wanted.until)
-            if wanted.segment_may_match(row)
+            if wanted.segment_may_match(row) and (not wanted.index_can_tell or self._index_may_match(row, wanted))
         ]
         if include_open and self.data_dir is not None:
             sources += [
@@ -212,6 +227,22 @@ class Archive:
                 if wanted.stream is None or seg_stream == wanted.stream
             ]
         return sources
+
+    def _index_may_match(self, row: SegmentRow, wanted: Filters) -> bool:
+        """Asks the segment's search index, local or published; without one (a segment sealed
+        before indexes, an index this archiver cannot read) the segment is read."""
+        local = self.data_dir.index_path(row.stream, row.id) if self.data_dir is not None else None
+        stored = index_path(row)
+        try:
+            if local is not None and local.is_file():
+                data = local.read_bytes()
+            elif self.store is not None and stored is not None:
+                data = self.store.read_bytes(stored)
+            else:
+                return True
+            return wanted.index_may_match(SearchIndex.parse(data))
+        except (StoreError, FileNotFoundError, SearchIndexError):
+            return True
 
     def open_segment(self, row: SegmentRow) -> BinaryIO:
         """The stored (compressed) bytes of a segment: the local copy if present, else the store's."""

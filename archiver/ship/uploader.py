@@ -25,7 +25,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
-from archiver.format.store_layout import levels_of, store_path
+from archiver.format.store_layout import index_path, levels_of, store_path
 from archiver.ship.dirs import KnownDirs
 from archiver.ship.freezer import Freezer
 from archiver.ship.publisher import Publisher
@@ -134,6 +134,7 @@ class Uploader:
         return {"uploaded": uploaded, "failed": failed, "backlog": backlog}
 
     def _upload_one(self, manifest: Manifest, row: SegmentRow) -> None:
+        self._upload_index(manifest, row)
         path = store_path(row)
         with open(self.data_dir.root / row.local_path, "rb") as local:
             caps = self._put(manifest, path, local)
@@ -145,6 +146,17 @@ class Uploader:
             self._unlink_forgotten(row, path)
             return
         log.info("uploaded %s (%d bytes)", path, row.stored_bytes)
+
+    def _upload_index(self, manifest: Manifest, row: SegmentRow) -> None:
+        """The segment's search index goes first: a reader that finds a segment in the
+        published manifest finds its index too (a segment sealed before indexes has none)."""
+        local = self.data_dir.index_path(row.stream, row.id)
+        path = index_path(row)
+        if path is None or not local.is_file():
+            return
+        self._ensure_dirs(manifest, dirname(path))
+        with open(local, "rb") as data:
+            self.store().put(path, data, self._dirs.get(dirname(path)))
 
     def _unlink_forgotten(self, row: SegmentRow, path: str) -> None:
         """``archiver forget`` dropped the segment while it was being uploaded, and may have
@@ -315,9 +327,10 @@ class Uploader:
             for row in manifest.in_state("verified"):
                 if row.uploaded_at is None or row.uploaded_at > cutoff:
                     continue
-                local = self.data_dir.root / row.local_path
-                size = local.stat().st_size if local.exists() else 0
-                local.unlink(missing_ok=True)
+                size = 0
+                for local in (self.data_dir.root / row.local_path, self.data_dir.index_path(row.stream, row.id)):
+                    size += local.stat().st_size if local.exists() else 0
+                    local.unlink(missing_ok=True)
                 manifest.update_segment(row.id, state="pruned", pruned_at=format_ts(self._clock()))
                 self._on_pruned(size)
                 pruned += 1

@@ -15,6 +15,7 @@ from typing import BinaryIO, cast
 
 from archiver.format.layout import DataDir
 from archiver.format.manifest import SegmentRow
+from archiver.format.search_index import IndexBuilder
 from archiver.format.segment import SegmentTally
 
 _BLOCK_BYTES = 1 << 20
@@ -26,11 +27,13 @@ class SealError(Exception):
 
 @dataclass(frozen=True)
 class SealOutcome:
-    """The manifest row of the sealed file, and lines that were not whole JSON records
-    (a torn last line after a crash) for the caller to keep in ``_rejected``."""
+    """The manifest row of the sealed file, lines that were not whole JSON records (a torn
+    last line after a crash) for the caller to keep in ``_rejected``, and the size of the
+    search index written beside it (spool space)."""
 
     row: SegmentRow
     bad_lines: list[bytes]
+    index_bytes: int = 0
 
 
 class _HashingWriter:
@@ -68,11 +71,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    """Written before the sealed file it indexes is renamed into place: a sealed file always
+    has its index (a crash between the two leaves an index that the next seal rewrites)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
 def seal_segment(
     data_dir: DataDir, stream: str, segment: str, source: Path, compression: str, level: int,
     known: SegmentTally | None = None,
 ) -> SealOutcome:
-    """Compress ``source`` into the sealed spool and return its manifest row and bad lines.
+    """Compress ``source`` into the sealed spool, with its search index beside it, and return
+    its manifest row and bad lines.
 
     ``known`` is the tally of a segment this process wrote whole: its lines are not parsed
     again (that parse costs as much as the compression). Without it every line is checked.
@@ -81,6 +96,7 @@ def seal_segment(
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     tally = known or SegmentTally()
+    index = IndexBuilder()
     size = 0
     with open(source, "rb") as src, open(temporary, "wb") as out:
         hashing = _HashingWriter(out)
@@ -91,16 +107,23 @@ def seal_segment(
                 block = rest + block
                 cut = block.rfind(b"\n") + 1
                 rest = block[cut:]
-                packed.write(block[:cut] if known else tally.add_block(block[:cut]))
+                records = block[:cut] if known else tally.add_block(block[:cut])
+                index.add_block(records)
+                packed.write(records)
             if known and (rest or size != known.raw_bytes):
                 raise SealError(f"{source.name} holds {size} bytes, {known.raw_bytes} were written to it")
             if rest:
                 tally.add(rest)  # a last line with no newline: torn by a crash
         out.flush()
         os.fsync(out.fileno())
+    index_bytes = index.to_bytes()
+    if index_bytes is None:
+        data_dir.index_path(stream, segment).unlink(missing_ok=True)  # readers read the segment
+    else:
+        _write_durably(data_dir.index_path(stream, segment), index_bytes)
     os.replace(temporary, target)
     fsync_dir(target.parent)
     fsync_dir(target.parent.parent)  # the stream's sealed directory may be new
     local_path = str(target.relative_to(data_dir.root))
     row = tally.row(segment, stream, local_path, compression, hashing.size, hashing.sha256.hexdigest())
-    return SealOutcome(row, tally.bad_lines)
+    return SealOutcome(row, tally.bad_lines, len(index_bytes or b""))

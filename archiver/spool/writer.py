@@ -268,7 +268,7 @@ class SegmentWriter:
         await self.commit(durable=True)
 
     def _sealed(self, segment: OpenSegment, outcome: SealOutcome) -> None:
-        self._spool_bytes += outcome.row.stored_bytes - segment.size
+        self._spool_bytes += outcome.row.stored_bytes + outcome.index_bytes - segment.size
         self.on_sealed()
 
     def release(self, size: int) -> None:

@@ -1,0 +1,162 @@
+"""The search index of a segment: what lets a reader skip segments that cannot match, without
+downloading them. Pure: building from a segment's lines, encoding, decoding, asking. No I/O.
+
+A ``--grep`` query is a case-sensitive substring of the message, so the index holds every
+trigram (3 consecutive bytes) of the UTF-8 messages: a message that contains the query
+contains each of its trigrams, so the index can only say "maybe" too often, never "no" for a
+segment that holds a match. Queries shorter than a trigram are not answered (the segment is
+read). Trigrams are held exactly, grouped by their first two bytes: messages with UUIDs,
+addresses and numbers fill few groups, densely, and compress to under a KiB. The index also
+names the segment's loggers (up to ``LOGGERS_MAX``) and levels.
+
+Encoding, version 1 (docs/format.md, "Search index")::
+
+    b"ARCHIVER-INDEX" 0x01 | u32 big-endian length of the JSON header | JSON header | zlib(body)
+    body = pairs (8,192 bytes: a bit for each first two bytes b0 b1) | 32 bytes a set pair
+
+The header is ``{"levels": [...], "loggers": [...] or null, "grams": 3}``; ``null`` loggers
+means too many to list (any logger may match). Bit ``n`` of a bitmap is bit ``n & 7`` of its
+byte ``n >> 3``. Bit ``p = b0 << 8 | b1`` of ``pairs`` is set when a trigram starts with
+those bytes; the set pairs' 32-byte bitmaps follow in order of ``p``, bit ``b2`` set when
+the trigram ``b0 b1 b2`` occurs in some message.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+
+MAGIC = b"ARCHIVER-INDEX"
+VERSION = 1
+GRAM = 3
+LOGGERS_MAX = 256
+_PAIRS_BYTES = 8192
+_CHUNK_BYTES = 32
+
+
+class SearchIndexError(ValueError):
+    """Bytes that are not a search index this version reads: the segment is read instead."""
+
+
+class IndexBuilder:
+    """Collects a segment's trigrams, loggers and levels from its lines as they are sealed."""
+
+    def __init__(self) -> None:
+        self._grams: set[tuple[int, int, int]] = set()
+        self._loggers: set[str] | None = set()
+        self._levels: set[str] = set()
+        self.usable = True  # False once a line could not be read: no index beats a wrong one
+
+    def add_block(self, block: bytes) -> None:
+        """Index the whole JSON-record lines of ``block``."""
+        if not self.usable:
+            return
+        lines = [line for line in block.split(b"\n") if line]
+        try:
+            records = list(map(orjson.loads, lines))
+        except orjson.JSONDecodeError:  # lone surrogates, which only the json module reads
+            try:
+                records = list(map(json.loads, lines))
+            except ValueError:
+                self.usable = False
+                return
+        try:
+            self._add(records)
+        except (AttributeError, TypeError):  # a line that is JSON but not a record
+            self.usable = False
+
+    def _add(self, records: list[dict[str, Any]]) -> None:
+        self._levels.update(str(record.get("level") or "NOTSET") for record in records)
+        if self._loggers is not None:
+            self._loggers.update(str(record.get("logger") or "") for record in records)
+            if len(self._loggers) > LOGGERS_MAX:
+                self._loggers = None
+        # Joined with a newline: the trigrams across two messages are extra "maybe"s, never a miss.
+        text = encode("\n".join(m for m in (record.get("message") for record in records) if isinstance(m, str)))
+        self._grams.update(zip(text, text[1:], text[2:]))
+
+    def to_bytes(self) -> bytes | None:
+        """The encoded index, or None when a line could not be read."""
+        if not self.usable:
+            return None
+        pairs = bytearray(_PAIRS_BYTES)
+        chunks: dict[int, bytearray] = {}
+        for b0, b1, b2 in self._grams:
+            pair = b0 << 8 | b1
+            pairs[pair >> 3] |= 1 << (pair & 7)
+            chunks.setdefault(pair, bytearray(_CHUNK_BYTES))[b2 >> 3] |= 1 << (b2 & 7)
+        body = bytes(pairs) + b"".join(chunks[pair] for pair in sorted(chunks))
+        header = orjson.dumps({
+            "grams": GRAM, "levels": sorted(self._levels),
+            "loggers": None if self._loggers is None else sorted(self._loggers),
+        })
+        return MAGIC + bytes([VERSION]) + len(header).to_bytes(4, "big") + header + zlib.compress(body, 6)
+
+
+def encode(text: str) -> bytes:
+    """UTF-8, lone surrogates included: a substring's bytes stay a substring of the text's."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def build(lines: Iterable[bytes]) -> bytes | None:
+    """The index of a segment's JSON lines (sealing feeds blocks to an IndexBuilder instead)."""
+    builder = IndexBuilder()
+    builder.add_block(b"".join(lines))
+    return builder.to_bytes()
+
+
+@dataclass
+class SearchIndex:
+    """A decoded index; its trigrams are inflated on the first substring query."""
+
+    levels: frozenset[str]
+    loggers: frozenset[str] | None
+    packed: bytes
+    body: bytes | None = None
+
+    @classmethod
+    def parse(cls, data: bytes) -> "SearchIndex":
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 5:
+            raise SearchIndexError("not an archiver search index")
+        version = data[len(MAGIC)]
+        if version != VERSION:
+            raise SearchIndexError(f"search index version {version}; this archiver reads version {VERSION}")
+        start = len(MAGIC) + 5
+        end = start + int.from_bytes(data[len(MAGIC) + 1:start], "big")
+        try:
+            header: dict[str, Any] = orjson.loads(data[start:end])
+        except orjson.JSONDecodeError as err:
+            raise SearchIndexError(f"unreadable search index header: {err}") from None
+        if header.get("grams") != GRAM:
+            raise SearchIndexError(f"search index of {header.get('grams')}-grams; this archiver reads {GRAM}-grams")
+        loggers = header.get("loggers")
+        return cls(frozenset(header.get("levels") or ()), None if loggers is None else frozenset(loggers),
+                   data[end:])
+
+    def may_contain(self, text: str) -> bool:
+        """False only when no message of the segment contains ``text``."""
+        query = encode(text)
+        if len(query) < GRAM:
+            return True
+        if self.body is None:
+            self.body = zlib.decompress(self.packed)
+        return all(self._has(*query[i:i + GRAM]) for i in range(len(query) - GRAM + 1))
+
+    def _has(self, b0: int, b1: int, b2: int) -> bool:
+        assert self.body is not None
+        pair = b0 << 8 | b1
+        byte, bit = pair >> 3, pair & 7
+        if not self.body[byte] >> bit & 1:
+            return False
+        rank = int.from_bytes(self.body[:byte], "big").bit_count() + (self.body[byte] & ((1 << bit) - 1)).bit_count()
+        chunk = _PAIRS_BYTES + rank * _CHUNK_BYTES
+        return bool(self.body[chunk + (b2 >> 3)] >> (b2 & 7) & 1)
+
+    def may_have_logger(self, pattern: str) -> bool:
+        """False only when no logger of the segment matches the fnmatch ``pattern``."""
+        return self.loggers is None or any(fnmatch.fnmatchcase(name, pattern) for name in self.loggers)
