@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archiver.format.record import Context
@@ -57,6 +57,7 @@ def test_rsyslog_message(fields: dict[str, Any], message: str) -> None:
 keys = st.sampled_from(["facility", "FACILITY", "version", "host", "message", "MESSAGE", "PROGRAM", "level", "n"])
 
 
+@settings(deadline=None)  # a loaded machine is no failure
 @given(st.dictionaries(keys, st.text(max_size=5) | st.integers(), max_size=8))
 def test_facility_is_a_logger_only_in_gelf(fields: dict[str, Any]) -> None:
     """Without GELF's version and short_message, no facility names the logger."""
@@ -74,6 +75,7 @@ def raised(exc: BaseException) -> str:
         return dict(parse_qsl(urlencode(handler.mapLogRecord(record))))["exc_info"]
 
 
+@settings(deadline=None)  # a loaded machine is no failure
 @given(st.text(min_size=1))
 def test_exception_named_reads_what_httphandler_sent(value: str) -> None:
     assert exception_named(raised(ValueError(value))) == f"ValueError: {value}"
@@ -109,12 +111,14 @@ def test_classic_line_without_a_message_shows_the_fields() -> None:
 values = st.text() | st.integers() | st.none()
 
 
+@settings(deadline=None)  # a loaded machine is no failure
 @given(st.dictionaries(st.text(max_size=5), values, min_size=1, max_size=5))
 def test_classic_line_without_a_message_is_one_line(fields: dict[str, Any]) -> None:
     line = classic_line({"ts": "2026-11-23T21:01:24.000000Z", "message": None, "fields": fields})
     assert line.endswith("\n") and "\n" not in line[:-1]
 
 
+@settings(deadline=None)  # a loaded machine is no failure
 @given(st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), values, min_size=1, max_size=5))
 def test_classic_line_without_a_message_names_every_field(fields: dict[str, Any]) -> None:
     line = classic_line({"ts": "2026-11-23T21:01:24.000000Z", "message": None, "fields": fields})
