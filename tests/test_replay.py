@@ -17,12 +17,15 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
+from archiver.app.replay import ReplaySettings, replay
+from archiver.app.replay_send import TargetUnavailable
 from archiver.app.replay_wire import json_object, octet_counted, rfc5424
 from archiver.format.layout import DataDir
 from archiver.format.record import Context, encode_record
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.read.checkpoint import Checkpoint, CheckpointError, load, save
 from archiver.read.merge import MergeSegment, merge
+from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
 from archiver.app.cli import main
@@ -159,6 +162,48 @@ def test_replay_into_a_second_archiver_in_time_order(source, local_sink: StartLo
     assert orjson.loads(resume.read_bytes())["complete"] is True
     again = replay_here(str(data_dir), "--to", f"{target.url}/again", "--batch-size", "64", "--resume-file", str(resume))
     assert "nothing to send" in again.stderr
+
+
+class FlakySender:
+    """Takes batches, after failing the first ``failures`` tries."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.batches: list[list[dict[str, Any]]] = []
+
+    def send(self, records: list[dict[str, Any]]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise TargetUnavailable("connection refused")
+        self.batches.append(list(records))
+
+    def close(self) -> None:
+        pass
+
+
+def test_rate_and_retries_in_process(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A fake clock: --rate paces batches to records/rate, and a failing target is retried
+    with the shared backoff, losing nothing."""
+    data_dir, expected = source
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    retries: list[tuple[int, float]] = []
+    sender = FlakySender(failures=3)
+    saved: list[int] = []
+    with data_dir_archive(existing_data_dir(data_dir)) as archive:
+        sent = replay(archive, Filters(stream="a"), sender, Checkpoint("q", None, None), lambda c: saved.append(c.sent),
+                      ReplaySettings(batch_size=100, rate=60.0), lambda n, why, delay: retries.append((n, delay)),
+                      sleep=sleep, clock=lambda: now[0])
+    want = [e["ts"] for e in expected if e["stream"] == "a"]
+    assert sent == len(want) and [r["ts"] for batch in sender.batches for r in batch] == want
+    assert {len(batch) for batch in sender.batches} == {60}  # a batch is at most a second's worth
+    assert [n for n, _ in retries] == [1, 2, 3] and all(0.25 <= d <= 2.0 for _, d in retries)
+    assert now[0] >= len(want) / 60.0 and saved == [*range(60, len(want) + 1, 60), len(want)]  # then: complete
 
 
 def test_a_replay_killed_midway_and_resumed_skips_nothing(source, local_sink: StartLocal, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
