@@ -34,8 +34,8 @@ class Sender(Protocol):
 
 
 class HttpSender:
-    """A POST of NDJSON per batch on one keep-alive session; a 2xx means taken (from another
-    archiver: durable)."""
+    """A POST of NDJSON per batch on one keep-alive session; a 2xx means taken (by another
+    archiver: as durable as its fsync policy makes an answered record)."""
 
     def __init__(self, url: str, timeout: float, token: str | None = None) -> None:
         self._url = url
