@@ -734,3 +734,5 @@ from archiver.app.rules_command import rules_group  # noqa: E402
 main.add_command(rules_group)
 from archiver.app.web_command import web_command  # noqa: E402  (it builds on the options above)
 main.add_command(web_command)
+from archiver.app.import_command import import_command  # noqa: E402  (it builds on the options above)
+main.add_command(import_command)

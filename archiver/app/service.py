@@ -49,6 +49,7 @@ from archiver.ship.scheduler import Jobs
 from archiver.ship.uploader import Uploader, UploadSettings
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.sealer import FailedSeal
+from archiver.spool.imports import ImportSpool
 from archiver.spool.writer import SegmentWriter
 from archiver.store import GridStatus, Store, Stored, names_root, open_store, public_url
 from archiver.store.base import LeaseRenewal
@@ -227,6 +228,8 @@ async def _run(
         writer.on_sealed = jobs.wake_upload
     await writer.start()
     lifecycle.push_async_callback(_seal_everything, writer)
+    imports = ImportSpool(writer, Manifest(data.root))  # archiver import's batches, on this loop
+    lifecycle.callback(imports.manifest.close)
     info: dict[str, Any] = {"pid": os.getpid(), "sink_id": sink_id, "started": format_ts(time.time())}
     limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
 
@@ -255,7 +258,7 @@ async def _run(
     lifecycle.callback(archive.close)
     app = create_app(
         writer, limits, lambda: sink_status(info, data, uploader, store_url, leases), flush=flush, metrics=metrics.scrape,
-        admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback,
+        admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback, imports=imports,
         auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters, rules=rules,
         site=(PREFIX, create_site(archive, title=sink_id)),
     )

@@ -15,6 +15,7 @@ written by archiver/ship/publisher.py from the rows :meth:`Manifest.unpublished`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import urllib.parse
@@ -107,6 +108,29 @@ SEALED_COLUMNS = (
     "id", "stream", "state", "local_path", "compression", "raw_bytes", "stored_bytes", "sha256",
     "records", "first_ts", "last_ts", "levels", "sealed_at",
 )
+
+
+HEAD_BYTES = 1024  # how much of a file's decompressed start names it for archiver import
+
+
+def file_fingerprint(head: bytes) -> str:
+    """What an imported file is known by: the sha256 of its first bytes (at most HEAD_BYTES,
+    decompressed), so a renamed or recompressed file is the same file."""
+    return hashlib.sha256(head).hexdigest()
+
+
+@dataclass(frozen=True)
+class ImportPosition:
+    """How far a file was imported. ``known`` is the fingerprint the manifest has it under:
+    a file shorter than HEAD_BYTES when last read is found by its shorter start, and re-keyed
+    by its current ``fingerprint`` when saved."""
+
+    fingerprint: str
+    head_bytes: int
+    offset: int = 0
+    records: int = 0
+    rejected: int = 0
+    known: str | None = None
 
 
 class ManifestError(RuntimeError):
@@ -519,6 +543,56 @@ class Manifest:
 
     def segment_ids(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT id FROM segments")]
+
+    def import_position(self, head: bytes) -> ImportPosition:
+        """Where the import of the file starting with ``head`` stands: by its fingerprint, or
+        by a shorter start it had when last read (it grew); offset 0 for a file never seen."""
+        fingerprint = file_fingerprint(head)
+        query = "SELECT fingerprint, offset, records, rejected FROM imports WHERE fingerprint = ? AND head_bytes = ?"
+        row = self._db.execute(query, (fingerprint, len(head))).fetchone()
+        if row is None:
+            shorter = self._db.execute("SELECT DISTINCT head_bytes FROM imports WHERE head_bytes < ?", (len(head),))
+            for (size,) in shorter.fetchall():
+                row = self._db.execute(query, (file_fingerprint(head[:size]), size)).fetchone()
+                if row is not None:
+                    break
+        if row is None:
+            return ImportPosition(fingerprint, len(head))
+        return ImportPosition(fingerprint, len(head), row[1], row[2], row[3], known=row[0])
+
+    def save_import(self, position: ImportPosition, path: str, when: str, pending: dict[str, Any] | None = None) -> None:
+        """Record ``position`` (re-keyed by its current fingerprint), with the batch being
+        appended when ``pending`` says so."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if position.known not in (None, position.fingerprint):
+                self._db.execute("DELETE FROM imports WHERE fingerprint = ?", (position.known,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO imports (fingerprint, head_bytes, path, offset, records, rejected, pending, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (position.fingerprint, position.head_bytes, path, position.offset, position.records, position.rejected,
+                 None if pending is None else orjson.dumps(pending).decode(), when),
+            )
+
+    def unfinished_imports(self) -> list[tuple[str, dict[str, Any]]]:
+        """(fingerprint, pending batch) of each import cut short while appending a batch."""
+        rows = self._db.execute("SELECT fingerprint, pending FROM imports WHERE pending IS NOT NULL").fetchall()
+        return [(fingerprint, orjson.loads(pending)) for fingerprint, pending in rows]
+
+    def finish_import(self, fingerprint: str, completed: bool) -> None:
+        """The batch pending for ``fingerprint`` is durable (``completed``: its offset and counts
+        hold now) or was cut off again (the position stays where it was)."""
+        pending = self._db.execute("SELECT pending FROM imports WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        if pending is None or pending[0] is None:
+            return
+        batch = orjson.loads(pending[0])
+        if completed:
+            self._db.execute(
+                "UPDATE imports SET offset = ?, records = records + ?, rejected = rejected + ?, pending = NULL "
+                "WHERE fingerprint = ?", (batch["offset"], batch["records"], batch["rejected"], fingerprint),
+            )
+        else:
+            self._db.execute("UPDATE imports SET pending = NULL WHERE fingerprint = ?", (fingerprint,))
 
 
 EXPORTED_SEGMENT_FIELDS = (

@@ -18,6 +18,7 @@ REJECTED_STREAM = "_rejected"
 SOURCE_FORM = "httphandler"
 SOURCE_JSON = "json"
 SOURCE_TCP = "tcp"
+SOURCE_IMPORT = "import"
 _STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -38,6 +38,8 @@ from archiver.ingest.counters import HTTP, IngestCounters
 from archiver.ingest.decode.result import BodyTooLarge, DecodeError
 from archiver.ingest.decoder import Decoder, decode_request, is_heavy
 from archiver.ingest.rules import NO_RULES, RuleSet
+from archiver.ingest.import_route import IMPORTS_KEY, import_batch
+from archiver.spool.imports import ImportSpool
 from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ def create_app(
     counters: IngestCounters | None = None,
     site: tuple[str, web.Application] | None = None,
     rules: RuleSet = NO_RULES,
+    imports: ImportSpool | None = None,  # serves /_admin/import (archiver import) as flush serves /_admin/flush
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
     block: it runs on a worker thread); ``flush`` serves /_admin/flush to ``admin_token``
@@ -132,6 +135,9 @@ def create_app(
     app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, metrics, admin_token, auth or Authenticator(),
                             decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters(), rules)
     app.router.add_post("/_admin/flush", _admin_flush)
+    if imports is not None:
+        app[IMPORTS_KEY] = imports
+        app.router.add_post("/_admin/import", _admin_import)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
     app.router.add_get("/_metrics", _metrics)
@@ -215,14 +221,25 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _admin_flush(request: web.Request) -> web.Response:
     """Seal every open segment and upload now; answers when done. Loopback or token only."""
-    state: _State = request.app[STATE_KEY]
-    if not _admin_allowed(request, state):
-        where = "is for localhost, or " if state.admin_trust_loopback else ""
-        raise web.HTTPForbidden(text=f"error: /_admin {where}needs admin.token as a Bearer token\n")
+    state = _admin_state(request)
     if state.flush is None:
         raise web.HTTPNotFound(text="error: this sink has no flush\n")
     result = await state.flush()
     return web.Response(body=orjson.dumps(result), content_type="application/json")
+
+
+async def _admin_import(request: web.Request) -> web.Response:
+    """``archiver import`` through the running sink (import_route.py). Loopback or token only."""
+    _admin_state(request)
+    return await import_batch(request)
+
+
+def _admin_state(request: web.Request) -> _State:
+    state: _State = request.app[STATE_KEY]
+    if not _admin_allowed(request, state):
+        where = "is for localhost, or " if state.admin_trust_loopback else ""
+        raise web.HTTPForbidden(text=f"error: /_admin {where}needs admin.token as a Bearer token\n")
+    return state
 
 
 def _admin_allowed(request: web.Request, state: _State) -> bool:

@@ -22,6 +22,7 @@ class OpenSegment:
     size: int = 0
     records: int = 0
     opened: float = field(default_factory=time.monotonic)
+    start: int = 0  # the epoch second its id names: no record older than that may join it
     dir_synced: bool = False
     # What was written, counted as it was written; None when some bytes came without their
     # records, or for a file recovered after a crash: then sealing parses every line.

@@ -34,6 +34,7 @@ from archiver.format.record import (
     valid_stream_name,
 )
 from archiver.spool.group_commit import GroupCommit
+from archiver.spool.imports import undo_unfinished
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.sealer import FailedSeal, Sealer
 from archiver.spool.sealing import SealOutcome
@@ -42,6 +43,7 @@ from archiver.spool.segment import OpenSegment, SpoolStats
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "interval", "never")
+IMPORT_LANE = "import:"  # keys imported segments apart from a stream's live one ("import:app")
 
 
 class SegmentWriter:
@@ -83,12 +85,13 @@ class SegmentWriter:
 
     async def start(self) -> None:
         """Account the spool, pick the next sequence number, and seal what a crash left open."""
-        leftovers = self.data_dir.open_segments()
         manifest = Manifest(self.data_dir.root)
         try:
+            undo_unfinished(self.data_dir, manifest)
             known = manifest.segment_ids()
         finally:
             manifest.close()
+        leftovers = self.data_dir.open_segments()
         seqs = [segment_seq(s) for s in known + [seg for _, seg, _ in leftovers]]
         self._seq = max([s for s in seqs if s is not None], default=-1) + 1
         self._spool_bytes = await asyncio.to_thread(self._scan_spool)
@@ -177,17 +180,36 @@ class SegmentWriter:
         if records:
             self.write_lines(stream, encode_lines(records))
 
-    def _append(self, stream: str, data: bytes, count: int, lines: Lines | None) -> None:
+    def write_imported(self, stream: str, lines: Lines, start: float, before_write: Callable[[str, int], None]) -> None:
+        """Append imported records to segments of their own, apart from live ones and named by
+        ``start``, the records' earliest time: each holds one UTC hour of record time (the
+        store's hour directory its id names), so records older than its start, or of a later
+        hour, open a new one. ``before_write(segment id, size)`` is called just before the
+        bytes go to the file, so an import can note where they went and cut them off again
+        after a crash (archiver.spool.imports)."""
+        key = IMPORT_LANE + stream
+        segment = self._open.get(key)
+        if segment is not None and not segment.start <= start < segment.start - segment.start % 3600 + 3600:
+            self._retire(key)
+        self._append(stream, lines.data, lines.count, lines, lane=IMPORT_LANE, start=start, before_write=before_write)
+
+    def _append(
+        self, stream: str, data: bytes, count: int, lines: Lines | None, *, lane: str = "", start: float | None = None,
+        before_write: Callable[[str, int], None] | None = None,
+    ) -> None:
         if self._closed:
             raise RuntimeError("the segment writer is closed")
         if stream != REJECTED_STREAM and not valid_stream_name(stream):
             raise ValueError(f"invalid stream name {stream!r}")
-        segment = self._open.get(stream)
+        key = lane + stream
+        segment = self._open.get(key)
         if segment is not None and self.policy.full_after(segment.size, segment.records, len(data), count):
-            self._retire(stream)
+            self._retire(key)
             segment = None
         if segment is None:
-            segment = self._open_segment(stream)
+            segment = self._open_segment(stream, key, time.time() if start is None else start)
+        if before_write is not None:
+            before_write(segment.id, segment.size)
         try:
             view = memoryview(data)
             while view:
@@ -204,8 +226,10 @@ class SegmentWriter:
                 segment.tally.add_lines(lines)
         self._spool_bytes += len(data)
         self._commits.written(segment)
-        if self.policy.full(segment.size, segment.records):
-            self._retire(stream)
+        if not lane and self.policy.full(segment.size, segment.records):
+            # An imported batch's segments stay open until its offset is committed; the next
+            # batch rotates them (archiver.spool.imports relies on it after a crash).
+            self._retire(key)
 
     async def commit(self, *, durable: bool = False) -> None:
         """Return once everything written so far is durable per the fsync policy.
@@ -216,19 +240,19 @@ class SegmentWriter:
             self.stats.commits_waited += 1
             await self._commits.sync()
 
-    def _open_segment(self, stream: str) -> OpenSegment:
-        name = segment_id(time.time(), self.sink_id, self._seq)
+    def _open_segment(self, stream: str, key: str, start: float) -> OpenSegment:
+        name = segment_id(start, self.sink_id, self._seq)
         self._seq += 1
         path = self.data_dir.open_path(stream, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        segment = OpenSegment(stream, name, path, fd)
-        self._open[stream] = segment
+        segment = OpenSegment(stream, name, path, fd, start=int(start))
+        self._open[key] = segment
         self._commits.written(segment)  # its directory entry must reach the disk too
         return segment
 
-    def _retire(self, stream: str) -> None:
-        segment = self._open.pop(stream, None)
+    def _retire(self, key: str) -> None:
+        segment = self._open.pop(key, None)
         if segment is not None:
             self._commits.retire(segment)
 
@@ -255,9 +279,9 @@ class SegmentWriter:
 
     def _fsync_failed(self, dirty: list[OpenSegment]) -> None:
         """After a failed fsync the page cache cannot be trusted: start new files."""
-        for segment in dirty:
-            if self._open.get(segment.stream) is segment:
-                self._retire(segment.stream)
+        for key, segment in list(self._open.items()):
+            if segment in dirty:
+                self._retire(key)
 
     async def _keep_torn(self, segment: OpenSegment, lines: list[bytes]) -> None:
         ctx = Context(segment.stream, None, time.time())

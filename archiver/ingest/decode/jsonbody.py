@@ -117,9 +117,10 @@ def _split_concatenated(line: bytes, decoded: Decoded, big_ints: bool) -> Iterat
             position += 1
 
 
-def decode_lines(data: bytes, ctx: Context) -> Decoded:
-    """Whole lines from the TCP source: each JSON object a record, any other line rejected."""
-    decoded = Decoded(SOURCE_TCP)
+def decode_lines(data: bytes, ctx: Context, source: str = SOURCE_TCP) -> Decoded:
+    """Whole lines (the TCP source's, an imported file's): each JSON object a record, any
+    other line rejected."""
+    decoded = Decoded(source)
     lines = data.splitlines()
     big_ints = _has_big_int(data)
     values = None if big_ints else _loads_each(lines)
@@ -136,7 +137,7 @@ def decode_lines(data: bytes, ctx: Context) -> Decoded:
                 decoded.rejected.append(Rejected(reason, line))
                 continue
         if type(value) is dict:
-            decoded.records.append(json_record(value, ctx, SOURCE_TCP))
+            decoded.records.append(json_record(value, ctx, source))
         else:
             decoded.rejected.append(Rejected("line is not a JSON object", line))
     return decoded

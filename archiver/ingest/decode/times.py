@@ -32,9 +32,14 @@ def event_time(fields: dict[str, Any], received: float, keys: tuple[str, ...] = 
 
 
 def _parse_syslog_date(value: Any, received: float) -> str | None:
+    return syslog_date(str(value).strip(), received)
+
+
+def syslog_date(value: str, reference: float) -> str | None:
     """``Jan  2 03:04:05`` in the sink's local time zone, in the year that puts it at most a day
-    after the receive time (so late December read in January lands in the year before)."""
-    return _syslog_date(str(value).strip(), int(received))
+    after ``reference`` (the receive time, or a file's mtime: so late December read in January
+    lands in the year before)."""
+    return _syslog_date(value, int(reference))
 
 
 @lru_cache(maxsize=4096)
@@ -59,7 +64,7 @@ def _parse_moment(value: Any) -> str | None:
         try:
             value = float(value)
         except ValueError:
-            return _parse_iso(value)
+            return parse_iso(value)
     if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
         return None
     for threshold, scale in _EPOCH_SCALES:
@@ -72,7 +77,7 @@ def _parse_moment(value: Any) -> str | None:
         return None
 
 
-def _parse_iso(text: str) -> str | None:
+def parse_iso(text: str) -> str | None:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -1,0 +1,35 @@
+"""``POST /_admin/import``: ``archiver import`` sending its batches through the running sink,
+so a data dir never has two writers. ``?position`` answers how far the file whose first bytes
+are the body was imported; otherwise the body is a batch (archiver.spool.imports), answered
+once it is durable and the file's offset committed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import orjson
+from aiohttp import web
+
+from archiver.format.manifest import HEAD_BYTES
+from archiver.format.record import valid_stream_name
+from archiver.spool.imports import ImportSpool, batch_from_wire
+
+IMPORTS_KEY = web.AppKey("imports", ImportSpool)
+
+
+async def import_batch(request: web.Request) -> web.Response:
+    """The route's handler; the caller has checked the admin credentials."""
+    spool = request.app[IMPORTS_KEY]
+    body = await request.read()
+    if "position" in request.query:
+        position = await spool.position(body[:HEAD_BYTES])
+        return web.Response(body=orjson.dumps(asdict(position)), content_type="application/json")
+    try:
+        batch = batch_from_wire(body)
+    except ValueError as err:
+        raise web.HTTPBadRequest(text=f"error: {err}\n") from None
+    if not valid_stream_name(batch.stream):
+        raise web.HTTPBadRequest(text=f"error: invalid stream name {batch.stream!r}\n")
+    await spool.append(batch)
+    return web.Response(body=orjson.dumps({"records": batch.records, "rejected": batch.rejected.count}),
+                        content_type="application/json")

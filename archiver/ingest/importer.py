@@ -1,0 +1,106 @@
+"""``archiver import``'s work: each file read from where its last import stopped, its lines
+decoded into canonical records, and every batch handed to a target (the local spool, or a
+running sink) that makes it durable together with the file's new offset."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from archiver.common.units import ts_epoch
+from archiver.format.manifest import ImportPosition
+from archiver.format.record import SOURCE_IMPORT, Context, Lines, encode_lines, rejected_record
+from archiver.ingest.decode.imported import FILE_FIELD, LineDecoder, sniff_format
+from archiver.ingest.files import LogFile, head, open_decompressed, whole_lines
+from archiver.spool.imports import ImportBatch
+
+
+class ImportTarget(Protocol):
+    """Where batches go: the local spool or a running sink."""
+
+    async def position(self, head: bytes) -> ImportPosition: ...
+
+    async def append(self, batch: ImportBatch) -> None: ...
+
+
+@dataclass
+class FileResult:
+    path: str
+    format: str
+    records: int = 0
+    rejected: int = 0
+    skipped: str | None = None  # why nothing was read: already imported, empty
+    offset: int = 0
+
+
+@dataclass
+class Summary:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(file.records for file in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(file.rejected for file in self.files)
+
+
+async def import_file(
+    file: LogFile, target: ImportTarget, stream: str, kind: str = "auto",
+    progress: Callable[[int], None] = lambda size: None,
+) -> FileResult:
+    """Import what is new in ``file``; ``progress`` hears of each batch's decompressed bytes."""
+    name = str(file.path)
+    start = head(file.path)
+    if not start:
+        return FileResult(name, kind, skipped="empty")
+    position = await target.position(start)
+    if kind == "auto":
+        kind = sniff_format(next((line for line in start.split(b"\n") if line.strip()), b""))
+    result = FileResult(name, kind, offset=position.offset)
+    decoder = LineDecoder(kind, name, Context(stream, None, time.time()), file.mtime)
+    held: list[bytes] = []
+    base = position.offset
+    with open_decompressed(file.path) as content:
+        for data, last in whole_lines(content, position.offset):
+            parts = data.split(b"\n")
+            terminated = data.endswith(b"\n") or not data
+            if terminated:
+                parts.pop()
+            lines = held + parts if held else parts
+            decoded, used = decoder.decode(lines, final=last)
+            held = lines[used:]
+            offset = base + sum(map(len, lines[:used])) + used
+            if last and not terminated and used == len(lines):
+                offset -= 1  # the last line had no newline
+            ctx = Context(stream, None, time.time())
+            rejected = encode_lines([rejected_record(item, ctx, SOURCE_IMPORT, {FILE_FIELD: name})
+                                     for item in decoded.rejected])
+            if offset != base:
+                batch = ImportBatch(stream, name, position, offset, hour_parts(decoded.records), rejected)
+                await target.append(batch)
+                position = batch.after()
+                result.records += batch.records
+                result.rejected += rejected.count
+                progress(offset - base)
+                base = offset
+    result.offset = base
+    if not result.records and not result.rejected:
+        result.skipped = "nothing new"
+    return result
+
+
+def hour_parts(records: list[dict[str, Any]]) -> list[tuple[float, Lines]]:
+    """Records in runs of one UTC hour, in file order, each with its earliest time: imported
+    segments hold an hour of record time each."""
+    parts = []
+    begin = 0
+    for n in range(1, len(records) + 1):
+        if n == len(records) or records[n]["ts"][:13] != records[begin]["ts"][:13]:
+            lines = encode_lines(records[begin:n])
+            parts.append((max(0.0, ts_epoch(lines.first_ts)) if lines.first_ts else time.time(), lines))
+            begin = n
+    return parts
+
