@@ -55,11 +55,6 @@ def create_site(archive: Archive, *, title: str = "archive") -> web.Application:
     return site
 
 
-def wants_html(request: web.BaseRequest) -> bool:
-    """A browser asking for a page (its Accept names HTML), not curl or a script."""
-    return "text/html" in request.headers.get("Accept", "")
-
-
 async def _off_loop(func: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
