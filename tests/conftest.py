@@ -23,7 +23,6 @@ import orjson
 import psutil
 import pytest
 import requests
-from aiohttp import web
 
 from archiver.app.config import Config, load_config
 from archiver.app.metrics import SinkMetrics
@@ -35,6 +34,7 @@ from archiver.ingest.counters import IngestCounters
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.http import HttpLimits, create_app, drain, make_runner
+from archiver.ingest.listener import BoundedSite
 from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
 from archiver.ship.publisher import PERIOD_SECONDS
 from archiver.ship.uploader import Uploader, UploadSettings
@@ -176,7 +176,8 @@ class LocalSink:
         )
         self._runner = make_runner(self.app, max_line_bytes=config.server.max_line_bytes)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._site = BoundedSite(self._runner, "127.0.0.1", 0, max_connections=config.server.max_connections,
+                                 max_line_bytes=config.server.max_line_bytes)
         await self._site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"

@@ -267,7 +267,8 @@ async def _run(
     lifecycle.push_async_callback(_cleanup_http, runner)
     tls = _tls_context(config)
     site = BoundedSite(runner, config.server.host, config.server.port,
-                       max_connections=config.server.max_connections, ssl_context=tls)
+                       max_connections=config.server.max_connections, max_line_bytes=config.server.max_line_bytes,
+                       ssl_context=tls)
     try:
         await site.start()
     except OSError as err:

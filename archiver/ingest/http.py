@@ -1,4 +1,6 @@
-"""The HTTP source: an aiohttp application that acks only after a durable append.
+"""The HTTP source: an aiohttp application that acks only after a durable append. The listener
+(listener.py) serves the ingest routes of its connections on the hot path (hotpath.py) and
+hands this app everything else; both answer an ingest request through receive.Receiver.
 
 Routes (the HTTP contract of docs/http.md):
   POST /              -> stream "default";  POST /<stream>  -> that stream
@@ -14,61 +16,26 @@ fsync of the segment writer.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import time
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from aiohttp.client_exceptions import ClientPayloadError
 
 from archiver import __version__
-from archiver.format.record import (
-    REJECTED_STREAM,
-    SOURCE_JSON,
-    Context,
-    Rejected,
-    rejected_record,
-    valid_stream_name,
-)
 from archiver.ingest.auth import Authenticator
-from archiver.ingest.counters import HTTP, IngestCounters
-from archiver.ingest.decode.result import BodyTooLarge, DecodeError
-from archiver.ingest.decoder import Decoder, decode_request, is_heavy
+from archiver.ingest.counters import IngestCounters
+from archiver.ingest.decoder import Decoder
+from archiver.ingest.receive import Answer, BodyCut, HttpLimits, Incoming, Receiver
 from archiver.ingest.rules import NO_RULES, RuleSet
 from archiver.ingest.import_route import IMPORTS_KEY, import_batch
 from archiver.spool.imports import ImportSpool
 from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
-DEFAULT_STREAM = "default"
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
 SITE_KEY = web.AppKey("site", str)  # where a mounted site lives, for browsers that ask for /
-OVERSIZE_PREFIX = 64 * 1024  # bytes of a body over server.max_body_bytes kept in _rejected
-
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    max_body_bytes: int = 16 * 1024**2
-    max_decoded_bytes: int = 64 * 1024**2
-    retry_after: float = 5.0
-
-
-class _Refused(Exception):
-    """A request answered with an error status; the reason goes to the client and _rejected."""
-
-    def __init__(
-        self, status: int, kind: str, reason: str, raw: bytes = b"", fields: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.kind = kind  # one of counters.REJECT_REASONS
-        self.reason = reason
-        self.raw = raw
-        self.fields = fields or {}  # more for the _rejected record: an oversize body's length and hash
 
 
 class _State:
@@ -76,34 +43,25 @@ class _State:
 
     def __init__(
         self,
-        limits: HttpLimits,
         info: Callable[[], dict[str, Any]],
         flush: Callable[[], Awaitable[dict[str, Any]]] | None,
         metrics: Callable[[], Awaitable[tuple[bytes, str]]] | None,
         admin_token: str,
-        auth: Authenticator,
-        decoder: Decoder,
         admin_trust_loopback: bool,
-        counters: IngestCounters,
-        rules: RuleSet,
+        receiver: Receiver,
     ) -> None:
-        self.limits = limits
-        self.rules = rules
-        self.decoder = decoder
+        self.receiver = receiver
+        self.counters = receiver.counters
+        self.decoder = receiver.decoder
         self.info = info
         self.flush = flush
         self.metrics = metrics
         self.admin = Authenticator(tokens=[admin_token] if admin_token else [])
         self.admin_trust_loopback = admin_trust_loopback
-        self.auth = auth
-        self.counters = counters
-        self.in_flight = 0  # ingest requests whose handler has started and not answered
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.stopping = False  # set by drain(): every response closes its connection
 
 
 STATE_KEY = web.AppKey("state", _State)
+RECEIVER_KEY = web.AppKey("receiver", Receiver)
 
 
 def create_app(
@@ -130,10 +88,13 @@ def create_app(
     large bodies (by default on a thread); ``counters`` may be shared with the TCP source;
     ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``;
     ``rules`` run on every decoded record and redact what goes to _rejected."""
-    app = web.Application(client_max_size=(limits or HttpLimits()).max_body_bytes, middlewares=[_authenticate])
+    limits = limits or HttpLimits()
+    receiver = Receiver(writer, limits, auth or Authenticator(), decoder or Decoder(0), counters or IngestCounters(),
+                        rules)
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
-    app[STATE_KEY] = _State(limits or HttpLimits(), info, flush, metrics, admin_token, auth or Authenticator(),
-                            decoder or Decoder(0), admin_trust_loopback, counters or IngestCounters(), rules)
+    app[RECEIVER_KEY] = receiver
+    app[STATE_KEY] = _State(info, flush, metrics, admin_token, admin_trust_loopback, receiver)
     app.router.add_post("/_admin/flush", _admin_flush)
     if imports is not None:
         app[IMPORTS_KEY] = imports
@@ -155,16 +116,9 @@ async def _authenticate(request: web.Request, handler: Any) -> web.StreamRespons
     state: _State = request.app[STATE_KEY]
     header = request.headers.get("Authorization")
     exempt = request.path == "/_health" or (request.path.startswith("/_admin/") and state.admin.allows(header))
-    response: web.StreamResponse
-    if state.auth.enabled and not exempt and not state.auth.allows(header):
-        state.counters.responses[401] += 1
-        response = web.Response(
-            status=401, text="error: authentication required (a bearer token or Basic credentials)\n",
-            headers={"WWW-Authenticate": 'Basic realm="archiver"'},
-        )
-    else:
-        response = await handler(request)
-    if state.stopping:
+    refusal = None if exempt else state.receiver.unauthenticated(header)
+    response = _response(refusal) if refusal else await handler(request)
+    if state.receiver.stopping:
         response.force_close()
     return response
 
@@ -257,25 +211,32 @@ async def _receive(request: web.Request) -> web.Response:
             if SITE_KEY in request.app and "text/html" in request.headers.get("Accept", ""):
                 raise web.HTTPSeeOther(request.app[SITE_KEY] + "/")
             return await _status_page(request.app)
-    state: _State = request.app[STATE_KEY]
-    writer = request.app[WRITER_KEY]
-    stream = request.match_info["stream"] or DEFAULT_STREAM
-    ctx = Context(stream, request.remote, time.time())
-    arrived = time.monotonic()
-    state.in_flight += 1
-    state.idle.clear()
-    try:
-        response = await _ingest(request, writer, state, ctx)
-    except _Refused as refused:
-        response = await _refuse(request, writer, state, ctx, refused)
-    finally:
-        state.in_flight -= 1
-        if not state.in_flight:
-            state.idle.set()
-    state.counters.responses[response.status] += 1
-    if response.status != 503:  # every other answer of an ingest request follows a durable append
-        state.counters.observe_ack(time.monotonic() - arrived)
-    return response
+    incoming = Incoming(request.method, request.match_info["stream"], request.rel_url.raw_query_string,
+                        request.remote, request.headers, _AiohttpBody(request))
+    return _response(await request.app[RECEIVER_KEY].receive(incoming))
+
+
+class _AiohttpBody:
+    """An aiohttp request's body as receive.Body."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    @property
+    def content_length(self) -> int | None:
+        return self._request.content_length
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._request.content.iter_any():
+                yield chunk
+        except (ClientPayloadError, ConnectionError) as err:  # cut short, or the client hung up
+            raise BodyCut(str(err) or type(err).__name__) from None
+
+
+def _response(answer: Answer) -> web.Response:
+    return web.Response(status=answer.status, body=answer.body, headers={"Content-Type": answer.content_type,
+                                                                          **answer.headers})
 
 
 async def drain(app: web.Application, timeout: float) -> bool:
@@ -284,135 +245,7 @@ async def drain(app: web.Application, timeout: float) -> bool:
     (aiohttp's own shutdown stops reading at once and cancels them after its timeout). From
     now on every answer closes its connection, so a keep-alive client starts at most one more
     request on it rather than going on for the whole drain."""
-    state: _State = app[STATE_KEY]
-    state.stopping = True
-    try:
-        await asyncio.wait_for(state.idle.wait(), timeout)
-    except asyncio.TimeoutError:
-        return False
-    return True
-
-
-async def _ingest(request: web.Request, writer: SegmentWriter, state: _State, ctx: Context) -> web.Response:
-    limits = state.limits
-    if writer.over_limit():
-        raise _Refused(503, "spool_full", f"spool is full ({writer.spool_bytes} bytes): retry later")
-    if request.method == "GET":
-        raw = request.rel_url.raw_query_string.encode("latin-1")
-    else:
-        raw = await _read_body(request, limits.max_body_bytes)
-    if not valid_stream_name(ctx.stream):
-        raise _Refused(
-            400,
-            "bad_stream",
-            f"invalid stream name {ctx.stream[:80]!r}: use 1-64 of [A-Za-z0-9._-], "
-            "not starting with '_' or '.'",
-            raw,
-        )
-    encoding = request.headers.get("Content-Encoding")
-    try:
-        batch = await state.decoder.run(
-            is_heavy(raw, encoding), decode_request, request.method, raw, encoding, limits.max_decoded_bytes, ctx,
-            state.rules,
-        )
-    except BodyTooLarge as err:
-        raise _Refused(413, "too_large", str(err), raw) from None
-    except DecodeError as err:
-        raise _Refused(400, "undecodable", str(err), raw) from None
-    except Exception as err:  # a decoding bug must not lose the bytes: keep them, say so
-        log.exception("decoding a %d-byte body failed", len(raw))
-        raise _Refused(400, "decoder_failed", f"the body could not be decoded ({type(err).__name__})", raw) from None
-    meta = _request_meta(request, ctx)
-    rejected = [rejected_record(item, ctx, batch.kind, meta) for item in batch.rejected]
-    try:
-        for stream, lines in batch.streams.items():
-            writer.write_lines(stream, lines)
-        writer.write_records(REJECTED_STREAM, rejected)
-        await writer.commit()
-    except OSError as err:
-        return _spool_error(state, err)
-    state.counters.received(HTTP, ctx.stream, 0, len(raw))
-    for stream, lines in batch.streams.items():
-        state.counters.received(HTTP, stream, lines.count, 0)
-    state.counters.reject(HTTP, "record", len(rejected))
-    state.counters.drop(HTTP, batch.dropped)
-    if batch.kind == SOURCE_JSON:
-        counts = {"accepted": batch.count, "rejected": len(rejected)}
-        if batch.dropped:
-            counts["dropped"] = sum(batch.dropped.values())
-        return web.Response(body=orjson.dumps(counts), content_type="application/json")
-    return web.Response(text="ok\n")
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        reason = f"body of {declared} bytes is over the limit of {limit} bytes (server.max_body_bytes)"
-        raise await _oversize(request, b"", reason)
-    body = bytearray()
-    try:
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > limit:
-                raise await _oversize(request, body, f"body is over the limit of {limit} bytes (server.max_body_bytes)")
-    except (ClientPayloadError, ConnectionError) as err:  # cut short, or the client hung up
-        raise _Refused(400, "incomplete", f"incomplete body: {err or type(err).__name__}", bytes(body)) from None
-    return bytes(body)
-
-
-async def _oversize(request: web.Request, head: bytes | bytearray, reason: str) -> _Refused:
-    """A 413 that still says what was sent: the body's first OVERSIZE_PREFIX bytes, its length
-    and sha256. The rest is read as it arrives, hashed and discarded, never held whole."""
-    digest = hashlib.sha256(head)
-    prefix = bytearray(head[:OVERSIZE_PREFIX])
-    length = len(head)
-    complete = True
-    try:
-        async for chunk in request.content.iter_any():
-            digest.update(chunk)
-            length += len(chunk)
-            if len(prefix) < OVERSIZE_PREFIX:
-                prefix += chunk[: OVERSIZE_PREFIX - len(prefix)]
-    except (ClientPayloadError, ConnectionError):  # the client hung up: say how much arrived
-        complete = False
-    fields = {"body_bytes": length, "body_sha256": digest.hexdigest(), "body_complete": complete}
-    return _Refused(413, "too_large", reason, bytes(prefix), fields)
-
-
-def _request_meta(request: web.Request, ctx: Context) -> dict[str, Any]:
-    return {
-        "target_stream": ctx.stream[:200],
-        "method": request.method,
-        "content_type": request.headers.get("Content-Type"),
-        "content_encoding": request.headers.get("Content-Encoding"),
-    }
-
-
-async def _refuse(
-    request: web.Request, writer: SegmentWriter, state: _State, ctx: Context, refused: _Refused
-) -> web.Response:
-    headers = {}
-    if refused.status == 503:
-        headers["Retry-After"] = str(max(1, round(state.limits.retry_after)))
-    else:
-        meta = {**_request_meta(request, ctx), **refused.fields}
-        (kept,) = state.rules.redact_rejected([Rejected(refused.reason, refused.raw)])
-        record = rejected_record(kept, ctx, "http", meta)
-        try:
-            writer.write_records(REJECTED_STREAM, [record])
-            await writer.commit()
-        except OSError as err:
-            return _spool_error(state, err)
-    state.counters.reject(HTTP, refused.kind)
-    return web.Response(status=refused.status, text=f"error: {refused.reason}\n", headers=headers)
-
-
-def _spool_error(state: _State, err: OSError) -> web.Response:
-    retry = str(max(1, round(state.limits.retry_after)))
-    return web.Response(
-        status=503, text=f"error: the spool could not store the records ({err.strerror}); retry later\n",
-        headers={"Retry-After": retry},
-    )
+    return await app[RECEIVER_KEY].drain(timeout)
 
 
 async def _status_page(app: web.Application) -> web.Response:

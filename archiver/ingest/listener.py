@@ -1,4 +1,5 @@
-"""The HTTP listener: an aiohttp site that holds a bounded number of connections.
+"""The HTTP listener: an aiohttp site that holds a bounded number of connections, each
+served first by the hot path (hotpath.py), which hands aiohttp the routes it does not serve.
 
 aiohttp's TCPSite accepts every connection the kernel offers. When clients arrive faster than
 the sink answers (a burst, a slow disk), each waiting connection costs the sink memory (about
@@ -19,6 +20,9 @@ import ssl
 import time
 
 from aiohttp import web
+
+from archiver.ingest.hotpath import HotPath
+from archiver.ingest.http import RECEIVER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +62,20 @@ class _Listening(asyncio.AbstractServer):
 
 
 class BoundedSite(web.BaseSite):
-    """A TCP site with at most ``max_connections`` connections open (or being set up)."""
+    """A TCP site with at most ``max_connections`` connections open (or being set up), for
+    an app of http.create_app run by http.make_runner with the same ``max_line_bytes``."""
 
-    __slots__ = ("_host", "_port", "_max_connections", "_opening", "_tasks", "_last_warning")
+    __slots__ = ("_host", "_port", "_max_connections", "_max_line_bytes", "_opening", "_tasks", "_last_warning")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int,
+        self, runner: web.AppRunner, host: str, port: int, *, max_connections: int, max_line_bytes: int,
         ssl_context: ssl.SSLContext | None = None, backlog: int = 1024,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._port = port
         self._max_connections = max_connections
+        self._max_line_bytes = max_line_bytes
         self._opening = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_warning = 0.0
@@ -89,9 +95,10 @@ class BoundedSite(web.BaseSite):
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         server = self._runner.server
-        assert server is not None
+        assert server is not None and isinstance(self._runner, web.AppRunner)
+        hot = HotPath(self._runner.app[RECEIVER_KEY], server, self._max_line_bytes)
         while True:
-            while len(server.connections) + self._opening >= self._max_connections:
+            while len(server.connections) + len(hot.connections) + self._opening >= self._max_connections:
                 await asyncio.sleep(FULL_PAUSE)
             try:
                 conn, _ = await loop.sock_accept(sock)
@@ -104,13 +111,13 @@ class BoundedSite(web.BaseSite):
                 await asyncio.sleep(EXHAUSTED_PAUSE)
                 continue
             self._opening += 1
-            task = asyncio.create_task(self._connect(conn, server))
+            task = asyncio.create_task(self._connect(conn, hot))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, conn: socket.socket, server: web.Server) -> None:
+    async def _connect(self, conn: socket.socket, hot: HotPath) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(server, conn, ssl=self._ssl_context)
+            await asyncio.get_running_loop().connect_accepted_socket(hot, conn, ssl=self._ssl_context)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as err:
             log.debug("connection set-up failed: %s", err)
             conn.close()

@@ -1,0 +1,353 @@
+"""The HTTP hot path: an asyncio Protocol over httptools (llhttp) for the ingest routes.
+
+A record sent the HTTPHandler way costs a connection, a request and an answer; through
+aiohttp most of that CPU was the framework's (request objects, routing, middleware, the
+payload stream), more than the decoding and the append together (docs/benchmarks.md). This
+protocol parses the request itself and gives ``Receiver`` the few things ingest needs. Every
+connection starts here; at a request line for any other route (``/_...``, the status page,
+other methods, or one too long to decide) the connection is handed, with the bytes it has
+sent, to aiohttp's own protocol for the application, and stays there. So aiohttp keeps every
+route but the ingest ones, and its parser judges whatever this one does not take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from http import HTTPStatus
+from typing import AsyncIterator
+from urllib.parse import unquote
+
+import httptools
+from aiohttp import web
+
+from archiver.ingest.receive import Answer, BodyCut, Incoming, Receiver, is_ingest_route
+
+log = logging.getLogger(__name__)
+# A body buffered beyond this stops reading from the socket until ingest takes it.
+HIGH_WATER = 256 * 1024
+# Headers allowed after the request line: aiohttp's default.
+MAX_HEADERS = 128
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The headers ingest reads; the others are parsed, counted and dropped.
+KEPT_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"authorization", b"expect"})
+_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+
+
+class HotPath:
+    """The connections of one listener: the protocol factory, their count for the listener's
+    bound, and closing idle ones once the stop's drain ends (as aiohttp's cleanup does its own)."""
+
+    def __init__(self, receiver: Receiver, server: web.Server, max_line_bytes: int) -> None:
+        self.receiver = receiver
+        self.server = server  # aiohttp's protocol factory, for connections handed over
+        self.max_line_bytes = max_line_bytes
+        self.connections: set[IngestProtocol] = set()
+        receiver.on_drained.append(self.close_idle)
+
+    def __call__(self) -> "IngestProtocol":
+        return IngestProtocol(self)
+
+    def close_idle(self) -> None:
+        """Close every connection with no request started; the others close after their answer."""
+        for connection in list(self.connections):
+            connection.close_if_idle()
+
+
+class _Body:
+    """A request body as llhttp delivers it, with flow control: receive.Body."""
+
+    def __init__(self, protocol: "IngestProtocol", content_length: int | None, expect_continue: bool) -> None:
+        self.content_length = content_length
+        self._protocol = protocol
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._cut: str | None = None
+        self._expect_continue = expect_continue
+        self._waiter: asyncio.Future[None] | None = None
+        self._discard = False
+
+    def discard(self) -> None:
+        """Answered already: what is buffered or still arrives is dropped."""
+        self._discard = True
+        self._chunks.clear()
+        self._buffered = 0
+        self._protocol.resume_reading()
+
+    def feed(self, data: bytes) -> None:
+        if self._discard:
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            self._protocol.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def cut(self, reason: str) -> None:
+        if not self._done:
+            self._cut = reason
+            self._done = True
+            self._wake()
+
+    @property
+    def complete(self) -> bool:
+        return self._done and self._cut is None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._expect_continue and not self._done:
+            self._expect_continue = False
+            self._protocol.write(CONTINUE)
+        while True:
+            while self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._buffered <= HIGH_WATER // 2:
+                    self._protocol.resume_reading()
+                yield chunk
+            if self._done:
+                if self._cut is not None:
+                    raise BodyCut(self._cut)
+                return
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+
+
+class _Request:
+    """A request being parsed or waiting its turn on the connection."""
+
+    __slots__ = ("url", "route", "headers", "header_count", "body", "keep_alive", "method")
+
+    def __init__(self, route: tuple[str, str] | None) -> None:
+        self.url = bytearray()
+        self.route = route  # (path, query) when read from the request line before parsing
+        self.headers: dict[str, str] = {}
+        self.header_count = 0
+        self.body: _Body | None = None
+        self.keep_alive = False
+        self.method = ""
+
+
+class IngestProtocol(asyncio.Protocol):
+    """One connection: requests parsed by httptools, answered in order by ``Receiver``."""
+
+    def __init__(self, hot: HotPath) -> None:
+        self._hot = hot
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._head = b""  # a new request's first bytes until its request line is whole
+        self._route: tuple[str, str] | None = None  # the route _decided found, for the next request
+        self._handover: bytes | None = None  # bytes for aiohttp once the answers owed are sent
+        self._broken = False  # unparseable input: the answer owed closes the connection
+        self._parsing: _Request | None = None
+        self._queue: deque[_Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._remote: str | None = None
+        self._paused = False
+        self._closed = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, tuple) else None
+        self._hot.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._hot.connections.discard(self)
+        for request in (self._parsing, *self._queue):
+            if request is not None and request.body is not None:
+                request.body.cut("the client closed the connection")
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken or (self._parsing is None and not self._decided(data)):
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail("protocol upgrades are not served")
+        except httptools.HttpParserError as err:
+            self._fail(f"bad request: {err}")
+
+    def _decided(self, data: bytes) -> bool:
+        """At a request's start: whether it is this protocol's (True: parse it here). For any
+        other route the connection goes to aiohttp, which gets every byte of the request."""
+        head = self._head + data
+        end = head.find(b"\r\n")
+        if end < 0 and len(head) <= self._hot.max_line_bytes:
+            self._head = head
+            return False
+        self._head = b""
+        method, _, target = head[:end].partition(b" ")
+        path, query = _route(target.rpartition(b" ")[0])
+        if end < 0 or not path.startswith("/") or not is_ingest_route(method.decode("latin-1"), path[1:], query):
+            self._hand_over(head)
+            return False
+        self._route = (path, query)
+        if head is not data:
+            self._parser.feed_data(head[: len(head) - len(data)])
+        return True
+
+    def _hand_over(self, data: bytes) -> None:
+        """The rest of this connection goes to aiohttp, starting with ``data``. Answers this
+        protocol still owes go out first."""
+        if self._queue or self._task is not None:
+            self._handover = data
+            self.pause_reading()
+            return
+        assert self._transport is not None
+        self._hot.connections.discard(self)
+        handler = self._hot.server()
+        self._transport.set_protocol(handler)
+        handler.connection_made(self._transport)
+        if self._paused:
+            self._transport.resume_reading()
+        if data:
+            handler.data_received(data)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._parsing = _Request(self._route)
+        self._route = None
+
+    def on_url(self, url: bytes) -> None:
+        assert self._parsing is not None
+        self._parsing.url += url
+        if len(self._parsing.url) > self._hot.max_line_bytes:
+            raise ValueError("the request line is too long (server.max_line_bytes)")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self._parsing
+        assert request is not None
+        request.header_count += 1
+        if request.header_count > MAX_HEADERS or len(name) + len(value) > self._hot.max_line_bytes:
+            raise ValueError("too many or too long headers")
+        name = name.lower()
+        if name in KEPT_HEADERS:
+            request.headers[name.decode("latin-1")] = value.decode("utf-8", "surrogateescape")
+
+    def on_headers_complete(self) -> None:
+        request = self._parsing
+        assert request is not None
+        request.method = self._parser.get_method().decode("latin-1")
+        request.keep_alive = self._parser.should_keep_alive()
+        length = request.headers.get("content-length")
+        expect = request.headers.get("expect", "").lower() == "100-continue"
+        request.body = _Body(self, int(length) if length and length.isdigit() else None, expect)
+        self._queue.append(request)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def on_body(self, data: bytes) -> None:
+        assert self._parsing is not None and self._parsing.body is not None
+        self._parsing.body.feed(data)
+
+    def on_message_complete(self) -> None:
+        assert self._parsing is not None and self._parsing.body is not None
+        self._parsing.body.finish()
+        self._parsing = None
+
+    # answering
+
+    async def _serve(self) -> None:
+        """Answer the queued requests in order; a request for another route that arrived
+        meanwhile is handed over once they are answered."""
+        receiver = self._hot.receiver
+        try:
+            while self._queue and not self._closed:
+                request = self._queue[0]
+                assert request.body is not None
+                path, query = request.route or _route(bytes(request.url))
+                if not path.startswith("/") or not is_ingest_route(request.method, path[1:], query):
+                    # pipelined behind an ingest request: the bytes for aiohttp are already parsed
+                    answer = Answer(400, b"error: send requests for other routes on a connection of their own\n")
+                else:
+                    answer = (receiver.unauthenticated(request.headers.get("authorization"))
+                              or await receiver.receive(Incoming(request.method, path[1:], query, self._remote,
+                                                                 request.headers, request.body)))
+                self._queue.popleft()
+                # A body not read to its end leaves the framing unknown: the connection closes.
+                keep_alive = request.keep_alive and request.body.complete and not receiver.stopping
+                request.body.discard()
+                self._answer(answer, keep_alive and not self._broken)
+        except Exception:
+            log.exception("answering a request failed")
+            self._answer(Answer(500, b"error: internal error\n"), keep_alive=False)
+        finally:
+            self._task = None
+        if self._handover is not None and not self._closed:
+            data, self._handover = self._handover, None
+            self._hand_over(data)
+
+    def _answer(self, answer: Answer, keep_alive: bool) -> None:
+        if self._closed:
+            return
+        lines = [_STATUS_LINES[answer.status], f"Content-Type: {answer.content_type}",
+                 f"Content-Length: {len(answer.body)}"]
+        lines += [f"{name}: {value}" for name, value in answer.headers.items()]
+        if not keep_alive:
+            lines.append("Connection: close")
+        self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body)
+        if not keep_alive:
+            self._close()
+
+    def _fail(self, reason: str) -> None:
+        """Input llhttp refuses: a body being read is cut (kept in _rejected as incomplete, and
+        that answer closes the connection), otherwise a 400 now; nothing more is read."""
+        self._broken = True
+        self.pause_reading()
+        request = self._parsing
+        if request is not None and request.body is not None:
+            request.body.cut(reason)
+        if self._task is None:
+            self._answer(Answer(400, f"error: {reason}\n".encode()), keep_alive=False)
+
+    def write(self, data: bytes) -> None:
+        if not self._closed and self._transport is not None:
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        if not self._closed and self._transport is not None:
+            self._closed = True
+            self._transport.close()
+
+    def close_if_idle(self) -> None:
+        if self._task is None and not self._queue:
+            self._close()
+
+    def pause_reading(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused and self._transport is not None and not self._closed:
+            self._paused = False
+            self._transport.resume_reading()
+
+
+def _decoded_path(path: bytes) -> str:
+    """The path as aiohttp's router matches it: percent-escapes decoded as UTF-8."""
+    text = path.decode("latin-1")
+    return unquote(text, errors="surrogateescape") if "%" in text else text
+
+
+def _route(target: bytes) -> tuple[str, str]:
+    """The decoded path and the raw query of a request's target."""
+    path, _, query = target.partition(b"#")[0].partition(b"?")
+    return _decoded_path(path), query.decode("latin-1")
+

@@ -1,0 +1,109 @@
+"""The hot path (ingest/hotpath.py) serves the ingest routes itself and hands every other
+route to aiohttp, with the HTTP contract intact on both sides of the hand-over."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import LocalSink, StartLocal, read_json
+
+AIOHTTP = b"Server: Python/"  # aiohttp names itself in every answer; the hot path does not
+
+
+@pytest.fixture
+def sink(local_sink: StartLocal) -> LocalSink:
+    return local_sink()
+
+
+def connect(sink: LocalSink) -> socket.socket:
+    url = urlsplit(sink.url)
+    return socket.create_connection((url.hostname, url.port), timeout=30)
+
+
+def post(path: str, body: bytes, *headers: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def answers(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` whole answers (each with a Content-Length) read from ``sock``."""
+    data, found = b"", []
+    while len(found) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            if len(rest) >= length:
+                found.append(head + sep + rest[:length])
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(found)} answers: {data!r}"
+        data += chunk
+    return found
+
+
+def messages(sink: LocalSink, stream: str) -> list[str]:
+    """What ``sink`` archived in ``stream``, once stopped (sealed)."""
+    sink.stop()
+    return [record["message"] for record in read_json(sink.data_dir, stream)]
+
+
+def test_ingest_is_served_by_the_hot_path_and_other_routes_by_aiohttp_on_one_connection(sink: LocalSink) -> None:
+    with connect(sink) as sock:
+        sock.sendall(post("/hot1", b"msg=one"))
+        (first,) = answers(sock, 1)
+        sock.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
+        (health,) = answers(sock, 1)
+        sock.sendall(post("/hot1", b"msg=two"))  # on the connection aiohttp now owns
+        (last,) = answers(sock, 1)
+    assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"\r\n\r\nok\n") and AIOHTTP not in first
+    assert health.startswith(b"HTTP/1.1 200") and AIOHTTP in health
+    assert last.startswith(b"HTTP/1.1 200") and AIOHTTP in last
+    assert messages(sink, "hot1") == ["one", "two"]
+
+
+def test_pipelined_requests_are_answered_in_order(sink: LocalSink) -> None:
+    with connect(sink) as sock:
+        sock.sendall(post("/hot2", b"msg=a") + post("/hot2", b"msg=b")
+                     + b"GET /hot2?msg=c HTTP/1.1\r\nHost: x\r\n\r\n" + post("/_status", b""))
+        found = answers(sock, 4)
+    assert [answer.split(b"\r\n")[0] for answer in found] == [b"HTTP/1.1 200 OK"] * 3 + [b"HTTP/1.1 400 Bad Request"]
+    assert messages(sink, "hot2") == ["a", "b", "c"]
+
+
+def test_chunked_bodies_and_expect_continue(sink: LocalSink) -> None:
+    with connect(sink) as sock:
+        sock.sendall(b"POST /hot3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"4\r\nmsg=\r\n7\r\nchunked\r\n0\r\n\r\n")
+        (chunked,) = answers(sock, 1)
+        sock.sendall(post("/hot3", b"", "Expect: 100-continue")[:-2].replace(b"Content-Length: 0", b"Content-Length: 8")
+                     + b"\r\n")
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"  # nothing sent until the sink asks
+        sock.sendall(b"msg=cont")
+        (continued,) = answers(sock, 1)
+    assert chunked.startswith(b"HTTP/1.1 200") and continued.startswith(b"HTTP/1.1 200")
+    assert messages(sink, "hot3") == ["chunked", "cont"]
+
+
+def test_broken_framing_is_answered_kept_and_closes_the_connection(sink: LocalSink) -> None:
+    with connect(sink) as sock:
+        sock.sendall(b"POST /hot4 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"9\r\nmsg=cut\r\nzz\r\n")
+        (answer,) = answers(sock, 1)
+        assert sock.recv(4096) == b""
+    assert answer.startswith(b"HTTP/1.1 400") and b"incomplete body" in answer
+    sink.stop()
+    (kept,) = read_json(sink.data_dir, "_rejected")
+    assert kept["fields"]["raw"] == "msg=cut\r\n" and "incomplete body" in kept["message"]
+
+
+def test_a_head_over_the_limits_is_refused(sink: LocalSink) -> None:
+    with connect(sink) as sock:
+        sock.sendall(post("/hot5", b"msg=x", *[f"X-{n}: {n}" for n in range(200)]))
+        (answer,) = answers(sock, 1)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert messages(sink, "hot5") == []
