@@ -183,10 +183,11 @@ def ls_command(
 @click.option("--logger", "logger_glob", help="Logger name glob, e.g. 'app.db.*'.")
 @click.option("--grep", "contains", help="Only records whose message contains this text.")
 @click.option("--include-open", is_flag=True, help="Also read segments still being written.")
+@click.option("--follow", "-f", is_flag=True, help="Then keep printing records as the running sink makes them durable.")
 def cat_command(
     config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None, since: str | None,
     until: str | None, as_json: bool, level: str | None, logger_glob: str | None, contains: str | None,
-    include_open: bool,
+    include_open: bool, follow: bool,
 ) -> None:
     """Print records: the classic one-line form, or JSON lines with --json."""
     from archiver.store.base import StoreError
@@ -194,7 +195,14 @@ def cat_command(
     source = _archive(config_path, data_dir, archive)
     query = Filters(stream, _time_option(since), _time_option(until), level, logger_glob, contains)
     try:
-        if as_json:
+        if follow:
+            from archiver.app.follow_command import follow_chunks
+
+            if source.data_dir is None:
+                raise click.UsageError("--follow reads a running sink's data dir: give --data-dir or --config")
+            root = source.data_dir.root
+            _emit(follow_chunks(source, query, as_json, lambda: _ask_sink(config_path, root, "GET", "/_durable", 10)["open"]))
+        elif as_json:
             _emit(source.json_chunks(query, include_open))
         else:
             _emit(classic_line(record).encode() for record in source.records(**query.__dict__, include_open=include_open))

@@ -5,7 +5,7 @@ hands this app everything else; both answer an ingest request through receive.Re
 Routes (the HTTP contract of docs/http.md):
   POST /              -> stream "default";  POST /<stream>  -> that stream
   GET  /<stream>?...  -> HTTPHandler's GET mode;  GET / without a query -> a status page
-  GET  /_health, /_status, /_metrics;  any other /_... -> 404
+  GET  /_health, /_status, /_metrics, /_durable;  any other /_... -> 404
   GET  /_web/...      -> the archive browser, when the sink mounts one (browsers asking for
                          HTML at / are sent there)
 Nothing slow happens before the answer: decoding is CPU only (big bodies on worker processes,
@@ -101,6 +101,7 @@ def create_app(
         app.router.add_post("/_admin/import", _admin_import)
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
+    app.router.add_get("/_durable", _durable)
     app.router.add_get("/_metrics", _metrics)
     if site is not None:
         app[SITE_KEY] = site[0]
@@ -146,6 +147,11 @@ async def _health(request: web.Request) -> web.Response:
     writer = request.app[WRITER_KEY]
     state = "overloaded" if writer.over_limit() else "ok"
     return web.json_response({"status": state}, status=503 if writer.over_limit() else 200)
+
+
+async def _durable(request: web.Request) -> web.Response:
+    """How far each open segment is fsynced: `archiver cat --follow` shows records up to there."""
+    return web.json_response({"open": request.app[WRITER_KEY].durable_watermark()})
 
 
 async def _status(request: web.Request) -> web.Response:

@@ -89,6 +89,7 @@ class GroupCommit:
             waiters, self._waiters = self._waiters, []
             dirty, self._dirty = list(self._dirty), set()
             retiring, self._retiring = self._retiring, []
+            written = [segment.size for segment in dirty]  # what this round's fdatasync covers
             started = time.monotonic()
             try:
                 await loop.run_in_executor(self._pool, _sync_round, dirty, retiring)
@@ -108,6 +109,8 @@ class GroupCommit:
             finally:
                 self.stats.fsync_rounds += 1
                 self.stats.observe_fsync_round(time.monotonic() - started)
+            for segment, size in zip(dirty, written):
+                segment.durable = max(segment.durable, size)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)

@@ -20,6 +20,7 @@ class OpenSegment:
     path: Path
     fd: int = -1
     size: int = 0
+    durable: int = 0  # bytes fsynced: what `archiver cat --follow` may show
     records: int = 0
     opened: float = field(default_factory=time.monotonic)
     start: int = 0  # the epoch second its id names: no record older than that may join it
