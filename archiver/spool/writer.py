@@ -87,7 +87,7 @@ class SegmentWriter:
         """Account the spool, pick the next sequence number, and seal what a crash left open."""
         manifest = Manifest(self.data_dir.root)
         try:
-            pass  # undo_unfinished(self.data_dir, manifest)
+            undo_unfinished(self.data_dir, manifest)
             known = manifest.segment_ids()
         finally:
             manifest.close()
