@@ -36,6 +36,7 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/longterm.py
+	$(BIN)/python bench/search.py
 
 # Container images (docs/docker.md), built from wheels made here: BASE=archiver-base:bookworm
 # (`$(BIN)/python docker/images.py base`) where no image registry is reachable.
