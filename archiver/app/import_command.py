@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from archiver.app.cli import _config_options, _credentials, _load, _running_sink
 from archiver.app.importing import ImportFailed, import_target
 from archiver.format.record import valid_stream_name
 from archiver.ingest.decode.imported import FORMATS
+from archiver.ingest.decoder import Decoder
 from archiver.ingest.files import LogFile, walk
 from archiver.ingest.importer import FileResult, Summary, import_file
 
@@ -65,15 +67,20 @@ async def _run(config: Any, files: list[LogFile], stream: str, kind: str, find_s
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("import", total=len(files), records=0)
-        async with import_target(config, find_sink, headers) as (target, where):
-            for file in files:
-                try:
-                    result = await import_file(file, target, stream, kind)
-                except (OSError, EOFError, ValueError) as err:  # unreadable, or a corrupt compressed file
-                    failed.append((str(file.path), str(err)))
-                    result = FileResult(str(file.path), kind, skipped="failed")
-                summary.files.append(result)
-                bar.update(task, advance=1, records=summary.records)
+        workers = Decoder(os.cpu_count() or 1)
+        await workers.start()
+        try:
+            async with import_target(config, find_sink, headers) as (target, where):
+                for file in files:
+                    try:
+                        result = await import_file(file, target, stream, kind, workers)
+                    except (OSError, EOFError, ValueError) as err:  # unreadable, or a corrupt compressed file
+                        failed.append((str(file.path), str(err)))
+                        result = FileResult(str(file.path), kind, skipped="failed")
+                    summary.files.append(result)
+                    bar.update(task, advance=1, records=summary.records)
+        finally:
+            await workers.close()
     return summary, failed, where
 
 

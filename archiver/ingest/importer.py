@@ -4,16 +4,22 @@ running sink) that makes it durable together with the file's new offset."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from archiver.common.units import ts_epoch
 from archiver.format.manifest import ImportPosition
 from archiver.format.record import SOURCE_IMPORT, Context, Lines, encode_lines, rejected_record
 from archiver.ingest.decode.imported import FILE_FIELD, LineDecoder, sniff_format
+from archiver.ingest.decoder import Decoder
 from archiver.ingest.files import LogFile, head, open_decompressed, whole_lines
 from archiver.spool.imports import ImportBatch
+
+
+AHEAD = 4  # chunks decoding on the workers while one is written
 
 
 class ImportTarget(Protocol):
@@ -47,11 +53,44 @@ class Summary:
         return sum(file.rejected for file in self.files)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a file decoded: record parts by hour, rejected lines as ``_rejected``
+    records, the bytes it used (from the first held line on) and the lines held back."""
+
+    parts: list[tuple[float, Lines]]
+    rejected: Lines
+    used_bytes: int
+    held: list[bytes]
+
+    @property
+    def records(self) -> int:
+        return sum(lines.count for _, lines in self.parts)
+
+
+def decode_chunk(decoder: LineDecoder, data: bytes, held: list[bytes], last: bool) -> Chunk:
+    """Whole lines (after the ``held`` ones) as encoded records; pure, so it runs in a worker
+    process too (``decoder`` carries no state JSON and syslog lines need)."""
+    parts = data.split(b"\n")
+    terminated = data.endswith(b"\n") or not data
+    if terminated:
+        parts.pop()
+    lines = held + parts if held else parts
+    decoded, used = decoder.decode(lines, final=last)
+    used_bytes = sum(map(len, lines[:used])) + used
+    if last and not terminated and used == len(lines):
+        used_bytes -= 1  # the last line had no newline
+    ctx = Context(decoder.ctx.stream, None, time.time())
+    rejected = encode_lines([rejected_record(item, ctx, SOURCE_IMPORT, {FILE_FIELD: decoder.file_name})
+                             for item in decoded.rejected])
+    return Chunk(hour_parts(decoded.records), rejected, used_bytes, lines[used:])
+
+
 async def import_file(
-    file: LogFile, target: ImportTarget, stream: str, kind: str = "auto",
-    progress: Callable[[int], None] = lambda size: None,
+    file: LogFile, target: ImportTarget, stream: str, kind: str = "auto", workers: Decoder | None = None,
 ) -> FileResult:
-    """Import what is new in ``file``; ``progress`` hears of each batch's decompressed bytes."""
+    """Import what is new in ``file``. JSON and syslog chunks are decoded on ``workers``, a
+    few ahead of the one being written; text chunks in order here (a record may span two)."""
     name = str(file.path)
     start = head(file.path)
     if not start:
@@ -61,32 +100,35 @@ async def import_file(
         kind = sniff_format(next((line for line in start.split(b"\n") if line.strip()), b""))
     result = FileResult(name, kind, offset=position.offset)
     decoder = LineDecoder(kind, name, Context(stream, None, time.time()), file.mtime)
+    ahead: collections.deque[asyncio.Future[Chunk]] = collections.deque()
+
+    async def settle(chunk: Chunk) -> None:
+        nonlocal position
+        if chunk.used_bytes:
+            batch = ImportBatch(stream, name, position, position.offset + chunk.used_bytes, chunk.parts, chunk.rejected)
+            await target.append(batch)
+            position = batch.after()
+            result.records += batch.records
+            result.rejected += batch.rejected.count
+
     held: list[bytes] = []
-    base = position.offset
-    with open_decompressed(file.path) as content:
-        for data, last in whole_lines(content, position.offset):
-            parts = data.split(b"\n")
-            terminated = data.endswith(b"\n") or not data
-            if terminated:
-                parts.pop()
-            lines = held + parts if held else parts
-            decoded, used = decoder.decode(lines, final=last)
-            held = lines[used:]
-            offset = base + sum(map(len, lines[:used])) + used
-            if last and not terminated and used == len(lines):
-                offset -= 1  # the last line had no newline
-            ctx = Context(stream, None, time.time())
-            rejected = encode_lines([rejected_record(item, ctx, SOURCE_IMPORT, {FILE_FIELD: name})
-                                     for item in decoded.rejected])
-            if offset != base:
-                batch = ImportBatch(stream, name, position, offset, hour_parts(decoded.records), rejected)
-                await target.append(batch)
-                position = batch.after()
-                result.records += batch.records
-                result.rejected += rejected.count
-                progress(offset - base)
-                base = offset
-    result.offset = base
+    try:
+        with open_decompressed(file.path) as content:
+            for data, last in whole_lines(content, position.offset):
+                if workers is None or kind == "text":
+                    chunk = decode_chunk(decoder, data, held, last)
+                    held = chunk.held
+                    await settle(chunk)
+                    continue
+                ahead.append(asyncio.ensure_future(workers.run(True, decode_chunk, decoder, data, [], last)))
+                if len(ahead) > AHEAD:
+                    await settle(await ahead.popleft())
+            while ahead:
+                await settle(await ahead.popleft())
+    finally:
+        for future in ahead:
+            future.cancel()
+    result.offset = position.offset
     if not result.records and not result.rejected:
         result.skipped = "nothing new"
     return result
