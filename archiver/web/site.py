@@ -97,11 +97,12 @@ def _lease_times(archive: Archive) -> dict[str, float]:
 
 
 async def _search(request: web.Request) -> web.Response:
+    search = Search()
     try:
         search = Search.from_query(request.query, request.query.getall("field", []))
         wanted = search.filters(time.time())
-    except SearchError as err:
-        return _render(request, "search.html", 400, search=Search(), error=str(err), records=[], more=False)
+    except SearchError as err:  # the form keeps what was typed, to be corrected
+        return _render(request, "search.html", 400, search=search, error=str(err), records=[], more=False)
     records: list[dict[str, Any]] = []
     if request.query:
         archive = request.app[ARCHIVE_KEY]

@@ -6,18 +6,23 @@ function drawVolume(canvas, data) {
   // Stacked bars: one per hour, a colour per stream, the legend on the right.
   const ctx = canvas.getContext("2d");
   const streams = Object.keys(data);
-  const hours = [...new Set(Object.values(data).flatMap(Object.keys))].sort();
-  if (!hours.length) return;
+  const present = [...new Set(Object.values(data).flatMap(Object.keys))].sort();
+  if (!present.length) return;
+  const hours = [];  // every hour from the first to the last, empty ones included
+  for (let t = Date.parse(present[0] + ":00Z"); t <= Date.parse(present[present.length - 1] + ":00Z"); t += 3600e3) {
+    hours.push(new Date(t).toISOString().slice(0, 13));
+  }
   const total = (hour) => streams.reduce((sum, s) => sum + (data[s][hour] || 0), 0);
   const max = Math.max(1, ...hours.map(total));
   const colours = ["#0645ad", "#a00000", "#006400", "#6a0dad", "#8b4500", "#111111"];
   const w = canvas.width - 140, h = canvas.height, pad = 24;
-  const slot = (w - pad) / hours.length, bar = Math.max(1, slot * 0.8);
+  const slot = Math.min(48, (w - pad) / hours.length), bar = Math.max(1, slot * 0.8);
   ctx.font = "12px sans-serif";
   ctx.fillStyle = "#111";
   ctx.fillText(max + " records", 2, 12);
   ctx.fillText(hours[0] + ":00", pad, h - 6);
-  if (hours.length > 1) ctx.fillText(hours[hours.length - 1] + ":00", w - 110, h - 6);
+  const lastX = pad + (hours.length - 1) * slot;
+  if (lastX > pad + 120) ctx.fillText(hours[hours.length - 1] + ":00", Math.min(lastX, w - 110), h - 6);
   hours.forEach((hour, i) => {
     let top = h - pad;
     streams.forEach((stream, k) => {
