@@ -37,6 +37,7 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/longterm.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/import.py
 
 # Container images (docs/docker.md), built from wheels made here: BASE=archiver-base:bookworm
 # (`$(BIN)/python docker/images.py base`) where no image registry is reachable.
