@@ -5,9 +5,9 @@ a bare aiohttp app (the framework archiver's routes, middleware and limits sit o
 asyncio Protocol over httptools (llhttp, what uvicorn uses), and the plain stdlib socketserver
 sink without fsync (bench/plain_sink.py, the issue's baseline). With --archiver REV=DIR, an
 archiver sink (fsync=never) run from the source tree DIR (a `git worktree` of REV) is a row
-too, so a change is measured against what it replaces in the same run.
+too (once per --fsync policy), so a change is measured against what it replaces in the same run.
 Load: wrk (bench/wrk_load.py), a new connection per record, best of --rounds interleaved runs.
-Run: .venv/bin/python bench/http_candidates.py [--archiver before=/tmp/wt --archiver after=.]
+Run: .venv/bin/python bench/http_candidates.py [--archiver before=/tmp/wt --archiver after=.] [--fsync never,always]
 """
 
 from __future__ import annotations
@@ -70,12 +70,12 @@ def script_starter(source: str) -> Starter:
     return start
 
 
-def archiver_starter(tree: Path) -> Starter:
-    """archiver from the source tree ``tree``, fsync=never: the framework's cost, not the disk's."""
+def archiver_starter(tree: Path, fsync: str) -> Starter:
+    """archiver from the source tree ``tree`` (fsync=never: the framework's cost, not the disk's)."""
 
     def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         port = listen_port()
-        env = {"PYTHONPATH": str(tree.resolve()), "ARCHIVER_SPOOL_FSYNC": "never"}
+        env = {"PYTHONPATH": str(tree.resolve()), "ARCHIVER_SPOOL_FSYNC": fsync}
         proc, _ = start_sink(workdir, "--port", str(port), env=env)
         return proc, port
 
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--archiver", action="append", default=[], metavar="NAME=DIR",
                         help="an archiver row run from source tree DIR")
+    parser.add_argument("--fsync", default="never", help="spool.fsync policies of the archiver rows, comma-separated")
     args = parser.parse_args()
     table: dict[str, Starter] = {
         "bare aiohttp": script_starter(BARE_AIOHTTP),
@@ -98,7 +99,8 @@ def main() -> None:
     }
     for entry in args.archiver:
         name, _, tree = entry.partition("=")
-        table[f"archiver {name} (fsync=never)"] = archiver_starter(Path(tree))
+        for fsync in args.fsync.split(","):
+            table[f"archiver {name} (fsync={fsync})"] = archiver_starter(Path(tree), fsync)
     best: dict[str, WrkRun] = {}
     with tempfile.TemporaryDirectory(prefix="archiver-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
