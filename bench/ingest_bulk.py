@@ -8,7 +8,7 @@
    (durable: it closes the connection once every line is fsynced) and fsync=never, and into
    syslog-ng (network() -> json-parser -> file() with format-json, so both parse; not durable:
    file() writes without fsync); syslog-ng without the parser (flags(no-parse) -> file("$MSG"))
-   too. syslog-ng is tuned as its documentation advises for throughput: log-fetch-limit(1000)
+   too. archiver fsync=always again with the ten rules. syslog-ng is tuned as its documentation advises for throughput: log-fetch-limit(1000)
    and log-iw-size(640000) on the source, whose one connection (max-connections(1)) gets the
    whole window; log-fifo-size(100000) and flush-lines(1000) on the destination; flow-control
    on the log path, so like archiver it slows the sender rather than drop a line.
@@ -34,7 +34,7 @@ from typing import Callable
 
 import orjson
 import requests
-from common import start_sink, stop
+from common import rules_config, start_sink, stop
 
 SYSLOG_NG_CONF = """@version: 3.38
 options {{ stats-freq(0); keep-hostname(yes); use-dns(no); }};
@@ -64,9 +64,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bench_ndjson(workdir: Path, lines: list[bytes], clients: int, seconds: float, decode_workers: int) -> float:
-    proc, info = start_sink(workdir, env={"ARCHIVER_SPOOL_FSYNC": "always",
-                                          "ARCHIVER_SERVER_DECODE_WORKERS": str(decode_workers)})
+def bench_ndjson(workdir: Path, lines: list[bytes], clients: int, seconds: float, decode_workers: int,
+                 *args: str) -> float:
+    proc, info = start_sink(workdir, *args, env={"ARCHIVER_SPOOL_FSYNC": "always",
+                                                 "ARCHIVER_SERVER_DECODE_WORKERS": str(decode_workers)})
     body = b"\n".join(lines[:1000])
     acked = 0
     lock = threading.Lock()
@@ -119,8 +120,8 @@ def connect_when_listening(port: int, timeout: float = 20) -> socket.socket:
             time.sleep(0.1)
 
 
-def bench_archiver_tcp(workdir: Path, payload: bytes, count: int, fsync: str) -> float:
-    proc, info = start_sink(workdir, "--tcp-port", "0", env={"ARCHIVER_SPOOL_FSYNC": fsync})
+def bench_archiver_tcp(workdir: Path, payload: bytes, count: int, fsync: str, *args: str) -> float:
+    proc, info = start_sink(workdir, "--tcp-port", "0", *args, env={"ARCHIVER_SPOOL_FSYNC": fsync})
     try:
         port = int(info["tcp"].rsplit(":", 1)[1])
         start = send_tcp(socket.create_connection(("127.0.0.1", port)), payload, wait_for_close=True)
@@ -191,13 +192,18 @@ def main() -> None:
     payload = b"\n".join(lines) + b"\n"
     with tempfile.TemporaryDirectory(prefix="archiver-bulk-") as tmp:
         workdir = Path(tmp)
+        ten_rules = rules_config(workdir)
         rows = [
             Row(f"archiver NDJSON over HTTP keep-alive ({args.clients} clients, 1,000-line batches), fsync=always",
                 "durable", lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, decode_workers=1)),
             Row("same, decode_workers = 0 (all on the sink's own core)", "durable",
                 lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, decode_workers=0)),
+            Row("same as the first, 10 ingest rules", "durable",
+                lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, 1, "-c", str(ten_rules))),
             Row("archiver TCP JSON lines (one connection), fsync=always", "durable",
                 lambda: bench_archiver_tcp(workdir, payload, args.lines, "always")),
+            Row("same, 10 ingest rules", "durable",
+                lambda: bench_archiver_tcp(workdir, payload, args.lines, "always", "-c", str(ten_rules))),
             Row("archiver TCP JSON lines (one connection), fsync=never", "not durable",
                 lambda: bench_archiver_tcp(workdir, payload, args.lines, "never")),
             Row("syslog-ng network() -> json-parser -> file(format-json), tuned", "not durable",
@@ -221,9 +227,11 @@ def main() -> None:
     for row in rows:
         values = rates[row.name]
         print(f"| {row.name} | {row.ack} | {min(values):.0f} | {median[row.name]:.0f} | {max(values):.0f} |")
-    ndjson, one_core, tcp, tcp_never, sng_parse, _ = (median[row.name] for row in rows)
+    ndjson, one_core, ndjson_rules, tcp, tcp_rules, tcp_never, sng_parse, _ = (median[row.name] for row in rows)
     print(f"\nNDJSON (durable): median {ndjson:.0f} records/s (target >= 200,000); "
           f"{ndjson / one_core:.2f}x decode_workers = 0")
+    print(f"10 ingest rules cost, medians: NDJSON {1 - ndjson_rules / ndjson:.1%}, TCP {1 - tcp_rules / tcp:.1%} "
+          "of the records/s (target < 20%)")
     print(f"TCP, medians: archiver fsync=always (durable) / syslog-ng with json-parser (not durable) = "
           f"{tcp / sng_parse:.2f}x (target >= 1.0)")
     print(f"TCP, medians: archiver fsync=never (not durable) / syslog-ng with json-parser (not durable) = "

@@ -123,6 +123,12 @@ def test_redaction_of_records() -> None:
     assert item["message"] == "card [REDACTED]" and item["fields"]["message"] == "card [REDACTED]"
     assert item["fields"]["nested"] == {"list": ["pw [REDACTED]", 4111111111111111]}  # numbers are not text
 
+    # The one search of the fields' JSON text must not hide a match: escaped strings, anchors.
+    escaped = ruleset({"redact": "s3cret"}, {"redact": "^pw=\\S+$"})
+    item = record(quoted='say "s3cret"\n', anchored="pw=hunter2", deep={"x": ["pw=2"]})
+    escaped.apply(item, "http")
+    assert item["fields"] == {"quoted": 'say "[REDACTED]"\n', "anchored": "[REDACTED]", "deep": {"x": ["[REDACTED]"]}}
+
     chosen = ruleset({"redact": "s3cret", "redact_fields": ["auth.password"]})
     item = record(MESSAGE="login s3cret", auth={"password": "s3cret!"}, other="s3cret")
     chosen.apply(item, "http")

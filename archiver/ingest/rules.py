@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import orjson
+
 from archiver.format.record import Rejected, valid_stream_name
 from archiver.ingest.decode.levels import normalize_level
 
@@ -50,6 +52,7 @@ class Rule:
     set: tuple[tuple[Path, Any], ...]
     redact: re.Pattern[str] | None
     redact_fields: tuple[Path, ...] | None  # None: every field
+    redact_anchored: bool  # whether ``redact`` has anchors, which _may_hold cannot search for
     route: str | None
     drop: bool
     stop: bool
@@ -86,27 +89,27 @@ class Rule:
             message = record["message"]
             if isinstance(message, str):
                 record["message"] = self.redact.sub(REDACTED, message)
-            if self.redact_fields is None:
+            if self.redact_fields is not None:
+                self._redact_chosen(fields, message, record["message"])
+            elif self.redact_anchored or _may_hold(self.redact, fields, record):
                 _redact_within(fields, self.redact)
                 for key in ("logger", "level"):  # taken from fields too
                     if isinstance(record[key], str):
                         record[key] = self.redact.sub(REDACTED, record[key])
-            else:
-                self._redact_chosen(fields, message)
         if self.route is not None:
             record["stream"] = self.route
 
-
-    def _redact_chosen(self, fields: dict[str, Any], message: Any) -> None:
-        """The chosen fields, and the field the message was taken from (its copy in ``fields``)."""
+    def _redact_chosen(self, fields: dict[str, Any], message: Any, redacted: Any) -> None:
+        """The chosen fields, and the field the message was taken from (its copy in ``fields``,
+        which gets the message as redacted)."""
         assert self.redact is not None and self.redact_fields is not None
         if isinstance(message, str):
             for key, value in fields.items():
                 if value == message:
-                    fields[key] = self.redact.sub(REDACTED, value)
+                    fields[key] = redacted
         for path in self.redact_fields:
             value = _get(fields, path)
-            if isinstance(value, str):
+            if isinstance(value, str) and value is not redacted:
                 _put(fields, path, self.redact.sub(REDACTED, value))
 
 
@@ -122,7 +125,7 @@ class RuleSet:
         self.rules = rules
         patterns = [rule.redact.pattern for rule in self.rules if rule.redact is not None]
         self._raw = re.compile(_either(patterns)) if patterns else None
-        self._plans: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._plans: dict[str, dict[str, tuple[int, ...]]] = {source: {} for source in RULE_SOURCES}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -164,7 +167,7 @@ class RuleSet:
                 at = bisect.bisect_right(plan, index)
         return KEPT
 
-    def redact_raw(self, raw: bytes) -> bytes:
+    def _redact_raw(self, raw: bytes) -> bytes:
         """Bytes that are no record (kept in ``_rejected``) with every ``redact`` pattern of
         every rule applied: their conditions cannot be checked on them, and a secret must not
         be kept because its record did not decode. Bytes that are not UTF-8 are kept as they are."""
@@ -174,22 +177,23 @@ class RuleSet:
         redacted = self._raw.sub(REDACTED, text)
         return raw if redacted == text else redacted.encode("utf-8", "surrogateescape")
 
-    def redact_text(self, text: str) -> str:
+    def _redact_text(self, text: str) -> str:
         """A rejection's reason, which may quote the input, redacted like its bytes."""
         return text if self._raw is None else self._raw.sub(REDACTED, text)
 
     def redact_rejected(self, items: list[Rejected]) -> list[Rejected]:
+        """What goes to ``_rejected``, its bytes and reason redacted."""
         if self._raw is None:
             return items
-        return [Rejected(self.redact_text(item.reason), self.redact_raw(item.raw)) for item in items]
+        return [Rejected(self._redact_text(item.reason), self._redact_raw(item.raw)) for item in items]
 
     def _plan(self, source: str, stream: str) -> tuple[int, ...]:
-        plan = self._plans.get((source, stream))
+        plans = self._plans[source]
+        plan = plans.get(stream)
         if plan is None:
-            if len(self._plans) > 4096:  # streams come from clients: keep the cache bounded
-                self._plans.clear()
-            plan = tuple(i for i, rule in enumerate(self.rules) if rule.selects(source, stream))
-            self._plans[source, stream] = plan
+            if len(plans) > 4096:  # streams come from clients: keep the cache bounded
+                plans.clear()
+            plan = plans[stream] = tuple(i for i, rule in enumerate(self.rules) if rule.selects(source, stream))
         return plan
 
 
@@ -263,6 +267,7 @@ def _compile(index: int, table: Any) -> Rule:
         set=assignments,
         redact=get.pattern("redact", _either(get.pattern("redact", p).pattern for p in redact_patterns))
         if redact_patterns else None,
+        redact_anchored=any(_ANCHORS.search(p) is not None for p in redact_patterns),
         redact_fields=None if not redact_paths or (ALL_FIELDS,) in redact_paths else redact_paths,
         route=route,
         drop=drop,
@@ -369,6 +374,9 @@ def _get(fields: dict[str, Any], path: Path) -> Any:
 
 def _put(fields: dict[str, Any], path: Path, value: Any) -> None:
     """Set ``fields[a][b]...``, making (or replacing non-table values with) tables on the way."""
+    if len(path) == 1:
+        fields[path[0]] = value
+        return
     for key in path[:-1]:
         inner = fields.get(key)
         if type(inner) is not dict:
@@ -387,6 +395,22 @@ def _text(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return repr(value)
     return None
+
+
+# Anchors match at a string's edges, which are inside the serialized text _may_hold searches.
+_ANCHORS = re.compile(r"[$^]|\\[AZz]")
+
+
+def _may_hold(pattern: re.Pattern[str], fields: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether any string of ``fields`` (or the logger or level) may match ``pattern``: one
+    search of their JSON text instead of one per string, the common case being no match. Exact
+    when JSON wrote every string as it is (no escapes) and the pattern has no anchors (the
+    caller's check); otherwise True, and every string is tried."""
+    try:
+        text = orjson.dumps((record["logger"], record["level"], fields))
+    except TypeError:  # what orjson refuses (integers beyond 64 bits) is tried string by string
+        return True
+    return b"\\" in text or pattern.search(text.decode()) is not None
 
 
 def _redact_within(value: dict[str, Any] | list[Any], pattern: re.Pattern[str]) -> None:
