@@ -43,6 +43,23 @@ def test_a_december_line_in_a_file_modified_in_january_is_of_the_year_before() -
     assert dec[1] == {"host": "host", "app": "cron", "procid": "7"} and dec[2] == "rotated"
 
 
+@settings(max_examples=300, deadline=None)
+@given(moment=st.integers(86400 * 400, 4_000_000_000), mtime=st.integers(86400 * 400, 4_000_000_000))
+def test_a_yearless_date_lands_in_the_year_before_the_files_mtime_or_its_own(moment: int, mtime: int) -> None:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    parts = time.gmtime(moment)
+    stamp = f"{time.strftime('%b', parts)} {parts.tm_mday:>2} {time.strftime('%H:%M:%S', parts)}"
+    parsed = parse_syslog(f"{stamp} host app: x", mtime)
+    if stamp.startswith("Feb 29"):
+        return  # a leap day's year is not always among the two tried
+    assert parsed is not None
+    resolved = calendar.timegm(time.strptime(parsed[0][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert mtime - 366 * 86400 <= resolved - 86400 <= mtime
+    if mtime - 300 * 86400 <= moment <= mtime:
+        assert resolved == moment
+
+
 @settings(max_examples=200, deadline=None)
 @given(pri=st.integers(0, 191), host=_NAME, app=_NAME, msgid=_NAME, micros=st.integers(0, 999_999),
        params=st.dictionaries(_NAME, st.text(max_size=10).filter(lambda v: "\n" not in v), max_size=3),

@@ -91,6 +91,7 @@ def _print_summary(summary: Summary, failed: list[tuple[str, str]], where: str, 
     click.echo(f"imported {summary.records:,} record(s) from {len(read)} file(s) {via} in {seconds:.1f} s; "
                f"{summary.rejected:,} line(s) rejected (kept in _rejected); {unchanged} file(s) had nothing new")
     for file in read:
-        click.echo(f"  {file.path}: {file.format}, {file.records:,} record(s), {file.rejected:,} rejected")
+        click.echo(f"  {file.path}: {file.format}, {file.records:,} record(s), {file.rejected:,} rejected, "
+                   f"read up to byte {file.offset:,}")
     for path, error in failed:
         click.echo(f"  FAILED {path}: {error}", err=True)

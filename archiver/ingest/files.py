@@ -20,8 +20,7 @@ _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2"}
 @dataclass(frozen=True)
 class LogFile:
     path: Path
-    size: int  # on disk (compressed, if it is)
-    mtime: float
+    mtime: float  # places year-less syslog dates, and dates text lines that have no time
 
 
 def walk(paths: Iterable[Path]) -> list[LogFile]:
@@ -31,7 +30,7 @@ def walk(paths: Iterable[Path]) -> list[LogFile]:
     found: dict[Path, LogFile] = {}
     for path in (file for top in paths for file in _files(top)):
         stat = path.stat()
-        found[path.resolve()] = LogFile(path, stat.st_size, stat.st_mtime)
+        found[path.resolve()] = LogFile(path, stat.st_mtime)
     return sorted(found.values(), key=lambda file: (file.mtime, str(file.path)))
 
 
