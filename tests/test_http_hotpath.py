@@ -107,3 +107,16 @@ def test_a_head_over_the_limits_is_refused(sink: LocalSink) -> None:
         (answer,) = answers(sock, 1)
     assert answer.startswith(b"HTTP/1.1 400")
     assert messages(sink, "hot5") == []
+
+
+def test_an_upgrade_request_is_served_as_before(sink: LocalSink) -> None:
+    """curl --http2 asks for h2c; llhttp stops at the body of an upgrade request, so aiohttp
+    serves it whole, as it served every request before the hot path."""
+    with connect(sink) as sock:
+        sock.sendall(post("/hot6", b"msg=first"))
+        answers(sock, 1)
+        sock.sendall(post("/hot6", b"msg=h2c", "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c",
+                          "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA"))
+        (answer,) = answers(sock, 1)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n")
+    assert messages(sink, "hot6") == ["first", "h2c"]

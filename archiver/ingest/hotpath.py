@@ -147,6 +147,10 @@ class IngestProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._head = b""  # a new request's first bytes until its request line is whole
         self._route: tuple[str, str] | None = None  # the route _decided found, for the next request
+        # Bytes of a request since its start, until its headers are parsed: an upgrade request
+        # (Upgrade: h2c from curl --http2) goes to aiohttp whole, since llhttp stops at its body.
+        self._request_bytes: bytearray | None = None
+        self._upgrading = False
         self._handover: bytes | None = None  # bytes for aiohttp once the answers owed are sent
         self._broken = False  # unparseable input: the answer owed closes the connection
         self._parsing: _Request | None = None
@@ -173,12 +177,17 @@ class IngestProtocol(asyncio.Protocol):
                 request.body.cut("the client closed the connection")
 
     def data_received(self, data: bytes) -> None:
-        if self._broken or (self._parsing is None and not self._decided(data)):
+        if self._broken:
             return
+        if self._parsing is None:
+            if not self._decided(data):
+                return
+        elif self._request_bytes is not None:
+            self._request_bytes += data
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail("protocol upgrades are not served")
+            self._upgrade()
         except httptools.HttpParserError as err:
             self._fail(f"bad request: {err}")
 
@@ -197,9 +206,19 @@ class IngestProtocol(asyncio.Protocol):
             self._hand_over(head)
             return False
         self._route = (path, query)
+        self._request_bytes = bytearray(head)
         if head is not data:
             self._parser.feed_data(head[: len(head) - len(data)])
         return True
+
+    def _upgrade(self) -> None:
+        """llhttp stopped after an upgrade request's headers: aiohttp gets the whole request."""
+        data, self._request_bytes = self._request_bytes, None
+        if not self._upgrading or data is None:  # pipelined: its first bytes are gone
+            self._fail("protocol upgrades are not served on a pipelined request")
+            return
+        self._upgrading = False
+        self._hand_over(bytes(data))
 
     def _hand_over(self, data: bytes) -> None:
         """The rest of this connection goes to aiohttp, starting with ``data``. Answers this
@@ -243,6 +262,10 @@ class IngestProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         request = self._parsing
         assert request is not None
+        if self._parser.should_upgrade():
+            self._upgrading = True
+            return
+        self._request_bytes = None
         request.method = self._parser.get_method().decode("latin-1")
         request.keep_alive = self._parser.should_keep_alive()
         length = request.headers.get("content-length")
@@ -257,8 +280,9 @@ class IngestProtocol(asyncio.Protocol):
         self._parsing.body.feed(data)
 
     def on_message_complete(self) -> None:
-        assert self._parsing is not None and self._parsing.body is not None
-        self._parsing.body.finish()
+        assert self._parsing is not None
+        if self._parsing.body is not None:  # None: an upgrade request, handed over whole
+            self._parsing.body.finish()
         self._parsing = None
 
     # answering
