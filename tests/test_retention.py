@@ -21,6 +21,7 @@ from archiver.app.config import ConfigError, load_config
 from archiver.format.layout import DataDir
 from archiver.format.manifest import STATES, Manifest, SegmentRow
 from archiver.format.record import Context, encode_record
+from archiver.format.store_layout import index_path
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.ship.forget import Forgetter, dropped
 from archiver.ship.retention import Candidate, RetentionPolicy, to_forget
@@ -254,7 +255,9 @@ def test_the_uploader_does_not_bring_back_a_segment_forgotten_during_its_upload(
     uploader.upload_due()
     rows = manifest_rows(data.root)
     assert rows[old.row.id].state == "forgotten" and rows[old.row.id].store_path is None
-    assert [path for path in store.walk_files() if "app" in path] == [rows[r].store_path for r in rows if r != old.row.id]
+    stored = [path for path in store.walk_files() if "app" in path]
+    assert [path for path in stored if not path.startswith("/_manifest/")] == [rows[r].store_path for r in rows if r != old.row.id]
+    assert [path for path in stored if path.startswith("/_manifest/")] == [index_path(rows[r]) for r in rows if r != old.row.id]
 
 
 def test_lease_renewal_leaves_forgotten_segments(archive: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.search_index import MAGIC, SearchIndex, SearchIndexError, build
 from archiver.format.store_layout import index_path
 from archiver.read.reader import Archive, Filters, store_archive
+from archiver.ship.forget import Dropped, Forgetter
 from archiver.spool.sealing import seal_segment
 from archiver.store import FsStore, Store
 from conftest import make_uploader
@@ -171,3 +172,6 @@ def test_a_reader_with_only_the_store_uses_the_published_index(tmp_path: Path) -
     seen.clear()
     assert len(list(archive.records(logger="app.d*"))) == 5
     assert len(seen) == 2
+    forgotten = archive.segments()[4]
+    Forgetter(DataDir(tmp_path / "data"), store).forget([Dropped(forgotten, "retention")])
+    assert not store.exists(index_path(forgotten) or "")  # its trigrams tell of the messages

@@ -20,7 +20,7 @@ from archiver.common.redaction import redact
 from archiver.common.units import format_ts, ts_epoch
 from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
-from archiver.format.store_layout import store_path
+from archiver.format.store_layout import index_path, store_path
 from archiver.ship.retention import Candidate, RetentionPolicy, to_forget
 from archiver.store.base import Freezing, Frozen, NotFound, Store, StoreError, StoreUnavailable
 
@@ -71,10 +71,12 @@ class Forgetter:
         return {"forgotten": forgotten, "removed": removed, "failed": failed}
 
     def _remove(self, manifest: Manifest, row: SegmentRow) -> bool:
-        """Unlink the segment from the store (at its path even when the manifest has none: an
-        upload may have finished just before it was forgotten), then delete its local copy."""
+        """Unlink the segment and its search index from the store (at its path even when the
+        manifest has none: an upload may have finished just before it was forgotten), then
+        delete its local copies. The index goes too: its trigrams tell of the messages."""
         if self.store is not None:
             try:
+                unlink_index(self.store, row)
                 self._unlink(manifest, row.store_path or store_path(row))
             except NotFound:
                 pass
@@ -88,6 +90,7 @@ class Forgetter:
                 return False
         if row.local_path:  # a row rebuilt from the store has no local copy ('' names the data dir)
             (self.data_dir.root / row.local_path).unlink(missing_ok=True)
+        self.data_dir.index_path(row.stream, row.id).unlink(missing_ok=True)
         manifest.removed(row.id)
         return True
 
@@ -104,3 +107,14 @@ class Forgetter:
             caps = self.store.thaw(directory)
             manifest.add_dir(directory, caps.write_cap, caps.read_cap, format_ts(self._clock()))
             self.store.delete(path)
+
+
+def unlink_index(store: Store, row: SegmentRow) -> None:
+    """Remove a segment's search index from the store, if it has one (index directories are
+    never frozen)."""
+    path = index_path(row)
+    if path is not None:
+        try:
+            store.delete(path)
+        except NotFound:
+            pass

@@ -27,6 +27,7 @@ from archiver.format.layout import DataDir
 from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.store_layout import index_path, levels_of, store_path
 from archiver.ship.dirs import KnownDirs
+from archiver.ship.forget import unlink_index
 from archiver.ship.freezer import Freezer
 from archiver.ship.publisher import Publisher
 from archiver.store.base import Frozen, HealthCheck, NotFound, Store, StoreError, StoreUnavailable, Stored, caps_of
@@ -134,9 +135,9 @@ class Uploader:
         return {"uploaded": uploaded, "failed": failed, "backlog": backlog}
 
     def _upload_one(self, manifest: Manifest, row: SegmentRow) -> None:
-        self._upload_index(manifest, row)
         path = store_path(row)
-        with open(self.data_dir.root / row.local_path, "rb") as local:
+        with open(self.data_dir.root / row.local_path, "rb") as local:  # a segment forgotten since is gone
+            self._upload_index(manifest, row)
             caps = self._put(manifest, path, local)
         failpoint("after-upload-put")
         if not manifest.update_segment(
@@ -161,6 +162,7 @@ class Uploader:
     def _unlink_forgotten(self, row: SegmentRow, path: str) -> None:
         """``archiver forget`` dropped the segment while it was being uploaded, and may have
         looked for it in the store before the PUT: unlink what the PUT wrote."""
+        unlink_index(self.store(), row)
         try:
             self.store().delete(path)
         except NotFound:
