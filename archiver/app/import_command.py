@@ -67,18 +67,25 @@ async def _run(config: Any, files: list[LogFile], stream: str, kind: str, find_s
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("import", total=len(files), records=0)
+        imported = 0
+
+        def advanced(records: int) -> None:
+            nonlocal imported
+            imported += records
+            bar.update(task, records=imported)
+
         workers = Decoder(os.cpu_count() or 1)
         await workers.start()
         try:
             async with import_target(config, find_sink, headers) as (target, where):
                 for file in files:
                     try:
-                        result = await import_file(file, target, stream, kind, workers)
+                        result = await import_file(file, target, stream, kind, workers, advanced)
                     except (OSError, EOFError, ValueError) as err:  # unreadable, or a corrupt compressed file
                         failed.append((str(file.path), str(err)))
                         result = FileResult(str(file.path), kind, skipped="failed")
                     summary.files.append(result)
-                    bar.update(task, advance=1, records=summary.records)
+                    bar.update(task, advance=1)
         finally:
             await workers.close()
     return summary, failed, where

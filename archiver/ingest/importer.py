@@ -8,7 +8,7 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from archiver.common.units import ts_epoch
 from archiver.format.manifest import ImportPosition
@@ -63,10 +63,6 @@ class Chunk:
     used_bytes: int
     held: list[bytes]
 
-    @property
-    def records(self) -> int:
-        return sum(lines.count for _, lines in self.parts)
-
 
 def decode_chunk(decoder: LineDecoder, data: bytes, held: list[bytes], last: bool) -> Chunk:
     """Whole lines (after the ``held`` ones) as encoded records; pure, so it runs in a worker
@@ -88,9 +84,11 @@ def decode_chunk(decoder: LineDecoder, data: bytes, held: list[bytes], last: boo
 
 async def import_file(
     file: LogFile, target: ImportTarget, stream: str, kind: str = "auto", workers: Decoder | None = None,
+    progress: Callable[[int], None] = lambda records: None,
 ) -> FileResult:
-    """Import what is new in ``file``. JSON and syslog chunks are decoded on ``workers``, a
-    few ahead of the one being written; text chunks in order here (a record may span two)."""
+    """Import what is new in ``file``; ``progress`` hears of the records of each durable batch.
+    JSON and syslog chunks are decoded on ``workers``, a few ahead of the one being written;
+    text chunks in order here (a record may span two)."""
     name = str(file.path)
     start = head(file.path)
     if not start:
@@ -110,6 +108,7 @@ async def import_file(
             position = batch.after()
             result.records += batch.records
             result.rejected += batch.rejected.count
+            progress(batch.records)
 
     held: list[bytes] = []
     try:
