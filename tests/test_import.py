@@ -194,8 +194,12 @@ def test_a_rotated_directory_imports_only_what_is_new(tmp_path: Path) -> None:
     (logs / "syslog").unlink()
     write("syslog.1", 150, 30)
     write("syslog", 180, 20)
-    out = archiver_cli("import", "--data-dir", str(data), str(logs)).stdout.decode()
+    packed = gzip.compress(b"".join(b"other %d\n" % n for n in range(5000)))
+    (logs / "broken.gz").write_bytes(packed[: len(packed) // 2])  # cut short: unreadable past its start
+    run = archiver_cli("import", "--data-dir", str(data), str(logs), check=False)
+    out = run.stdout.decode()
     assert "imported 100 record(s) from 3 file(s)" in out, out
+    assert run.returncode == 1 and f"FAILED {logs / 'broken.gz'}" in run.stderr.decode()
     assert sorted(_messages(data)) == sorted(f"line {n}" for n in range(200))
 
 

@@ -16,8 +16,9 @@ from archiver.app.importing import ImportFailed, import_target
 from archiver.format.record import valid_stream_name
 from archiver.ingest.decode.imported import FORMATS
 from archiver.ingest.decoder import Decoder
-from archiver.ingest.files import LogFile, walk
+from archiver.ingest.files import READ_ERRORS, LogFile, walk
 from archiver.ingest.importer import FileResult, Summary, import_file
+from archiver.spool.imports import SpoolFull
 
 SINK_WAIT = 10.0  # seconds a sink that holds the lock may take to write sink.json
 
@@ -49,7 +50,7 @@ def import_command(config_path: Path | None, data_dir: Path | None, paths: tuple
     try:
         summary, failed, where = asyncio.run(_run(config, files, stream, kind, find_sink,
                                                   _credentials(config_path, data_dir)))
-    except ImportFailed as err:
+    except (ImportFailed, SpoolFull) as err:
         raise click.ClickException(str(err)) from None
     _print_summary(summary, failed, where, time.monotonic() - started)
     if failed:
@@ -81,8 +82,8 @@ async def _run(config: Any, files: list[LogFile], stream: str, kind: str, find_s
                 for file in files:
                     try:
                         result = await import_file(file, target, stream, kind, workers, advanced)
-                    except (OSError, EOFError, ValueError) as err:  # unreadable, or a corrupt compressed file
-                        failed.append((str(file.path), str(err)))
+                    except READ_ERRORS as err:
+                        failed.append((str(file.path), str(err) or type(err).__name__))
                         result = FileResult(str(file.path), kind, skipped="failed")
                     summary.files.append(result)
                     bar.update(task, advance=1)

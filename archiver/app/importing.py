@@ -62,6 +62,7 @@ async def local_spool(config: Config) -> AsyncIterator[ImportSpool]:
         data, sink_identity(data.root, config.sink_id),
         RotationPolicy(segments.max_bytes, segments.max_records, segments.max_age),
         fsync="always", compression=segments.compression, compression_level=segments.compression_level,
+        spool_limit=config.spool.max_bytes,
     )
     await writer.start()
     manifest = Manifest(data.root)

@@ -7,6 +7,7 @@ import bz2
 import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -14,6 +15,12 @@ from typing import IO, Iterable, Iterator
 from archiver.format.manifest import HEAD_BYTES
 
 CHUNK_BYTES = 1024 * 1024
+try:
+    from zstandard import ZstdError
+except ImportError:  # zstd files then fail to open, with an OSError that says why
+    ZstdError = OSError  # type: ignore[misc,assignment]
+# What reading an unreadable or corrupt file raises: a truncated or corrupt gzip, bzip2 or zstd stream.
+READ_ERRORS = (OSError, EOFError, zlib.error, ZstdError)
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2"}
 
 

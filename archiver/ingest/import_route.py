@@ -12,7 +12,7 @@ from aiohttp import web
 
 from archiver.format.manifest import HEAD_BYTES
 from archiver.format.record import valid_stream_name
-from archiver.spool.imports import ImportSpool, batch_from_wire
+from archiver.spool.imports import ImportSpool, SpoolFull, batch_from_wire
 
 IMPORTS_KEY = web.AppKey("imports", ImportSpool)
 
@@ -30,6 +30,9 @@ async def import_batch(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"error: {err}\n") from None
     if not valid_stream_name(batch.stream):
         raise web.HTTPBadRequest(text=f"error: invalid stream name {batch.stream!r}\n")
-    await spool.append(batch)
+    try:
+        await spool.append(batch)
+    except SpoolFull as full:
+        raise web.HTTPServiceUnavailable(text=f"error: {full}\n") from None
     return web.Response(body=orjson.dumps({"records": batch.records, "rejected": batch.rejected.count}),
                         content_type="application/json")

@@ -85,6 +85,10 @@ def batch_from_wire(body: bytes) -> ImportBatch:
     return batch
 
 
+class SpoolFull(RuntimeError):
+    """The spool holds spool.max_bytes: no batch is taken until uploads prune it."""
+
+
 class ImportSpool:
     """Appends imported batches through a running :class:`SegmentWriter`; one batch at a time."""
 
@@ -103,6 +107,9 @@ class ImportSpool:
             await self._append(batch)
 
     async def _append(self, batch: ImportBatch) -> None:
+        if self.writer.over_limit():
+            raise SpoolFull(f"the spool holds spool.max_bytes ({self.writer.spool_limit:,} bytes); "
+                            "once the sink has uploaded it, run the import again: it continues where it stopped")
         writes: list[list[Any]] = []
         note = {"offset": batch.offset, "records": batch.records, "rejected": batch.rejected.count, "writes": writes}
 
