@@ -198,6 +198,12 @@ def test_rules_test_command(tmp_path: Path) -> None:
     assert second["line"] == 3 and second["matched"] == ["card", "nginx"]
     assert second["record"]["stream"] == "web" and second["record"]["message"] == "card [REDACTED]"
     assert third["line"] == 4 and third["raw"] == "not json [REDACTED]"
+    lines = b'{"logger": "healthcheck", "n": 1}\nname=web&msg=card+4111111111111111&args=()\n'
+    result = CliRunner().invoke(rules_group, ["test", "-c", str(config), "--stream", "app"], input=lines)
+    first, second = map(orjson.loads, result.stdout.splitlines())
+    assert first == {"line": 1, "matched": ["hc"], "dropped_by": "hc"}
+    assert second["record"]["source"] == "httphandler" and second["record"]["message"] == "card [REDACTED]"
+    assert second["matched"] == ["card"] and second["record"]["stream"] == "app"
     config.write_text('[[rules]]\nroute = "_x"\n')
     result = CliRunner().invoke(rules_group, ["test", "-c", str(config)], input=b"")
     assert result.exit_code == 1 and "rules[0]: route: expected a stream name" in result.output

@@ -1,6 +1,7 @@
 """``archiver rules test``: what a config's ``[[rules]]`` make of sample records, before they
-are deployed. Each input line is decoded as the TCP source decodes a JSON line, then the rules
-run on it as the sink would run them, and one JSON line says what it became."""
+are deployed. Each input line is decoded as its source would decode it (a request body for
+HTTP, a JSON line for TCP), then the rules run on it as the sink would run them, and one JSON
+line says what it became."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import click
 import orjson
 
 from archiver.app.config import ConfigError, load_config
-from archiver.format.record import Context, valid_stream_name
+from archiver.format.record import Context, Rejected, valid_stream_name
 from archiver.ingest.decode.jsonbody import decode_lines
+from archiver.ingest.decode.result import DecodeError, Decoded
+from archiver.ingest.decode.sniff import decode_body
 from archiver.ingest.rules import KEPT, RULE_SOURCES, RuleSet
 
 
@@ -31,7 +34,7 @@ def rules_group() -> None:
 @click.option("--stream", default=None, help="The stream they are sent to (default: 'default' for http, "
               "tcp.stream for tcp).")
 def rules_test(config_path: Path, source: str, stream: str | None) -> None:
-    """Read JSON records (one object a line) on stdin; print for each, as a JSON line, the
+    """Read records (a JSON object or a urlencoded form a line) on stdin; print for each, as a JSON line, the
     rules that matched and the record as it would be written, or the rule that dropped it.
     Exits 1 when the config is invalid."""
     try:
@@ -54,7 +57,7 @@ def trace(rules: RuleSet, lines: BinaryIO, source: str, stream: str) -> Any:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        decoded = decode_lines(line, Context(stream, None, time.time()))
+        decoded = _decode(line, source, Context(stream, None, time.time()))
         for item in rules.redact_rejected(decoded.rejected):
             yield {"line": number, "rejected": item.reason, "raw": item.raw.decode("utf-8", "replace")}
         for record in decoded.records:
@@ -66,3 +69,12 @@ def trace(rules: RuleSet, lines: BinaryIO, source: str, stream: str) -> Any:
             else:
                 outcome["dropped_by"] = rules.rules[index].label
             yield outcome
+
+
+def _decode(line: bytes, source: str, ctx: Context) -> Decoded:
+    if source == "tcp":
+        return decode_lines(line, ctx)
+    try:
+        return decode_body(line.rstrip(b"\r\n"), ctx)
+    except DecodeError as err:
+        return Decoded("http", rejected=[Rejected(str(err), line)])
