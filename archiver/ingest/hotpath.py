@@ -30,6 +30,9 @@ HIGH_WATER = 256 * 1024
 # Headers allowed after the request line: aiohttp's default.
 MAX_HEADERS = 128
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# How long the rest of a body answered early (a 401, a 503) is read and dropped before the
+# connection closes: closing with unread bytes resets it, and the client may lose the answer.
+LINGER = 10.0
 # The headers ingest reads; the others are parsed, counted and dropped.
 KEPT_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"authorization", b"expect"})
 _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
@@ -151,6 +154,7 @@ class IngestProtocol(asyncio.Protocol):
         # (Upgrade: h2c from curl --http2) goes to aiohttp whole, since llhttp stops at its body.
         self._request_bytes: bytearray | None = None
         self._upgrading = False
+        self._lingering = False  # answered, closing once the rest of the body is read
         self._handover: bytes | None = None  # bytes for aiohttp once the answers owed are sent
         self._broken = False  # unparseable input: the answer owed closes the connection
         self._parsing: _Request | None = None
@@ -284,6 +288,8 @@ class IngestProtocol(asyncio.Protocol):
         if self._parsing.body is not None:  # None: an upgrade request, handed over whole
             self._parsing.body.finish()
         self._parsing = None
+        if self._lingering:
+            self._close()
 
     # answering
 
@@ -304,10 +310,12 @@ class IngestProtocol(asyncio.Protocol):
                               or await receiver.receive(Incoming(request.method, path[1:], query, self._remote,
                                                                  request.headers, request.body)))
                 self._queue.popleft()
-                # A body not read to its end leaves the framing unknown: the connection closes.
-                keep_alive = request.keep_alive and request.body.complete and not receiver.stopping
+                # A connection whose body was answered before it was read to its end closes, once
+                # that end has arrived.
+                complete = request.body.complete
                 request.body.discard()
-                self._answer(answer, keep_alive and not self._broken)
+                self._answer(answer, request.keep_alive and complete and not receiver.stopping and not self._broken,
+                             linger=not complete and not self._broken)
         except Exception:
             log.exception("answering a request failed")
             self._answer(Answer(500, b"error: internal error\n"), keep_alive=False)
@@ -317,7 +325,7 @@ class IngestProtocol(asyncio.Protocol):
             data, self._handover = self._handover, None
             self._hand_over(data)
 
-    def _answer(self, answer: Answer, keep_alive: bool) -> None:
+    def _answer(self, answer: Answer, keep_alive: bool, linger: bool = False) -> None:
         if self._closed:
             return
         lines = [_STATUS_LINES[answer.status], f"Content-Type: {answer.content_type}",
@@ -326,7 +334,10 @@ class IngestProtocol(asyncio.Protocol):
         if not keep_alive:
             lines.append("Connection: close")
         self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body)
-        if not keep_alive:
+        if linger:
+            self._lingering = True
+            asyncio.get_running_loop().call_later(LINGER, self._close)
+        elif not keep_alive:
             self._close()
 
     def _fail(self, reason: str) -> None:
