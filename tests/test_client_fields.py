@@ -48,9 +48,10 @@ def test_logger_name(fields: dict[str, Any], logger: str | None) -> None:
         ({"MESSAGE": " hello", "PROGRAM": "myapp", "LEGACY_MSGHDR": "myapp: "}, " hello"),  # syslog-ng split it
         ({"MESSAGE": " hello"}, " hello"),  # no syslog tag split off
         ({"message": " hello", "PROGRAM": "myapp"}, " hello"),
+        ({"MESSAGE": None, "PROGRAM": None}, None),
     ],
 )
-def test_rsyslog_message(fields: dict[str, Any], message: str) -> None:
+def test_rsyslog_message(fields: dict[str, Any], message: str | None) -> None:
     assert json_record(fields, CTX)["message"] == message
 
 
@@ -63,6 +64,22 @@ def test_facility_is_a_logger_only_in_gelf(fields: dict[str, Any]) -> None:
     """Without GELF's version and short_message, no facility names the logger."""
     logger = json_record(fields, CTX)["logger"]
     assert logger is None or logger == str(fields.get("PROGRAM"))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(deadline=None)  # a loaded machine is no failure
+@given(st.dictionaries(keys, json_values, max_size=8))
+def test_any_json_values_under_the_clients_keys_decode(fields: dict[str, Any]) -> None:
+    """A null or a nested value where a client's mapping expects text (``"MESSAGE": null``)
+    still gives a record: one bad line must not send its whole read to _rejected."""
+    record = json_record(fields, CTX)
+    assert record["message"] is None or type(record["message"]) is str
 
 
 def raised(exc: BaseException) -> str:

@@ -154,6 +154,6 @@ def json_record(obj: dict[str, Any], ctx: Context, source: str = SOURCE_JSON) ->
         message = str(obj["msg"]) if args is None else rebuild_message(str(obj["msg"]), str(args))
     if message is not None and type(message) is not str:
         message = encode_record(message)[:-1].decode()
-    elif roles.rsyslog and message is obj["MESSAGE"] and message[:1] == " ":
+    elif message is not None and roles.rsyslog and message is obj["MESSAGE"] and message[:1] == " ":
         message = message[1:]
     return canonical_record(obj, message, source, ctx, roles)
