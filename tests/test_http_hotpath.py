@@ -4,6 +4,7 @@ route to aiohttp, with the HTTP contract intact on both sides of the hand-over."
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -134,3 +135,16 @@ def test_a_body_answered_early_is_read_to_its_end_before_the_connection_closes(l
         sock.sendall(body[65536:])  # no reset: the sink reads what it refused
         assert sock.recv(4096) == b""  # then closes
     assert answer.startswith(b"HTTP/1.1 401") and b"Connection: close" in answer
+
+
+
+def test_a_request_line_in_pieces_is_parsed_whole(sink: LocalSink) -> None:
+    request = post("/hot8", b"msg=pieces")
+    with connect(sink) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in (request[:3], request[3:9], request[9:]):
+            sock.sendall(piece)
+            time.sleep(0.05)  # each piece its own read on the sink's side
+        (answer,) = answers(sock, 1)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert messages(sink, "hot8") == ["pieces"]

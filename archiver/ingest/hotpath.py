@@ -184,8 +184,10 @@ class IngestProtocol(asyncio.Protocol):
         if self._broken:
             return
         if self._parsing is None:
-            if not self._decided(data):
+            decided = self._decided(data)
+            if decided is None:
                 return
+            data = decided
         elif self._request_bytes is not None:
             self._request_bytes += data
         try:
@@ -195,25 +197,23 @@ class IngestProtocol(asyncio.Protocol):
         except httptools.HttpParserError as err:
             self._fail(f"bad request: {err}")
 
-    def _decided(self, data: bytes) -> bool:
-        """At a request's start: whether it is this protocol's (True: parse it here). For any
-        other route the connection goes to aiohttp, which gets every byte of the request."""
+    def _decided(self, data: bytes) -> bytes | None:
+        """At a request's start: the bytes to parse here when the request is this protocol's,
+        else None (its request line is not whole yet, or it went to aiohttp with every byte)."""
         head = self._head + data
         end = head.find(b"\r\n")
         if end < 0 and len(head) <= self._hot.max_line_bytes:
             self._head = head
-            return False
+            return None
         self._head = b""
         method, _, target = head[:end].partition(b" ")
         path, query = _route(target.rpartition(b" ")[0])
         if end < 0 or not path.startswith("/") or not is_ingest_route(method.decode("latin-1"), path[1:], query):
             self._hand_over(head)
-            return False
+            return None
         self._route = (path, query)
         self._request_bytes = bytearray(head)
-        if head is not data:
-            self._parser.feed_data(head[: len(head) - len(data)])
-        return True
+        return head
 
     def _upgrade(self) -> None:
         """llhttp stopped after an upgrade request's headers: aiohttp gets the whole request."""
