@@ -157,7 +157,7 @@ def _open_bytes(data_dir: Path) -> int:
 def test_an_import_killed_midway_resumes_without_duplicates(tmp_path: Path) -> None:
     logs, data = tmp_path / "logs", tmp_path / "data"
     logs.mkdir()
-    lines = 60_000
+    lines = 30_000  # three batches of a MiB or less: the kill lands in the second
     _jsonl(logs / "app.jsonl", 0, lines)
     size = (logs / "app.jsonl").stat().st_size
     # Each batch waits between being durable and its offset moving; the kill lands there, after the
