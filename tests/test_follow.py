@@ -61,11 +61,11 @@ def test_follow_shows_each_durable_record_once_across_seals(start_sink, tmp_path
         marks = requests.get(sink.url + "/_durable", timeout=10).json()["open"]
         assert [(m["stream"], m["durable"]) for m in marks] == [
             ("app", sink.data_dir.joinpath("spool", "open", "app", m["segment"] + ".jsonl").stat().st_size) for m in marks]
-        for first in range(6, 20, 3):
+        for first in range(6, 15, 3):
             send(first, 3)  # seals a segment the follower has read open
             wait_until(lambda: have(first + 3), "the records sent while following", timeout=60)
-        assert seen == [f"m{n}" for n in range(21)]
-        assert len(list((sink.data_dir / "spool" / "sealed" / "app").glob("*.jsonl.*"))) >= 4
+        assert seen == [f"m{n}" for n in range(15)]
+        assert len(list((sink.data_dir / "spool" / "sealed" / "app").glob("*.jsonl.*"))) >= 3
     finally:
         follower.send_signal(signal.SIGINT)
         code = follower.wait(30)

@@ -71,7 +71,7 @@ archives = st.lists(st.lists(st.tuples(messages, st.sampled_from(LEVELS), st.sam
                              min_size=1, max_size=4), min_size=1, max_size=5)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(archive=archives, data=st.data())
 def test_index_never_causes_a_miss(tmp_path_factory: pytest.TempPathFactory, archive: list, data: st.DataObject) -> None:
     """Any archive, any query (partial tokens, short ones, absent ones): the records are those
