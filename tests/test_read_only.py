@@ -55,3 +55,34 @@ def test_readers_work_on_a_read_only_mount_while_the_sink_runs_and_after(
     assert not (data / "manifest.sqlite-shm").exists()  # a clean close: the immutable path
     assert [r["message"] for r in cat_json(view)] == ["one", "two", "three"]
     assert archiver_cli("verify", "--data-dir", str(view)).returncode == 0
+
+
+def _manifest_of_schema(data: Path, version: int) -> None:
+    """A manifest as an older archiver left it: today's, with what came after ``version`` removed."""
+    from contextlib import closing
+    import sqlite3
+
+    from archiver.format.manifest import Manifest
+
+    Manifest(data).close()
+    with closing(sqlite3.connect(data / Manifest.FILENAME)) as db:
+        db.execute("DROP TABLE imports")  # schema 8's only change
+        db.execute(f"PRAGMA user_version = {version}")
+        db.commit()
+
+
+def test_a_reader_reads_a_manifest_the_sink_has_not_migrated_yet(read_only_view: tuple[Path, Path]) -> None:
+    """Upgrading archiver before restarting the sink: a read-only reader still lists a schema 7
+    manifest, since schema 8 added only a table readers never read; older ones need the sink."""
+    from archiver.format.manifest import ManifestError, open_for_reading
+
+    data, view = read_only_view
+    _manifest_of_schema(data, 7)
+    manifest = open_for_reading(view)
+    try:
+        assert manifest.read_only and manifest.schema_version == 7 and list(manifest.segments()) == []
+    finally:
+        manifest.close()
+    _manifest_of_schema(data, 6)
+    with pytest.raises(ManifestError, match="older archiver"):
+        open_for_reading(view)

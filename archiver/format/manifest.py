@@ -26,6 +26,9 @@ from typing import Any, Iterator, Mapping
 import orjson
 
 SCHEMA_VERSION = 8
+# The oldest schema a reader uses as it is: later versions added only what readers never read
+# (8: the imports table), so a read-only reader need not wait for the sink to migrate.
+READER_MIN_VERSION = 7
 EXPORT_VERSION = 1
 STATES = ("sealed", "uploaded", "verified", "pruned", "forgotten")
 FORGOTTEN_PENDING = "forgotten; its stored file and local copy not yet removed"
@@ -204,11 +207,12 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise ManifestError(f"{path} does not exist")
     uri = "file:" + urllib.parse.quote(str(path))
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
     try:
-        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return db
     except sqlite3.OperationalError as err:
+        db.close()
         wal = path.with_name(path.name + "-wal")
         if wal.exists() and wal.stat().st_size:
             raise ManifestError(
@@ -223,7 +227,7 @@ def open_for_reading(data_dir: Path) -> "Manifest":
     file written by an older archiver is migrated first when we may write it; otherwise its
     missing columns would break the reader."""
     manifest = Manifest(data_dir, read_only=True)
-    if manifest.schema_version == SCHEMA_VERSION:
+    if manifest.schema_version >= READER_MIN_VERSION:
         return manifest
     manifest.close()
     if not os.access(Path(data_dir) / Manifest.FILENAME, os.W_OK) or not os.access(data_dir, os.W_OK):
@@ -559,6 +563,12 @@ class Manifest:
         if row is None:
             return ImportPosition(fingerprint, len(head))
         return ImportPosition(fingerprint, len(head), row[1], row[2], row[3], known=row[0])
+
+    def import_offset(self, fingerprint: str) -> int | None:
+        """How far the file the manifest knows by ``fingerprint`` was imported; None for one
+        it does not know."""
+        row = self._db.execute("SELECT offset FROM imports WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return None if row is None else int(row[0])
 
     def save_import(self, position: ImportPosition, path: str, when: str, pending: dict[str, Any] | None = None) -> None:
         """Record ``position`` (re-keyed by its current fingerprint), with the batch being
