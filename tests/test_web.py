@@ -12,14 +12,20 @@ from typing import Any, Awaitable, Callable
 import orjson
 import pytest
 import requests
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 import archiver.web.site as site
 from archiver.app.cli import main as cli_main
+from archiver.format.layout import DataDir
+from archiver.ingest.auth import Authenticator
+from archiver.ingest.http import create_app
 from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
 from archiver.web.search import Search, SearchError
-from archiver.web.site import standalone_app
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
+from archiver.web.site import PREFIX, create_site, standalone_app
 from conftest import StartLocal
 from test_reader import SAMPLE, T0, write_archive
 
@@ -145,7 +151,63 @@ def test_the_matches_download_as_ndjson_whatever_the_page(data_dir: Path) -> Non
     assert len(body.splitlines()) == 4
 
 
+def test_the_tail_never_reads_further_back_than_its_window(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old ``since`` would load the archive back to it into the sink: it counts from the
+    window's start instead, and at most TAIL_MAX records are kept, the newest."""
+
+    def tail(query: str) -> Call:
+        async def call(client: TestClient) -> tuple[int, Any]:
+            response = await client.get(f"/_web/tail.json?{query}")
+            return response.status, await (response.json() if response.status == 200 else response.text())
+
+        return call
+
+    assert browse(data_dir, tail("since=2000"))[1] == {"records": []}  # every record is days older than the window
+    assert browse(data_dir, tail("since=1970-01-01T00:00:00Z&stream=app"))[1] == {"records": []}
+    assert browse(data_dir, tail("since=yesterday-ish"))[0] == 400
+    monkeypatch.setattr(site, "TAIL_WINDOW", 10 * 365 * 86400.0)
+    monkeypatch.setattr(site, "TAIL_MAX", 2)
+    status, answer = browse(data_dir, tail("since=2000"))
+    first, second = answer["records"]
+    assert status == 200 and "payment failed" in first["line"] and "payment ok" in second["line"]
+
+
+def sink_site(data_dir: Path, call: Call, peer: str, auth: Authenticator | None = None) -> Any:
+    """``call`` with a test client of the sink's application with the site mounted as `archiver
+    serve` mounts it, each request seen as coming from ``peer``."""
+
+    @web.middleware
+    async def from_peer(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request.clone(remote=peer))
+
+    async def main() -> Any:
+        writer = SegmentWriter(existing_data_dir(data_dir), "web", RotationPolicy(10**9, 10**9, 3600))
+        with data_dir_archive(existing_data_dir(data_dir)) as archive:
+            app = create_app(writer, auth=auth, site=(PREFIX, create_site(archive)))
+            app.middlewares.insert(0, from_peer)
+            async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+                return await call(client)
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("path", ["/_web/", "/_web/search.ndjson", "/_web/tail.json", "/_web/static/site.js"])
+def test_without_auth_the_sinks_site_answers_only_loopback(data_dir: Path, path: str) -> None:
+    status, text = sink_site(data_dir, get_text(path), "203.0.113.9")
+    assert status == 403 and "answers only localhost while [auth] has no credentials" in text
+    assert sink_site(data_dir, get_text(path), "127.0.0.1")[0] == 200
+    assert sink_site(data_dir, get_text(path), "::1")[0] == 200
+    assert sink_site(data_dir, get_text("/_health"), "203.0.113.9")[0] == 200  # ingest's routes are not the site
+
+
+def test_with_auth_the_sinks_credentials_read_its_site_from_anywhere(data_dir: Path) -> None:
+    auth = Authenticator(tokens=["t0ken"])
+    assert sink_site(data_dir, get_text("/_web/"), "203.0.113.9", auth)[0] == 401
+    assert sink_site(data_dir, get_text("/_web/", Authorization="Bearer t0ken"), "203.0.113.9", auth)[0] == 200
+
+
 def test_a_token_guards_the_standalone_site(data_dir: Path) -> None:
+    """The test client is on loopback: a token is wanted from there too."""
     basic = base64.b64encode(b"anyone:s3cret").decode()
     assert browse(data_dir, get_text("/_web/"), token="s3cret")[0] == 401
     assert browse(data_dir, get_text("/_web/", Authorization="Bearer wrong"), token="s3cret")[0] == 401

@@ -36,6 +36,7 @@ from archiver.spool.writer import SegmentWriter
 log = logging.getLogger(__name__)
 WRITER_KEY = web.AppKey("writer", SegmentWriter)
 SITE_KEY = web.AppKey("site", str)  # where a mounted site lives, for browsers that ask for /
+LOOPBACK_PEERS = ("127.0.0.1", "::1")
 
 
 class _State:
@@ -86,7 +87,8 @@ def create_app(
     every peer is loopback); ``metrics`` renders /_metrics (its body and content type);
     ``auth``, when it has credentials, guards every route but /_health; ``decoder`` decodes
     large bodies (by default on a thread); ``counters`` may be shared with the TCP source;
-    ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``;
+    ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``, and
+    without credentials to loopback peers only (it reads every stream);
     ``rules`` run on every decoded record and redact what goes to _rejected."""
     limits = limits or HttpLimits()
     receiver = Receiver(writer, limits, auth or Authenticator(), decoder or Decoder(0), counters or IngestCounters(),
@@ -117,7 +119,7 @@ async def _authenticate(request: web.Request, handler: Any) -> web.StreamRespons
     state: _State = request.app[STATE_KEY]
     header = request.headers.get("Authorization")
     exempt = request.path == "/_health" or (request.path.startswith("/_admin/") and state.admin.allows(header))
-    refusal = None if exempt else state.receiver.unauthenticated(header)
+    refusal = None if exempt else state.receiver.unauthenticated(header) or _site_refusal(request, state)
     response = _response(refusal) if refusal else await handler(request)
     if state.receiver.stopping:
         response.force_close()
@@ -203,8 +205,18 @@ def _admin_state(request: web.Request) -> _State:
 
 
 def _admin_allowed(request: web.Request, state: _State) -> bool:
-    loopback = state.admin_trust_loopback and request.remote in ("127.0.0.1", "::1")
+    loopback = state.admin_trust_loopback and request.remote in LOOPBACK_PEERS
     return loopback or state.admin.allows(request.headers.get("Authorization"))
+
+
+def _site_refusal(request: web.Request, state: _State) -> Answer | None:
+    """A 403 for a request to the mounted site from beyond loopback while ``[auth]`` has no
+    credentials: the site reads the whole archive, which ingest alone never gives away."""
+    routed_to_site = len(request.match_info.apps) > 1  # the site is the one sub-application
+    if not routed_to_site or state.receiver.auth.enabled or request.remote in LOOPBACK_PEERS:
+        return None
+    return Answer(403, f"error: {request.app[SITE_KEY]}/ answers only localhost while [auth] has no credentials: set [auth] "
+                       f"tokens or basic, which its readers then send\n".encode())
 
 
 async def _reserved(request: web.Request) -> web.Response:

@@ -1,6 +1,8 @@
-"""Who may read the site `archiver web` serves: anyone on loopback, or whoever presents its
-token (``Authorization: Bearer <token>``, or Basic with the token as password, which a
-browser asks for). The running sink guards the site with its own ``[auth]`` instead."""
+"""Who may read the site `archiver web` serves. Without a token it binds loopback only, and
+anyone on this host may read it; with one, every request must present the token, from
+loopback too (``Authorization: Bearer <token>``, or Basic with the token as password, which a
+browser asks for). The running sink guards the site with its own ``[auth]`` instead, and
+without credentials answers loopback peers only (ingest/http.py)."""
 
 from __future__ import annotations
 

@@ -10,15 +10,17 @@ capability: rows are shown by id, segments are downloaded through this site.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import jinja2
 from aiohttp import web
 
-from archiver.common.units import format_ts
+from archiver.common.units import format_ts, parse_time
 from archiver.format.manifest import SegmentRow, open_for_reading
 from archiver.read.classic import classic_line
 from archiver.read.reader import Archive, Filters
@@ -162,16 +164,24 @@ async def _tail(request: web.Request) -> web.Response:
 
 
 async def _tail_records(request: web.Request) -> web.Response:
-    """Records from ``since`` (default: the last TAIL_WINDOW seconds), open segments included,
-    at most TAIL_MAX of the newest; the page drops those it already shows."""
+    """Records from ``since``, never earlier than the last TAIL_WINDOW seconds (an older one
+    would read the archive back to it), open segments included, at most TAIL_MAX of the
+    newest; the page drops those it already shows."""
     archive = request.app[ARCHIVE_KEY]
     if archive.data_dir is None:
         raise web.HTTPNotFound(text="error: a live tail needs a data dir\n")
-    since = request.query.get("since") or format_ts(time.time() - TAIL_WINDOW)
+    now = time.time()
+    since = earliest = format_ts(now - TAIL_WINDOW)
+    if asked := request.query.get("since"):
+        try:
+            since = max(parse_time(asked, now), earliest)
+        except ValueError as err:
+            raise web.HTTPBadRequest(text=f"error: {err}\n") from None
     wanted = Filters(stream=request.query.get("stream") or None, since=since)
-    records = await _off_loop(lambda: list(archive.records(**wanted.__dict__, include_open=True)))
-    records.sort(key=lambda record: record["ts"])
-    lines = [{"ts": r["ts"], "line": classic_line(r)} for r in records[-TAIL_MAX:]]
+    by_ts = itemgetter("ts")
+    newest = await _off_loop(lambda: heapq.nlargest(TAIL_MAX, archive.records(**wanted.__dict__, include_open=True),
+                                                    key=by_ts))  # holds TAIL_MAX records, never all
+    lines = [{"ts": r["ts"], "line": classic_line(r)} for r in sorted(newest, key=by_ts)]
     return web.json_response({"records": lines})
 
 
