@@ -51,11 +51,12 @@ def sink_log(sink: Sink) -> str:
 
 
 def spool_texts(data_dir: Path) -> dict[str, bytes]:
-    """Every segment in the spool as text: sealed ones decompressed, open ones as they are."""
+    """Every file in the spool as text: sealed segments decompressed, open ones and search
+    indexes (whose only text, the loggers and levels, is stored plain) as they are."""
     texts = {}
     for path in sorted((data_dir / "spool").rglob("*")):
         if path.is_file():
-            assert path.name.endswith((".jsonl", ".jsonl.gz")), f"cannot read {path} as text"
+            assert path.name.endswith((".jsonl", ".jsonl.gz", ".idx")), f"cannot read {path} as text"
             data = path.read_bytes()
             texts[str(path.relative_to(data_dir))] = gzip.decompress(data) if path.suffix == ".gz" else data
     return texts
