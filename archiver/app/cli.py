@@ -11,58 +11,20 @@ from typing import Any, Callable, Iterator
 
 import click
 import orjson
-from click.core import ParameterSource
 
 from archiver import __version__
-from archiver.app.archives import config_archive, open_archive
-from archiver.app.config import Config, ConfigError, load_config
+from archiver.app.import_command import import_command
 from archiver.app.logs import configure_logging
+from archiver.app.options import CouldNotRun, archive_option, chosen_archive, config_options, load, secret_value, time_option
+from archiver.app.replay_command import replay_command
+from archiver.app.rules_command import rules_group
+from archiver.app.sinks import ask_sink, running_sink
+from archiver.app.web_command import web_command
 from archiver.common.redaction import redact
-from archiver.common.units import parse_time
 from archiver.format.manifest import ManifestError
 from archiver.format.subset import Subset
 from archiver.read.classic import classic_line
 from archiver.read.reader import Archive, Checked, Filters
-
-
-def _config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (overrides the config).")(func)
-    func = click.option(
-        "-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-        envvar="ARCHIVER_CONFIG", help="TOML config file (default: none, built-in defaults).",
-    )(func)
-    return func
-
-
-ARCHIVE_ENV = "ARCHIVER_ARCHIVE"
-
-
-def _secret_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``@FILE`` stands for the first line of FILE: a root cap given so stays out of ``ps`` and
-    shell history."""
-    if value is None or not value.startswith("@"):
-        return value
-    try:
-        text = Path(value[1:]).expanduser().read_text().strip()
-    except OSError as err:
-        raise click.BadParameter(f"cannot read {value[1:]}: {err.strerror}") from None
-    if not text:
-        raise click.BadParameter(f"{value[1:]} is empty")
-    return text.splitlines()[0].strip()
-
-
-def _archive_option(help_text: str, required: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--archive", envvar=ARCHIVE_ENV, callback=_secret_value, required=required,
-        help=f"{help_text} @FILE reads it from FILE; ${ARCHIVE_ENV} sets it too, out of sight of ps.",
-    )
-
-
-def _load(config_path: Path | None, overrides: dict[str, Any]) -> Config:
-    try:
-        return load_config(config_path, os.environ, overrides)
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,12 +33,18 @@ def main() -> None:
     """archiver: an archiving log sink (HTTP/TCP in, durable JSON-lines segments out)."""
 
 
+main.add_command(replay_command)
+main.add_command(web_command)
+main.add_command(rules_group)
+main.add_command(import_command)
+
+
 @main.command("serve")
-@_config_options
+@config_options
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="HTTP port (default 8000; 0 picks a free one).")
 @click.option("--tcp-port", type=int, help="Also listen for JSON lines on this TCP port (0 picks a free one).")
-@click.option("--store", "store_url", callback=_secret_value,
+@click.option("--store", "store_url", callback=secret_value,
               help="Where sealed segments go: embedded, tahoe://HOST:PORT[/CAP], osfs://DIR; @FILE reads it from FILE.")
 def serve_command(
     config_path: Path | None, data_dir: Path | None, host: str | None, port: int | None, tcp_port: int | None,
@@ -86,7 +54,7 @@ def serve_command(
     overrides: dict[str, Any] = {"data_dir": data_dir, "server.host": host, "server.port": port, "store.url": store_url}
     if tcp_port is not None:
         overrides.update({"tcp.enabled": True, "tcp.port": tcp_port})
-    config = _load(config_path, overrides)
+    config = load(config_path, overrides)
     configure_logging(config.log_level, config.log_format)
     from archiver.app.service import ServiceError, serve  # the server's imports cost the reading commands time
 
@@ -97,50 +65,10 @@ def serve_command(
         sys.exit(1)
 
 
-class CouldNotRun(click.ClickException):
-    """The command could not do its work at all (no manifest, the store out of reach): a status
-    of its own, so a cron job tells it from the problems a check found (1)."""
-
-    exit_code = 3
-
-
-def _archive(
-    config_path: Path | None, data_dir: Path | None, archive: str | None = None,
-    failure: type[click.ClickException] = click.ClickException,
-) -> Archive:
-    """The archive named by --archive (a config, a data dir or a store URL), else the one the
-    config describes (its store and store.shares_happy included; --data-dir wins). $ARCHIVER_ARCHIVE
-    stands in for --archive unless --data-dir or --config is on the command line. An archive
-    that cannot be opened raises ``failure``."""
-    from archiver.store.base import StoreError
-
-    ctx = click.get_current_context()
-    if archive and ctx.get_parameter_source("archive") is ParameterSource.ENVIRONMENT:
-        if data_dir is not None or ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE:
-            archive = None
-    try:
-        if archive:
-            return open_archive(archive)
-        return config_archive(_load(config_path, {"data_dir": data_dir}))
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
-    except (FileNotFoundError, StoreError, ManifestError) as err:
-        raise failure(redact(str(err))) from None
-
-
-def _time_option(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value, time.time())
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
-
-
 def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
-            _archive_option("A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...)."),
+            archive_option("A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...)."),
             click.option("--stream", help="Only this stream."),
             click.option("--since", help="From this time, inclusive: ISO-8601, a year or month (2024, 2024-05), or an age (15m, 2h, 7d)."),
             click.option("--until", help="Before this time, exclusive: ISO-8601, a year or month, or an age."),
@@ -152,14 +80,14 @@ def _filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command("ls")
-@_config_options
+@config_options
 @_filter_options
 def ls_command(
     config_path: Path | None, data_dir: Path | None, archive: str | None, stream: str | None, since: str | None,
     until: str | None, as_json: bool,
 ) -> None:
     """List sealed segments (answered from the manifest; nothing is read)."""
-    rows = _archive(config_path, data_dir, archive).segments(stream, _time_option(since), _time_option(until))
+    rows = chosen_archive(config_path, data_dir, archive).segments(stream, time_option(since), time_option(until))
     if as_json:
         _emit(iter([orjson.dumps([row.__dict__ for row in rows], option=orjson.OPT_INDENT_2) + b"\n"]))
         return
@@ -177,7 +105,7 @@ def ls_command(
 
 
 @main.command("cat")
-@_config_options
+@config_options
 @_filter_options
 @click.option("--level", help="Minimum level (ERROR also shows CRITICAL); other names match exactly.")
 @click.option("--logger", "logger_glob", help="Logger name glob, e.g. 'app.db.*'.")
@@ -192,8 +120,8 @@ def cat_command(
     """Print records: the classic one-line form, or JSON lines with --json."""
     from archiver.store.base import StoreError
 
-    source = _archive(config_path, data_dir, archive)
-    query = Filters(stream, _time_option(since), _time_option(until), level, logger_glob, contains)
+    source = chosen_archive(config_path, data_dir, archive)
+    query = Filters(stream, time_option(since), time_option(until), level, logger_glob, contains)
     try:
         if follow:
             from archiver.app.follow_command import follow_chunks
@@ -201,7 +129,7 @@ def cat_command(
             if source.data_dir is None:
                 raise click.UsageError("--follow reads a running sink's data dir: give --data-dir or --config")
             root = source.data_dir.root
-            _emit(follow_chunks(source, query, as_json, lambda: _ask_sink(config_path, root, "GET", "/_durable", 10)["open"]))
+            _emit(follow_chunks(source, query, as_json, lambda: ask_sink(config_path, root, "GET", "/_durable", 10)["open"]))
         elif as_json:
             _emit(source.json_chunks(query, include_open))
         else:
@@ -232,8 +160,8 @@ def _nothing(checked: Checked) -> None:
 
 
 @main.command("verify")
-@_config_options
-@_archive_option("A config, a data dir, or a store URL with a root cap.")
+@config_options
+@archive_option("A config, a data dir, or a store URL with a root cap.")
 @click.option("--read-data-subset", "subset", metavar="N/T|x%", callback=_subset_option,
               help="Read back only part N of T (each segment is in one part, by its id: parts 1 to T read "
                    "everything once), or a random x% of the segments.")
@@ -258,7 +186,7 @@ def verify_command(
     3 could not check (no manifest, the store out of reach)."""
     from archiver.store.base import StoreError
 
-    source = _archive(config_path, data_dir, archive, failure=CouldNotRun)
+    source = chosen_archive(config_path, data_dir, archive, failure=CouldNotRun)
     try:
         with source:
             report = source.verify(repair=repair, quick=quick, subset=subset, on_checked=_checked_lines if as_json else _nothing)
@@ -303,8 +231,8 @@ def _check_chains(source: Archive, report: Any, expect_head: tuple[str, ...]) ->
 
 @main.command("restore")
 @click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
-@_config_options
-@_archive_option("A config, a data dir, or a store URL with a root cap.")
+@config_options
+@archive_option("A config, a data dir, or a store URL with a root cap.")
 @click.option("--stream", help="Only this stream.")
 @click.option("--since", help="From this time, inclusive: ISO-8601, a year or month (2024, 2024-05), or an age (15m, 2h, 7d).")
 @click.option("--until", help="Before this time, exclusive: ISO-8601, a year or month, or an age.")
@@ -316,8 +244,8 @@ def restore_command(
     On a terminal, a progress bar (bytes, speed, ETA) and a summary; otherwise quiet."""
     from archiver.store.base import StoreError
 
-    source = _archive(config_path, data_dir, archive)
-    start, end = _time_option(since), _time_option(until)
+    source = chosen_archive(config_path, data_dir, archive)
+    start, end = time_option(since), time_option(until)
     total = sum(row.stored_bytes for row in source.segments(stream, start, end))
     # The bar and the summary go to stderr, so that is the stream that must be a terminal:
     # under cron, in a pipeline or with 2>log, success prints nothing and the exit status tells.
@@ -368,57 +296,22 @@ def _local_only(seconds: float) -> str:
     return f"records acknowledged up to {seconds:.0f} s ago (open or not yet uploaded)"
 
 
-def _running_sink(config_path: Path | None, data_dir: Path | None) -> dict[str, Any] | None:
-    """DATA/sink.json of the running sink, or None when none runs on that data dir."""
-    config = _load(config_path, {"data_dir": data_dir})
-    try:
-        info: dict[str, Any] = orjson.loads((config.data_dir / "sink.json").read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
-    try:
-        os.kill(info["pid"], 0)
-    except (ProcessLookupError, KeyError):
-        return None  # left by a sink that was killed
-    return info
-
-
-def _credentials(config_path: Path | None, data_dir: Path | None) -> dict[str, str]:
-    """The Authorization header the CLI sends its sink: admin.token, else the first auth token."""
-    config = _load(config_path, {"data_dir": data_dir})
-    token = config.admin.token or next(iter(config.auth.tokens), "")
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _ask_sink(config_path: Path | None, data_dir: Path | None, method: str, path: str, timeout: float) -> Any:
-    """A request to the sink running on the data dir, with the CLI's credentials; its JSON."""
-    import requests
-
-    sink = _running_sink(config_path, data_dir)
-    if sink is None:
-        raise click.ClickException("no sink is running on this data dir")
-    headers = _credentials(config_path, data_dir)
-    response = requests.request(method, f"{sink['http']}{path}", headers=headers, timeout=timeout)
-    if response.status_code != 200:
-        raise click.ClickException(f"{path} failed ({response.status_code}): {response.text.strip()}")
-    return response.json()
-
-
 @main.command("flush")
-@_config_options
+@config_options
 def flush_command(config_path: Path | None, data_dir: Path | None) -> None:
     """Seal open segments and upload now, on the running sink; returns when done."""
-    result = _ask_sink(config_path, data_dir, "POST", "/_admin/flush", timeout=3600)
+    result = ask_sink(config_path, data_dir, "POST", "/_admin/flush", timeout=3600)
     click.echo(f"uploaded {result['uploaded']}, failed {result['failed']}, backlog {result['backlog']}")
     if result["failed"]:
         sys.exit(1)
 
 
 @main.command("status")
-@_config_options
+@config_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """The running sink: streams, segments by state, backlog, last upload and error, grid."""
-    status = _ask_sink(config_path, data_dir, "GET", "/_status", timeout=60)
+    status = ask_sink(config_path, data_dir, "GET", "/_status", timeout=60)
     if as_json:
         _emit(iter([orjson.dumps(status, option=orjson.OPT_INDENT_2) + b"\n"]))
         return
@@ -450,8 +343,8 @@ def leases_group() -> None:
 
 
 @leases_group.command("renew")
-@_config_options
-@_archive_option("A store URL with a root cap (a read cap is enough): renew all that is reachable from it.")
+@config_options
+@archive_option("A store URL with a root cap (a read cap is enough): renew all that is reachable from it.")
 def leases_renew(config_path: Path | None, data_dir: Path | None, archive: str | None) -> None:
     """Renew the lease on every file and directory now (the sink renews them on a rolling
     schedule by itself). With --archive, everything reachable from the root cap, with no data
@@ -459,7 +352,7 @@ def leases_renew(config_path: Path | None, data_dir: Path | None, archive: str |
     when any renewal failed."""
     from archiver.store.base import LeaseRenewal, StoreError
 
-    source = _archive(config_path, data_dir, archive)
+    source = chosen_archive(config_path, data_dir, archive)
     store = source.store
     if not isinstance(store, LeaseRenewal):
         raise click.ClickException("this store keeps no leases (only a Tahoe grid does): nothing to renew")
@@ -514,7 +407,7 @@ def _renew_known(data_dir: Any, store: Any, interactive: bool) -> tuple[int, int
 
 
 @main.command("forget")
-@_config_options
+@config_options
 @click.option("--dry-run", is_flag=True, help="Only list what the retention policy drops.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def forget_command(config_path: Path | None, data_dir: Path | None, dry_run: bool, as_json: bool) -> None:
@@ -527,7 +420,7 @@ def forget_command(config_path: Path | None, data_dir: Path | None, dry_run: boo
     from archiver.ship.retention import RetentionPolicy
     from archiver.store.base import StoreError
 
-    config = _load(config_path, {"data_dir": data_dir})
+    config = load(config_path, {"data_dir": data_dir})
     retention = config.retention
     policy = RetentionPolicy(retention.keep, retention.streams, retention.min_segments)
     try:
@@ -550,7 +443,7 @@ def forget_command(config_path: Path | None, data_dir: Path | None, dry_run: boo
     result: dict[str, Any] = {"dry_run": dry_run, "segments": listing}
     if not dry_run:
         try:
-            result.update(_forget(data, sink_id, url, root_cap, segments, running=_running_sink(config_path, data_dir) is not None))
+            result.update(_forget(data, sink_id, url, root_cap, segments, running=running_sink(config_path, data_dir) is not None))
         except StoreError as err:
             raise click.ClickException(redact(str(err))) from None
     if as_json:
@@ -608,13 +501,13 @@ def manifest_group() -> None:
 
 
 @manifest_group.command("export")
-@_config_options
+@config_options
 @click.option("--include-write-caps", is_flag=True, help="Also print write caps: the keys to the data.")
 def manifest_export(config_path: Path | None, data_dir: Path | None, include_write_caps: bool) -> None:
     """Print the manifest as JSON (read caps only unless asked)."""
     from archiver.format.manifest import Manifest
 
-    config = _load(config_path, {"data_dir": data_dir})
+    config = load(config_path, {"data_dir": data_dir})
     if not (config.data_dir / Manifest.FILENAME).exists():
         raise click.ClickException(f"{config.data_dir} is not an archiver data dir")
     manifest = Manifest(config.data_dir)
@@ -626,8 +519,8 @@ def manifest_export(config_path: Path | None, data_dir: Path | None, include_wri
 
 
 @manifest_group.command("rebuild")
-@_config_options
-@_archive_option("The store URL with the root cap (a read cap is enough).", required=True)
+@config_options
+@archive_option("The store URL with the root cap (a read cap is enough).", required=True)
 @click.option("--sink-id", help="Whose manifest, when several sinks share the root.")
 @click.option("--walk", is_flag=True,
               help="Also walk the whole tree for the sink's segments its published manifest does not list "
@@ -639,7 +532,7 @@ def manifest_rebuild(config_path: Path | None, data_dir: Path | None, archive: s
     from archiver.store import open_store
     from archiver.store.base import StoreError
 
-    config = _load(config_path, {"data_dir": data_dir})
+    config = load(config_path, {"data_dir": data_dir})
     try:
         result = rebuild_manifest(config.data_dir, open_store(archive, create=False), sink_id, walk)
     except (RebuildError, StoreError, ManifestError) as err:
@@ -672,7 +565,7 @@ def _grid_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _open_grid(directory: Path, config_path: Path | None) -> Any:
     from archiver.app.grid import LocalGrid
 
-    tahoe = _load(config_path, {}).grid.tahoe or None
+    tahoe = load(config_path, {}).grid.tahoe or None
     return _grid_call(lambda: LocalGrid(directory, tahoe))
 
 
@@ -690,7 +583,7 @@ def grid_create(
     """Create an introducer and storage nodes in DIRECTORY."""
     from archiver.app.grid import LocalGrid
 
-    tahoe = _load(config_path, {}).grid.tahoe or None
+    tahoe = load(config_path, {}).grid.tahoe or None
     grid = _grid_call(
         lambda: LocalGrid.create(directory, nodes=nodes, needed=needed, happy=happy, total=total, tahoe=tahoe)
     )
@@ -733,14 +626,3 @@ def grid_status(directory: Path, config_path: Path | None, as_json: bool) -> Non
         state = f"running (pid {node['pid']})" if node["pid"] else "stopped"
         click.echo(f"  {node['name']:<12} {state:<22} tub {node['tub_port']}  web {node['web_port'] or '-'}")
 
-
-from archiver.app.replay_command import replay_command  # noqa: E402  (it builds on the options above)
-main.add_command(replay_command)
-
-
-from archiver.app.rules_command import rules_group  # noqa: E402
-main.add_command(rules_group)
-from archiver.app.web_command import web_command  # noqa: E402  (it builds on the options above)
-main.add_command(web_command)
-from archiver.app.import_command import import_command  # noqa: E402  (it builds on the options above)
-main.add_command(import_command)

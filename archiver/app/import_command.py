@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
-from archiver.app.cli import _config_options, _credentials, _load, _running_sink
 from archiver.app.importing import ImportFailed, import_target
+from archiver.app.options import config_options, load
+from archiver.app.sinks import credentials, running_sink
 from archiver.format.record import valid_stream_name
 from archiver.ingest.decode.imported import FORMATS
 from archiver.ingest.decoder import Decoder
@@ -24,7 +25,7 @@ SINK_WAIT = 10.0  # seconds a sink that holds the lock may take to write sink.js
 
 
 @click.command("import")
-@_config_options
+@config_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--stream", default="import", show_default=True, help="Stream the records go to.")
 @click.option("--format", "kind", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True,
@@ -37,19 +38,19 @@ def import_command(config_path: Path | None, data_dir: Path | None, paths: tuple
     first KiB. Goes through the sink when one runs on the data dir. Exits 1 when a file failed."""
     if not valid_stream_name(stream):
         raise click.BadParameter(f"{stream!r} is not a stream name", param_hint="--stream")
-    config = _load(config_path, {"data_dir": data_dir})
+    config = load(config_path, {"data_dir": data_dir})
     files = walk(paths)
 
     def find_sink() -> str | None:
         deadline = time.monotonic() + SINK_WAIT
-        while (sink := _running_sink(config_path, data_dir)) is None and time.monotonic() < deadline:
+        while (sink := running_sink(config_path, data_dir)) is None and time.monotonic() < deadline:
             time.sleep(0.2)  # a sink that took the lock and is still starting
         return None if sink is None else str(sink["http"])
 
     started = time.monotonic()
     try:
         summary, failed, where = asyncio.run(_run(config, files, stream, kind, find_sink,
-                                                  _credentials(config_path, data_dir)))
+                                                  credentials(config_path, data_dir)))
     except (ImportFailed, SpoolFull) as err:
         raise click.ClickException(str(err)) from None
     _print_summary(summary, failed, where, time.monotonic() - started)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import orjson
 
-from archiver.app.cli import CouldNotRun, _archive, _archive_option, _config_options, _secret_value, _time_option
+from archiver.app.options import CouldNotRun, archive_option, chosen_archive, config_options, secret_value, time_option
 from archiver.app.replay import ReplaySettings, replay
 from archiver.app.replay_send import FORMATS, TargetRefused, open_sender
 from archiver.common.redaction import redact
@@ -34,12 +34,12 @@ def _on_retry(attempt: int, why: str, delay: float) -> None:
 
 
 @click.command("replay")
-@_config_options
-@_archive_option("A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...).")
+@config_options
+@archive_option("A config, a data dir, or a store URL with a root cap (tahoe://HOST:PORT/URI:DIR2-RO:...).")
 @click.option("--to", "target", required=True,
               help="http://HOST:PORT/STREAM (NDJSON batches: another archiver, or any NDJSON receiver) or "
                    "tcp://HOST:PORT (syslog over TCP, see --format).")
-@click.option("--token", envvar="ARCHIVER_REPLAY_TOKEN", callback=_secret_value,
+@click.option("--token", envvar="ARCHIVER_REPLAY_TOKEN", callback=secret_value,
               help="Bearer token for an http:// target with [auth]; @FILE reads it from FILE, and "
                    "$ARCHIVER_REPLAY_TOKEN sets it out of sight of ps.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rfc5424", show_default=True,
@@ -82,12 +82,12 @@ def replay_command(
     except checkpoints.CheckpointError as err:
         raise click.UsageError(str(err)) from None
     if position is None:
-        position = checkpoints.Checkpoint(query, _time_option(since), _time_option(until))
+        position = checkpoints.Checkpoint(query, time_option(since), time_option(until))
     elif position.complete:
         click.echo(f"nothing to send: this replay completed ({position.sent} record(s)); remove {path} to replay again",
                    err=True)
         return
-    source = _archive(config_path, data_dir, archive, failure=CouldNotRun)
+    source = chosen_archive(config_path, data_dir, archive, failure=CouldNotRun)
     wanted = Filters(stream, position.since, position.until, level, logger_glob, contains)
     save = lambda done: checkpoints.save(path, done)  # noqa: E731
     try:

@@ -10,7 +10,7 @@ import sys
 import click
 from aiohttp import web
 
-from archiver.app.cli import _archive, _archive_option
+from archiver.app.options import archive_option, chosen_archive
 from archiver.read.reader import Archive
 from archiver.web.access import is_loopback
 from archiver.web.site import PREFIX, standalone_app
@@ -19,8 +19,8 @@ TOKEN_ENV = "ARCHIVER_WEB_TOKEN"
 
 
 @click.command("web")
-@_archive_option("A config, a data dir, or a store URL with a root read cap (tahoe://HOST:PORT/URI:DIR2-RO:...).",
-                 required=True)
+@archive_option("A config, a data dir, or a store URL with a root read cap (tahoe://HOST:PORT/URI:DIR2-RO:...).",
+                required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8001, show_default=True, type=int, help="Port (0 picks a free one).")
 @click.option("--token", envvar=TOKEN_ENV,
@@ -30,7 +30,7 @@ def web_command(archive: str, host: str, port: int, token: str | None) -> None:
     """Serve a read-only archive browser: streams, segments, search, downloads, live tail."""
     if not is_loopback(host) and not token:
         raise click.UsageError(f"binding {host} lets others read the archive: give --token (or ${TOKEN_ENV})")
-    with _archive(None, None, archive) as source:
+    with chosen_archive(None, None, archive) as source:
         asyncio.run(_serve(source, host, port, token))
 
 
