@@ -7,12 +7,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from archiver.app.replay_send import Sender, TargetUnavailable
 from archiver.common.backoff import retry_delay
-from archiver.format.manifest import SegmentRow
-from archiver.format.segment import open_compressed
 from archiver.read.checkpoint import Checkpoint
 from archiver.read.merge import MergeSegment, merge
 from archiver.read.reader import Archive, Filters
@@ -70,15 +68,10 @@ def _segments(archive: Archive, wanted: Filters, done: dict[str, int]) -> list[M
     """The segments that may hold matching records not yet sent: from the manifest alone."""
     rows = archive.segments(wanted.stream, wanted.since, wanted.until)
     return [
-        MergeSegment(row.id, row.first_ts, partial(_lines, archive, row))
+        MergeSegment(row.id, row.first_ts, partial(archive.segment_lines, row))
         for row in rows
         if wanted.segment_may_match(row) and done.get(row.id, 0) < row.records
     ]
-
-
-def _lines(archive: Archive, row: SegmentRow) -> Iterator[bytes]:
-    with open_compressed(archive.open_segment(row), row.compression) as lines:
-        yield from lines
 
 
 def _send_until_taken(

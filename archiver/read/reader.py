@@ -216,7 +216,7 @@ class Archive:
         """(row, its lines, whether all of them match) for every segment that may match; open
         segments have no row."""
         sources: list[_Source] = [
-            (row, partial(self._lines, row), wanted.whole_segment_matches(row))
+            (row, partial(self.segment_lines, row), wanted.whole_segment_matches(row))
             for row in self._rows(wanted.stream, wanted.since, wanted.until)
             if wanted.segment_may_match(row) and (not wanted.index_can_tell or self._index_may_match(row, wanted))
         ]
@@ -256,9 +256,12 @@ class Archive:
             return store.open_cap(row.read_cap, row.stored_bytes, row.store_path)
         return store.open(row.store_path)
 
-    def _lines(self, row: SegmentRow) -> Iterator[bytes]:
+    def segment_lines(self, row: SegmentRow) -> Iterator[bytes]:
+        """A sealed segment's canonical JSON lines, decompressed as they are read (local copy
+        first, else the store): for readers that need every line in order, unfiltered."""
         with open_compressed(self.open_segment(row), row.compression) as lines:
             yield from lines
+
     def _local(self, row: SegmentRow) -> Path | None:
         if self.data_dir is None or not row.local_path:
             return None
