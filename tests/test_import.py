@@ -4,6 +4,7 @@ a rotated directory imported again, an import through a running sink."""
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import gzip
 import os
@@ -19,12 +20,16 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver.format.manifest import Manifest
-from archiver.format.record import Context
+from archiver.format.layout import DataDir
+from archiver.format.manifest import ImportPosition, Manifest, file_fingerprint
+from archiver.format.record import Context, Lines
 from archiver.ingest.decode.imported import FILE_FIELD, LineDecoder, sniff_format
 from archiver.ingest.decode.syslog import parse_syslog
 from archiver.ingest.decode.textlog import join_text
 from archiver.ingest.files import head, open_decompressed, whole_lines
+from archiver.spool.imports import ImportBatch, ImportSpool
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
 from conftest import archiver_cli, read_json, wait_until
 
 JAN_2027 = calendar.timegm((2027, 1, 3, 12, 0, 0))
@@ -128,6 +133,29 @@ def test_a_compressed_copy_has_the_same_head_and_lines_resume_at_an_offset(tmp_p
             assert b"".join(data for data, _ in whole_lines(content, 7)) == body[7:]
 
 
+# -- the sink's side -----------------------------------------------------------------------
+
+def test_committing_an_offset_waits_for_the_manifest_lock_off_the_event_loop(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        writer = SegmentWriter(DataDir(tmp_path), "t", RotationPolicy(2**20, 10_000, 60))
+        await writer.start()
+        spool = ImportSpool(writer, tmp_path)
+        blank = Lines(b"", 0, {}, None, None)  # a batch of blank lines: it moves the offset, writes nothing
+        batch = ImportBatch("s", "a.log", ImportPosition(file_fingerprint(b"\n\n"), 2), 2, [], blank)
+        sealer = sqlite3.connect(tmp_path / Manifest.FILENAME, isolation_level=None)
+        sealer.execute("BEGIN IMMEDIATE")  # the manifest's write lock, held as a seal holds it
+        appending = asyncio.ensure_future(spool.append(batch))
+        await asyncio.sleep(0.2)  # the loop runs on while the offset waits for the lock
+        assert not appending.done()
+        sealer.execute("COMMIT")
+        await appending
+        assert spool.manifest.import_offset(batch.position.fingerprint) == 2
+        spool.close()
+        await writer.close()
+
+    asyncio.run(scenario())
+
+
 # -- real processes ------------------------------------------------------------------------
 
 def _jsonl(path: Path, first: int, count: int) -> None:
@@ -216,3 +244,23 @@ def test_an_import_goes_through_the_running_sink(tmp_path: Path, start_sink) -> 
     assert len(_messages(sink.data_dir, "old")) == 3001
     rows = list(Manifest(sink.data_dir, read_only=True).segments("old"))
     assert {row.id[:15] for row in rows} == {"20231114T221320", "20231114T230000", "20261130T100000"}
+
+
+def test_two_imports_of_one_file_through_a_running_sink_write_each_record_once(tmp_path: Path, start_sink) -> None:  # type: ignore[no-untyped-def]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = 60_000  # three batches of a MiB, each held a second by the sink: the imports overlap
+    _jsonl(logs / "app.jsonl", 0, lines)
+    sink = start_sink(tmp_path / "data", env={"ARCHIVER_FAILPOINTS": "import.before_offset=sleep:1"})
+    command = [sys.executable, "-m", "archiver", "import", "--data-dir", str(sink.data_dir), str(logs)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    stopped = [err.decode() for _, err in outputs if f"stopped {logs / 'app.jsonl'}: " in err.decode()]
+    assert len(stopped) == 1 and "another import is reading it" in stopped[0], outputs
+    with closing(sqlite3.connect(sink.data_dir / Manifest.FILENAME)) as db:
+        assert db.execute("SELECT offset, records FROM imports").fetchall() == \
+            [((logs / "app.jsonl").stat().st_size, lines)]
+    assert sink.stop() == 0
+    messages = _messages(sink.data_dir)
+    assert len(messages) == lines and set(messages) == {f"m{n}" for n in range(lines)}

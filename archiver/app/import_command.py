@@ -102,5 +102,8 @@ def _print_summary(summary: Summary, failed: list[tuple[str, str]], where: str, 
     for file in read:
         click.echo(f"  {file.path}: {file.format}, {file.records:,} record(s), {file.rejected:,} rejected, "
                    f"read up to byte {file.offset:,}")
+    for file in summary.files:
+        if file.stopped:
+            click.echo(f"  stopped {file.path}: {file.stopped}", err=True)
     for path, error in failed:
         click.echo(f"  FAILED {path}: {error}", err=True)

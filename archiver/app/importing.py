@@ -12,9 +12,9 @@ import orjson
 
 from archiver.app.config import Config
 from archiver.app.service import PidLock, StartupError, prepare_data_dir, sink_identity
-from archiver.format.manifest import ImportPosition, Manifest
+from archiver.format.manifest import ImportPosition
 from archiver.ingest.importer import ImportTarget
-from archiver.spool.imports import ImportBatch, ImportSpool, batch_to_wire
+from archiver.spool.imports import ImportBatch, ImportSpool, PositionMoved, batch_to_wire
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
 
@@ -44,6 +44,8 @@ class SinkTarget:
                 answer = await response.read()
         except aiohttp.ClientError as err:
             raise ImportFailed(f"the sink at {self.url} did not answer: {err}") from None
+        if response.status == 409:
+            raise PositionMoved(answer.decode(errors="replace").strip().removeprefix("error: "))
         if response.status != 200:
             raise ImportFailed(f"{IMPORT_ROUTE} failed ({response.status}): {answer.decode(errors='replace').strip()}")
         return answer
@@ -65,12 +67,12 @@ async def local_spool(config: Config) -> AsyncIterator[ImportSpool]:
         spool_limit=config.spool.max_bytes,
     )
     await writer.start()
-    manifest = Manifest(data.root)
+    spool = ImportSpool(writer, data.root)
     try:
-        yield ImportSpool(writer, manifest)
+        yield spool
     finally:
         failures = await writer.close()
-        manifest.close()
+        spool.close()
     if failures:
         where = "; ".join(f"{f.segment.stream}/{f.segment.id} ({f.error})" for f in failures)
         raise ImportFailed(f"imported records are durable in the open spool, but could not be sealed: {where}")

@@ -228,8 +228,8 @@ async def _run(
         writer.on_sealed = jobs.wake_upload
     await writer.start()
     lifecycle.push_async_callback(_seal_everything, writer)
-    imports = ImportSpool(writer, Manifest(data.root))  # archiver import's batches, on this loop
-    lifecycle.callback(imports.manifest.close)
+    imports = ImportSpool(writer, data.root)  # archiver import's batches, on this loop
+    lifecycle.callback(imports.close)
     info: dict[str, Any] = {"pid": os.getpid(), "sink_id": sink_id, "started": format_ts(time.time())}
     limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
 

@@ -1,7 +1,8 @@
 """``POST /_admin/import``: ``archiver import`` sending its batches through the running sink,
 so a data dir never has two writers. ``?position`` answers how far the file whose first bytes
 are the body was imported; otherwise the body is a batch (archiver.spool.imports), answered
-once it is durable and the file's offset committed."""
+once it is durable and the file's offset committed, or 409 when the file's offset is no longer
+the one the batch was read from (another import of the same file)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from archiver.format.manifest import HEAD_BYTES
 from archiver.format.record import valid_stream_name
-from archiver.spool.imports import ImportSpool, SpoolFull, batch_from_wire
+from archiver.spool.imports import ImportSpool, PositionMoved, SpoolFull, batch_from_wire
 
 IMPORTS_KEY = web.AppKey("imports", ImportSpool)
 
@@ -34,5 +35,7 @@ async def import_batch(request: web.Request) -> web.Response:
         await spool.append(batch)
     except SpoolFull as full:
         raise web.HTTPServiceUnavailable(text=f"error: {full}\n") from None
+    except PositionMoved as moved:
+        raise web.HTTPConflict(text=f"error: {moved}\n") from None
     return web.Response(body=orjson.dumps({"records": batch.records, "rejected": batch.rejected.count}),
                         content_type="application/json")

@@ -16,7 +16,7 @@ from archiver.format.record import SOURCE_IMPORT, Context, Lines, encode_lines, 
 from archiver.ingest.decode.imported import FILE_FIELD, LineDecoder, sniff_format
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.files import LogFile, head, open_decompressed, whole_lines
-from archiver.spool.imports import ImportBatch
+from archiver.spool.imports import ImportBatch, PositionMoved
 
 
 AHEAD = 4  # chunks decoding on the workers while one is written
@@ -37,6 +37,7 @@ class FileResult:
     records: int = 0
     rejected: int = 0
     skipped: str | None = None  # why nothing was read: already imported, empty
+    stopped: str | None = None  # why reading stopped short: another import of the file moved its offset
     offset: int = 0
 
 
@@ -87,6 +88,8 @@ async def import_file(
     progress: Callable[[int], None] = lambda records: None,
 ) -> FileResult:
     """Import what is new in ``file``; ``progress`` hears of the records of each durable batch.
+    Stops at the first batch the target refuses as read from a stale offset (``stopped``
+    says why): the import that moved it goes on with the file, and no record is written twice.
     JSON and syslog chunks are decoded on ``workers``, a few ahead of the one being written;
     text chunks in order here (a record may span two)."""
     name = str(file.path)
@@ -124,11 +127,13 @@ async def import_file(
                     await settle(await ahead.popleft())
             while ahead:
                 await settle(await ahead.popleft())
+    except PositionMoved as moved:
+        result.stopped = str(moved)
     finally:
         for future in ahead:
             future.cancel()
     result.offset = position.offset
-    if not result.records and not result.rejected:
+    if not result.records and not result.rejected and result.stopped is None:
         result.skipped = "nothing new"
     return result
 

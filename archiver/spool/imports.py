@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import orjson
 
@@ -25,6 +27,8 @@ from archiver.format.record import REJECTED_STREAM, Lines
 
 if TYPE_CHECKING:
     from archiver.spool.writer import SegmentWriter
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,22 +93,53 @@ class SpoolFull(RuntimeError):
     """The spool holds spool.max_bytes: no batch is taken until uploads prune it."""
 
 
-class ImportSpool:
-    """Appends imported batches through a running :class:`SegmentWriter`; one batch at a time."""
+class PositionMoved(RuntimeError):
+    """The file's import no longer stands where the batch continues from: another import is
+    reading the same file, and this batch would duplicate its records."""
 
-    def __init__(self, writer: SegmentWriter, manifest: Manifest) -> None:
+
+class ImportSpool:
+    """Appends imported batches through a running :class:`SegmentWriter`; one batch at a time.
+
+    Positions are read and committed on a thread of their own (its own manifest connection),
+    so a manifest write lock held by the sealer never stalls the event loop. The note before
+    each part's bytes stays on the loop: it must name the segment those bytes go to, and the
+    loop may rotate that segment whenever it runs."""
+
+    def __init__(self, writer: SegmentWriter, root: Path) -> None:
         self.writer = writer
-        self.manifest = manifest
+        self.manifest = Manifest(root)
         self.lock = asyncio.Lock()  # a sink takes one batch at a time, whoever sends it
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="imports")
+        self._positions = self._thread.submit(Manifest, root).result()
+
+    def close(self) -> None:
+        self._thread.submit(self._positions.close).result()
+        self._thread.shutdown()
+        self.manifest.close()
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     async def position(self, head: bytes) -> ImportPosition:
         async with self.lock:  # after a batch still being appended for the same file
-            return self.manifest.import_position(head)
+            return await self._off_loop(self._positions.import_position, head)
 
     async def append(self, batch: ImportBatch) -> None:
-        """Returns once the batch is durable and its file's offset committed."""
+        """Returns once the batch is durable and its file's offset committed; PositionMoved
+        when the file's offset is not the one the batch was read from."""
         async with self.lock:
+            await self._check_position(batch)
             await self._append(batch)
+
+    async def _check_position(self, batch: ImportBatch) -> None:
+        claimed = batch.position.offset if batch.position.known else None
+        stored = await self._off_loop(self._positions.import_offset, batch.position.known or batch.position.fingerprint)
+        if stored != claimed:
+            where = "was never imported" if stored is None else f"stands at byte {stored:,}"
+            since = f"byte {claimed:,}" if claimed is not None else "its start"
+            raise PositionMoved(f"{batch.path} {where}, not at {since} where this batch continues from: "
+                                "another import is reading it (it goes on from where that one stops)")
 
     async def _append(self, batch: ImportBatch) -> None:
         if self.writer.over_limit():
@@ -126,7 +161,7 @@ class ImportSpool:
         if writes:
             await self.writer.commit(durable=True)
         failpoint("import.before_offset")  # durable, and the offset not yet moved past it
-        self.manifest.save_import(batch.after(), batch.path, format_ts(time.time()))
+        await self._off_loop(self._positions.save_import, batch.after(), batch.path, format_ts(time.time()))
 
 
 def undo_unfinished(data_dir: DataDir, manifest: Manifest) -> None:
