@@ -3,12 +3,16 @@ route to aiohttp, with the HTTP contract intact on both sides of the hand-over."
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
+from archiver.ingest.http import RECEIVER_KEY
+from archiver.ingest.receive import Answer, Incoming
 from conftest import LocalSink, StartLocal, read_json
 
 AIOHTTP = b"Server: Python/"  # aiohttp names itself in every answer; the hot path does not
@@ -73,7 +77,32 @@ def test_pipelined_requests_are_answered_in_order(sink: LocalSink) -> None:
                      + b"GET /hot2?msg=c HTTP/1.1\r\nHost: x\r\n\r\n" + post("/_status", b""))
         found = answers(sock, 4)
     assert [answer.split(b"\r\n")[0] for answer in found] == [b"HTTP/1.1 200 OK"] * 3 + [b"HTTP/1.1 400 Bad Request"]
+    assert sink.counters.responses == {200: 3, 400: 1}
     assert messages(sink, "hot2") == ["a", "b", "c"]
+    (kept,) = read_json(sink.data_dir, "_rejected")  # the 400 is the sink's own: kept, as unpipelined
+    assert "other routes" in kept["message"] and kept["fields"]["target_stream"] == "_status"
+
+
+def test_bytes_that_arrive_while_a_hand_over_waits_go_to_aiohttp(sink: LocalSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request for another route waits for the answers owed before it; what arrives after its
+    first read waits with it, though answering the requests before it resumes reading."""
+    receiver, gate = sink.app[RECEIVER_KEY], threading.Event()
+    receive = receiver.receive
+
+    async def gated(request: Incoming) -> Answer:
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
+        return await receive(request)
+
+    monkeypatch.setattr(receiver, "receive", gated)
+    with connect(sink) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in (post("/hot9", b"msg=a") + post("/hot9", b"msg=b"), b"GET /_health HTTP/1.1\r\n", b"Host: x\r\n\r\n"):
+            sock.sendall(piece)
+            time.sleep(0.05)  # each piece its own read on the sink's side
+        gate.set()
+        found = answers(sock, 3)
+    assert [answer.split(b"\r\n")[0] for answer in found] == [b"HTTP/1.1 200 OK"] * 3
+    assert found[2].endswith(b'{"status": "ok"}') and AIOHTTP in found[2]
 
 
 def test_chunked_bodies_and_expect_continue(sink: LocalSink) -> None:
@@ -103,11 +132,43 @@ def test_broken_framing_is_answered_kept_and_closes_the_connection(sink: LocalSi
 
 
 def test_a_head_over_the_limits_is_refused(sink: LocalSink) -> None:
-    with connect(sink) as sock:
-        sock.sendall(post("/hot5", b"msg=x", *[f"X-{n}: {n}" for n in range(200)]))
-        (answer,) = answers(sock, 1)
-    assert answer.startswith(b"HTTP/1.1 400")
+    long_line = sink.config.server.max_line_bytes
+    for headers, reason in (([f"X-{n}: {n}" for n in range(200)], b"too many"),
+                            ([f"X-Big: {'a' * long_line}"], b"longer than")):
+        with connect(sink) as sock:
+            sock.sendall(post("/hot5", b"msg=x", *headers))
+            (answer,) = answers(sock, 1)
+            assert sock.recv(4096) == b""
+        assert answer.startswith(b"HTTP/1.1 400") and reason in answer
     assert messages(sink, "hot5") == []
+
+
+def test_a_header_is_refused_as_it_grows_past_the_limit(sink: LocalSink) -> None:
+    """llhttp hands a header over only once it ends: the sink counts it as it arrives, or one
+    endless header would grow in memory, unanswered."""
+    with connect(sink) as sock:
+        sock.sendall(b"POST /hot5 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (sink.config.server.max_line_bytes + 1))
+        (answer,) = answers(sock, 1)
+        assert sock.recv(4096) == b""
+    assert answer.startswith(b"HTTP/1.1 400") and b"server.max_line_bytes" in answer
+
+
+def test_requests_before_a_parser_error_are_answered_then_its_400(sink: LocalSink) -> None:
+    with connect(sink) as sock:  # a head llhttp refuses, behind two requests
+        sock.sendall(post("/hot10", b"msg=a") + post("/hot10", b"msg=b") + b"BREW /hot10 HTTP/1.1\r\n\r\n")
+        found = answers(sock, 3)
+        assert sock.recv(4096) == b""
+    assert [answer.split(b"\r\n")[0] for answer in found] == [b"HTTP/1.1 200 OK"] * 2 + [b"HTTP/1.1 400 Bad Request"]
+    assert b"Connection: close" in found[2] and b"Connection: close" not in found[1]
+    with connect(sink) as sock:  # a body whose framing breaks, behind a request
+        sock.sendall(post("/hot10", b"msg=c") + b"POST /hot10 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nmsg=d\r\nzz\r\n")
+        found = answers(sock, 2)
+        assert sock.recv(4096) == b""
+    assert found[0].startswith(b"HTTP/1.1 200") and found[1].startswith(b"HTTP/1.1 400") and b"incomplete body" in found[1]
+    assert messages(sink, "hot10") == ["a", "b", "c"]
+    (kept,) = read_json(sink.data_dir, "_rejected")
+    assert kept["fields"]["raw"] == "msg=d" and "incomplete body" in kept["message"]
 
 
 def test_an_upgrade_request_is_served_as_before(sink: LocalSink) -> None:
@@ -137,14 +198,16 @@ def test_a_body_answered_early_is_read_to_its_end_before_the_connection_closes(l
     assert answer.startswith(b"HTTP/1.1 401") and b"Connection: close" in answer
 
 
-
 def test_a_request_line_in_pieces_is_parsed_whole(sink: LocalSink) -> None:
-    request = post("/hot8", b"msg=pieces")
-    with connect(sink) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for piece in (request[:3], request[3:9], request[9:]):
-            sock.sendall(piece)
-            time.sleep(0.05)  # each piece its own read on the sink's side
-        (answer,) = answers(sock, 1)
-    assert answer.startswith(b"HTTP/1.1 200")
+    """Its pieces are parsed together, inside the parser's error handling: a bad byte in an
+    early piece gets a 400 like any other."""
+    found = []
+    for request in (post("/hot8", b"msg=pieces"), post("/hot8", b"msg=bad").replace(b"/hot8", b"/h\x00t8")):
+        with connect(sink) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for piece in (request[:3], request[3:9], request[9:]):
+                sock.sendall(piece)
+                time.sleep(0.05)  # each piece its own read on the sink's side
+            found += answers(sock, 1)
+    assert found[0].startswith(b"HTTP/1.1 200") and found[1].startswith(b"HTTP/1.1 400")
     assert messages(sink, "hot8") == ["pieces"]

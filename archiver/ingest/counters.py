@@ -25,6 +25,7 @@ REJECT_REASONS = (
     "incomplete",       # a body cut short, a TCP line unfinished at stop
     "line_too_long",    # a TCP line over tcp.max_line_bytes
     "decoder_failed",   # a decoding bug: the raw bytes are kept
+    "misrouted",        # a request for another route pipelined behind ingest requests (the hot path)
     "spool_full",       # refused with 503 before reading: nothing kept, the sender retries
 )
 

@@ -36,6 +36,11 @@ LINGER = 10.0
 # The headers ingest reads; the others are parsed, counted and dropped.
 KEPT_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"authorization", b"expect"})
 _STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+MISROUTED = "send requests for other routes on a connection of their own"
+
+
+class HeadRefused(ValueError):
+    """A request line or header over the limits; its message is the 400's reason."""
 
 
 class HotPath:
@@ -129,16 +134,18 @@ class _Body:
 class _Request:
     """A request being parsed or waiting its turn on the connection."""
 
-    __slots__ = ("url", "route", "headers", "header_count", "body", "keep_alive", "method")
+    __slots__ = ("url", "route", "headers", "header_count", "open_line", "body", "keep_alive", "method", "failure")
 
     def __init__(self, route: tuple[str, str] | None) -> None:
         self.url = bytearray()
         self.route = route  # (path, query) when read from the request line before parsing
         self.headers: dict[str, str] = {}
         self.header_count = 0
+        self.open_line = 0  # bytes of the head line not yet ended
         self.body: _Body | None = None
         self.keep_alive = False
         self.method = ""
+        self.failure: str | None = None  # the parser refused it: answered with a 400 in its turn
 
 
 class IngestProtocol(asyncio.Protocol):
@@ -148,14 +155,14 @@ class IngestProtocol(asyncio.Protocol):
         self._hot = hot
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._head = b""  # a new request's first bytes until its request line is whole
+        self._head = bytearray()  # a new request's first bytes until its request line is whole
         self._route: tuple[str, str] | None = None  # the route _decided found, for the next request
         # Bytes of a request since its start, until its headers are parsed: an upgrade request
         # (Upgrade: h2c from curl --http2) goes to aiohttp whole, since llhttp stops at its body.
         self._request_bytes: bytearray | None = None
         self._upgrading = False
         self._lingering = False  # answered, closing once the rest of the body is read
-        self._handover: bytes | None = None  # bytes for aiohttp once the answers owed are sent
+        self._handover: bytearray | None = None  # bytes for aiohttp once the answers owed are sent
         self._broken = False  # unparseable input: the answer owed closes the connection
         self._parsing: _Request | None = None
         self._queue: deque[_Request] = deque()
@@ -181,6 +188,9 @@ class IngestProtocol(asyncio.Protocol):
                 request.body.cut("the client closed the connection")
 
     def data_received(self, data: bytes) -> None:
+        if self._handover is not None:
+            self._handover += data
+            return
         if self._broken:
             return
         if self._parsing is None:
@@ -195,17 +205,33 @@ class IngestProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._upgrade()
         except httptools.HttpParserError as err:
-            self._fail(f"bad request: {err}")
+            cause = err.__context__  # what a callback raised
+            self._fail(str(cause) if isinstance(cause, HeadRefused) else f"bad request: {err}")
+        else:
+            self._count_head_line(data)
+
+    def _count_head_line(self, data: bytes) -> None:
+        """llhttp hands a header over only once it ends, buffering it until then: a head line
+        still open after this read is counted here, and refused once over the limit."""
+        request = self._parsing
+        if request is None or request.body is not None:
+            return
+        newline = data.rfind(b"\n")
+        # The count is high only when this read also held the end of a previous request's
+        # body: by the bytes of it after its last newline.
+        request.open_line = request.open_line + len(data) if newline < 0 else len(data) - newline - 1
+        if request.open_line > self._hot.max_line_bytes:
+            self._fail("a header is longer than server.max_line_bytes")
 
     def _decided(self, data: bytes) -> bytes | None:
         """At a request's start: the bytes to parse here when the request is this protocol's,
         else None (its request line is not whole yet, or it went to aiohttp with every byte)."""
-        head = self._head + data
-        end = head.find(b"\r\n")
-        if end < 0 and len(head) <= self._hot.max_line_bytes:
-            self._head = head
+        searched = max(0, len(self._head) - 1)  # a \r\n may straddle two reads
+        self._head += data
+        end = self._head.find(b"\r\n", searched)
+        if end < 0 and len(self._head) <= self._hot.max_line_bytes:
             return None
-        self._head = b""
+        head, self._head = bytes(self._head), bytearray()
         method, _, target = head[:end].partition(b" ")
         path, query = _route(target.rpartition(b" ")[0])
         if end < 0 or not path.startswith("/") or not is_ingest_route(method.decode("latin-1"), path[1:], query):
@@ -228,8 +254,8 @@ class IngestProtocol(asyncio.Protocol):
         """The rest of this connection goes to aiohttp, starting with ``data``. Answers this
         protocol still owes go out first."""
         if self._queue or self._task is not None:
-            self._handover = data
             self.pause_reading()
+            self._handover = bytearray(data)
             return
         assert self._transport is not None
         self._hot.connections.discard(self)
@@ -251,14 +277,16 @@ class IngestProtocol(asyncio.Protocol):
         assert self._parsing is not None
         self._parsing.url += url
         if len(self._parsing.url) > self._hot.max_line_bytes:
-            raise ValueError("the request line is too long (server.max_line_bytes)")
+            raise HeadRefused("the request line is too long (server.max_line_bytes)")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._parsing
         assert request is not None
         request.header_count += 1
-        if request.header_count > MAX_HEADERS or len(name) + len(value) > self._hot.max_line_bytes:
-            raise ValueError("too many or too long headers")
+        if request.header_count > MAX_HEADERS:
+            raise HeadRefused(f"too many headers (more than {MAX_HEADERS})")
+        if len(name) + len(value) > self._hot.max_line_bytes:
+            raise HeadRefused("a header is longer than server.max_line_bytes")
         name = name.lower()
         if name in KEPT_HEADERS:
             request.headers[name.decode("latin-1")] = value.decode("utf-8", "surrogateescape")
@@ -275,9 +303,7 @@ class IngestProtocol(asyncio.Protocol):
         length = request.headers.get("content-length")
         expect = request.headers.get("expect", "").lower() == "100-continue"
         request.body = _Body(self, int(length) if length and length.isdigit() else None, expect)
-        self._queue.append(request)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._serve())
+        self._enqueue(request)
 
     def on_body(self, data: bytes) -> None:
         assert self._parsing is not None and self._parsing.body is not None
@@ -293,28 +319,32 @@ class IngestProtocol(asyncio.Protocol):
 
     # answering
 
+    def _enqueue(self, request: _Request) -> None:
+        self._queue.append(request)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+
     async def _serve(self) -> None:
         """Answer the queued requests in order; a request for another route that arrived
-        meanwhile is handed over once they are answered."""
+        meanwhile is handed over once they are answered. After a parser error the last answer
+        closes the connection."""
         receiver = self._hot.receiver
         try:
             while self._queue and not self._closed:
                 request = self._queue[0]
+                if request.failure is not None:
+                    self._queue.popleft()
+                    self._answer(Answer(400, f"error: {request.failure}\n".encode()), keep_alive=False)
+                    break
                 assert request.body is not None
-                path, query = request.route or _route(bytes(request.url))
-                if not path.startswith("/") or not is_ingest_route(request.method, path[1:], query):
-                    # pipelined behind an ingest request: the bytes for aiohttp are already parsed
-                    answer = Answer(400, b"error: send requests for other routes on a connection of their own\n")
-                else:
-                    answer = (receiver.unauthenticated(request.headers.get("authorization"))
-                              or await receiver.receive(Incoming(request.method, path[1:], query, self._remote,
-                                                                 request.headers, request.body)))
+                answer = await self._respond(request)
                 self._queue.popleft()
                 # A connection whose body was answered before it was read to its end closes, once
                 # that end has arrived.
                 complete = request.body.complete
                 request.body.discard()
-                self._answer(answer, request.keep_alive and complete and not receiver.stopping and not self._broken,
+                last = self._broken and not self._queue
+                self._answer(answer, request.keep_alive and complete and not receiver.stopping and not last,
                              linger=not complete and not self._broken)
         except Exception:
             log.exception("answering a request failed")
@@ -323,7 +353,20 @@ class IngestProtocol(asyncio.Protocol):
             self._task = None
         if self._handover is not None and not self._closed:
             data, self._handover = self._handover, None
-            self._hand_over(data)
+            self._hand_over(bytes(data))
+
+    async def _respond(self, request: _Request) -> Answer:
+        receiver = self._hot.receiver
+        refusal = receiver.unauthenticated(request.headers.get("authorization"))
+        if refusal is not None:
+            return refusal
+        assert request.body is not None
+        path, query = request.route or _route(bytes(request.url))
+        incoming = Incoming(request.method, path.removeprefix("/"), query, self._remote, request.headers, request.body)
+        if path.startswith("/") and is_ingest_route(request.method, incoming.path, query):
+            return await receiver.receive(incoming)
+        # pipelined behind an ingest request: the bytes for aiohttp are already parsed
+        return await receiver.refuse(incoming, MISROUTED)
 
     def _answer(self, answer: Answer, keep_alive: bool, linger: bool = False) -> None:
         if self._closed:
@@ -341,15 +384,19 @@ class IngestProtocol(asyncio.Protocol):
             self._close()
 
     def _fail(self, reason: str) -> None:
-        """Input llhttp refuses: a body being read is cut (kept in _rejected as incomplete, and
-        that answer closes the connection), otherwise a 400 now; nothing more is read."""
+        """Input llhttp refuses; nothing more is read. The requests before it are answered in
+        order, then a body being read is answered as cut (kept in _rejected as incomplete), or
+        a request whose head broke gets the parser's 400; that last answer closes the connection."""
         self._broken = True
         self.pause_reading()
-        request = self._parsing
-        if request is not None and request.body is not None:
+        request, self._parsing = self._parsing or _Request(None), None
+        if request.body is None:
+            request.failure = reason
+            self._enqueue(request)
+        else:
             request.body.cut(reason)
-        if self._task is None:
-            self._answer(Answer(400, f"error: {reason}\n".encode()), keep_alive=False)
+            if self._task is None and not self._queue:  # it was answered before its body ended
+                self._close()
 
     def write(self, data: bytes) -> None:
         if not self._closed and self._transport is not None:
@@ -370,7 +417,8 @@ class IngestProtocol(asyncio.Protocol):
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._paused and self._transport is not None and not self._closed:
+        """Not while a hand-over waits: what arrives then is aiohttp's (data_received keeps it)."""
+        if self._paused and self._transport is not None and not self._closed and self._handover is None:
             self._paused = False
             self._transport.resume_reading()
 

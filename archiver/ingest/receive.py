@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 import orjson
 
@@ -123,12 +123,22 @@ class Receiver:
 
     async def receive(self, request: Incoming) -> Answer:
         """The answer to an ingest request, sent only after its records (or its refusal) are durable."""
+        return await self._handle(request, self._ingest)
+
+    async def refuse(self, request: Incoming, reason: str) -> Answer:
+        """A 400 for a request the sink cannot serve where it arrived, kept in _rejected with its
+        body like every other refusal."""
+        async def refused(request: Incoming, ctx: Context) -> Answer:
+            raise _Refused(400, "misrouted", reason, await _read_body(request.body, self.limits.max_body_bytes))
+        return await self._handle(request, refused)
+
+    async def _handle(self, request: Incoming, serve: Callable[[Incoming, Context], Awaitable[Answer]]) -> Answer:
         ctx = Context(request.path or DEFAULT_STREAM, request.remote, time.time())
         arrived = time.monotonic()
         self.in_flight += 1
         self.idle.clear()
         try:
-            answer = await self._ingest(request, ctx)
+            answer = await serve(request, ctx)
         except _Refused as refused:
             answer = await self._refuse(request, ctx, refused)
         finally:
