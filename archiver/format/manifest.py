@@ -570,12 +570,6 @@ class Manifest:
         row = self._db.execute("SELECT offset FROM imports WHERE fingerprint = ?", (fingerprint,)).fetchone()
         return None if row is None else int(row[0])
 
-    def import_offset(self, fingerprint: str) -> int | None:
-        """How far the file the manifest knows by ``fingerprint`` was imported; None for one
-        it does not know."""
-        row = self._db.execute("SELECT offset FROM imports WHERE fingerprint = ?", (fingerprint,)).fetchone()
-        return None if row is None else int(row[0])
-
     def save_import(self, position: ImportPosition, path: str, when: str, pending: dict[str, Any] | None = None) -> None:
         """Record ``position`` (re-keyed by its current fingerprint), with the batch being
         appended when ``pending`` says so."""
