@@ -151,6 +151,17 @@ def test_a_header_is_refused_as_it_grows_past_the_limit(sink: LocalSink) -> None
         (answer,) = answers(sock, 1)
         assert sock.recv(4096) == b""
     assert answer.startswith(b"HTTP/1.1 400") and b"server.max_line_bytes" in answer
+    with connect(sink) as sock:  # a chunked body's trailer, after the body: the body is kept as cut
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"POST /hot5 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmsg=t\r\n0\r\nX-Big: ")
+        time.sleep(0.05)  # the trailer's bytes arrive in reads of their own
+        sock.sendall(b"a" * (sink.config.server.max_line_bytes + 1))
+        (answer,) = answers(sock, 1)
+        assert sock.recv(4096) == b""
+    assert answer.startswith(b"HTTP/1.1 400") and b"incomplete body: a header is longer" in answer
+    sink.stop()
+    (kept,) = read_json(sink.data_dir, "_rejected")
+    assert kept["fields"]["raw"] == "msg=t"
 
 
 def test_requests_before_a_parser_error_are_answered_then_its_400(sink: LocalSink) -> None:

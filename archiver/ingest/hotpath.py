@@ -134,7 +134,8 @@ class _Body:
 class _Request:
     """A request being parsed or waiting its turn on the connection."""
 
-    __slots__ = ("url", "route", "headers", "header_count", "open_line", "body", "keep_alive", "method", "failure")
+    __slots__ = ("url", "route", "headers", "header_count", "open_line", "body", "body_fed", "keep_alive", "method",
+                 "failure")
 
     def __init__(self, route: tuple[str, str] | None) -> None:
         self.url = bytearray()
@@ -143,6 +144,7 @@ class _Request:
         self.header_count = 0
         self.open_line = 0  # bytes of the head line not yet ended
         self.body: _Body | None = None
+        self.body_fed = False  # llhttp gave body bytes or ended a chunk during this read
         self.keep_alive = False
         self.method = ""
         self.failure: str | None = None  # the parser refused it: answered with a 400 in its turn
@@ -208,18 +210,24 @@ class IngestProtocol(asyncio.Protocol):
             cause = err.__context__  # what a callback raised
             self._fail(str(cause) if isinstance(cause, HeadRefused) else f"bad request: {err}")
         else:
-            self._count_head_line(data)
+            self._count_open_line(data)
 
-    def _count_head_line(self, data: bytes) -> None:
-        """llhttp hands a header over only once it ends, buffering it until then: a head line
-        still open after this read is counted here, and refused once over the limit."""
+    def _count_open_line(self, data: bytes) -> None:
+        """llhttp hands a header (or a chunked body's trailer) over only once it ends, buffering
+        it until then: a line still open after this read is counted here, and refused once over
+        the limit."""
         request = self._parsing
-        if request is None or request.body is not None:
+        if request is None:
             return
-        newline = data.rfind(b"\n")
-        # The count is high only when this read also held the end of a previous request's
-        # body: by the bytes of it after its last newline.
-        request.open_line = request.open_line + len(data) if newline < 0 else len(data) - newline - 1
+        if request.body is None:
+            newline = data.rfind(b"\n")
+            # The count is high only when this read also held the end of a previous request's
+            # body: by the bytes of it after its last newline.
+            request.open_line = request.open_line + len(data) if newline < 0 else len(data) - newline - 1
+        elif request.body_fed:  # the line, if any, began in this read: counted from the next
+            request.body_fed, request.open_line = False, 0
+        else:
+            request.open_line += len(data)
         if request.open_line > self._hot.max_line_bytes:
             self._fail("a header is longer than server.max_line_bytes")
 
@@ -307,7 +315,12 @@ class IngestProtocol(asyncio.Protocol):
 
     def on_body(self, data: bytes) -> None:
         assert self._parsing is not None and self._parsing.body is not None
+        self._parsing.body_fed = True
         self._parsing.body.feed(data)
+
+    def on_chunk_complete(self) -> None:
+        assert self._parsing is not None
+        self._parsing.body_fed = True
 
     def on_message_complete(self) -> None:
         assert self._parsing is not None
