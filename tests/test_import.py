@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from archiver.format.layout import DataDir
 from archiver.format.manifest import ImportPosition, Manifest, file_fingerprint
-from archiver.format.record import Context, Lines
+from archiver.format.record import Context, encode_lines
 from archiver.ingest.decode.imported import FILE_FIELD, LineDecoder, sniff_format
 from archiver.ingest.decode.syslog import parse_syslog
 from archiver.ingest.decode.textlog import join_text
@@ -135,25 +135,29 @@ def test_a_compressed_copy_has_the_same_head_and_lines_resume_at_an_offset(tmp_p
 
 # -- the sink's side -----------------------------------------------------------------------
 
-def test_committing_an_offset_waits_for_the_manifest_lock_off_the_event_loop(tmp_path: Path) -> None:
+def test_an_imported_batch_waits_for_the_manifest_lock_off_the_event_loop(tmp_path: Path) -> None:
     async def scenario() -> None:
         writer = SegmentWriter(DataDir(tmp_path), "t", RotationPolicy(2**20, 10_000, 60))
         await writer.start()
         spool = ImportSpool(writer, tmp_path)
-        blank = Lines(b"", 0, {}, None, None)  # a batch of blank lines: it moves the offset, writes nothing
-        batch = ImportBatch("s", "a.log", ImportPosition(file_fingerprint(b"\n\n"), 2), 2, [], blank)
+        lines = encode_lines([{"ts": "2026-11-30T10:00:00.000000Z", "level": "INFO", "message": "m"}])
+        batch = ImportBatch("s", "a.log", ImportPosition(file_fingerprint(b"x"), 1), 2, [(JAN_2027, lines)],
+                            encode_lines([]))
         sealer = sqlite3.connect(tmp_path / Manifest.FILENAME, isolation_level=None)
         sealer.execute("BEGIN IMMEDIATE")  # the manifest's write lock, held as a seal holds it
         appending = asyncio.ensure_future(spool.append(batch))
-        await asyncio.sleep(0.2)  # the loop runs on while the offset waits for the lock
+        await asyncio.sleep(0.2)  # the loop runs on while the batch's note waits for the lock
         assert not appending.done()
+        assert await writer.flush() == []  # retires the segment the note names: sealed only once written
         sealer.execute("COMMIT")
         await appending
-        assert spool.manifest.import_offset(batch.position.fingerprint) == 2
         spool.close()
         await writer.close()
 
     asyncio.run(scenario())
+    with closing(Manifest(tmp_path, read_only=True)) as manifest:
+        assert manifest.import_offset(file_fingerprint(b"x")) == 2
+    assert [record["message"] for record in read_json(tmp_path, "s")] == ["m"]
 
 
 # -- real processes ------------------------------------------------------------------------

@@ -101,29 +101,25 @@ class PositionMoved(RuntimeError):
 class ImportSpool:
     """Appends imported batches through a running :class:`SegmentWriter`; one batch at a time.
 
-    Positions are read and committed on a thread of their own (its own manifest connection),
-    so a manifest write lock held by the sealer never stalls the event loop. The note before
-    each part's bytes stays on the loop: it must name the segment those bytes go to, and the
-    loop may rotate that segment whenever it runs."""
+    The manifest is read and written on a thread of its own, so a write lock held by the
+    sealer never stalls the event loop."""
 
     def __init__(self, writer: SegmentWriter, root: Path) -> None:
         self.writer = writer
-        self.manifest = Manifest(root)
         self.lock = asyncio.Lock()  # a sink takes one batch at a time, whoever sends it
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="imports")
-        self._positions = self._thread.submit(Manifest, root).result()
+        self.manifest = self._thread.submit(Manifest, root).result()
 
     def close(self) -> None:
-        self._thread.submit(self._positions.close).result()
+        self._thread.submit(self.manifest.close).result()
         self._thread.shutdown()
-        self.manifest.close()
 
     async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     async def position(self, head: bytes) -> ImportPosition:
         async with self.lock:  # after a batch still being appended for the same file
-            return await self._off_loop(self._positions.import_position, head)
+            return await self._off_loop(self.manifest.import_position, head)
 
     async def append(self, batch: ImportBatch) -> None:
         """Returns once the batch is durable and its file's offset committed; PositionMoved
@@ -134,7 +130,7 @@ class ImportSpool:
 
     async def _check_position(self, batch: ImportBatch) -> None:
         claimed = batch.position.offset if batch.position.known else None
-        stored = await self._off_loop(self._positions.import_offset, batch.position.known or batch.position.fingerprint)
+        stored = await self._off_loop(self.manifest.import_offset, batch.position.known or batch.position.fingerprint)
         if stored != claimed:
             where = "was never imported" if stored is None else f"stands at byte {stored:,}"
             since = f"byte {claimed:,}" if claimed is not None else "its start"
@@ -149,19 +145,21 @@ class ImportSpool:
         note = {"offset": batch.offset, "records": batch.records, "rejected": batch.rejected.count, "writes": writes}
 
         def before_write(stream: str) -> Any:
-            def noted(segment: str, size: int) -> None:
+            async def noted(segment: str, size: int) -> None:
                 writes.append([stream, segment, size])
-                self.manifest.save_import(batch.position, batch.path, format_ts(time.time()), note)
+                await self._off_loop(self.manifest.save_import, batch.position, batch.path, format_ts(time.time()), note)
             return noted
 
-        if batch.rejected.count:
-            self.writer.write_imported(REJECTED_STREAM, batch.rejected, time.time(), before_write(REJECTED_STREAM))
-        for start, lines in batch.parts:
-            self.writer.write_imported(batch.stream, lines, start, before_write(batch.stream))
+        with self.writer.holding_imports():
+            if batch.rejected.count:
+                await self.writer.write_imported(REJECTED_STREAM, batch.rejected, time.time(),
+                                                 before_write(REJECTED_STREAM))
+            for start, lines in batch.parts:
+                await self.writer.write_imported(batch.stream, lines, start, before_write(batch.stream))
         if writes:
             await self.writer.commit(durable=True)
         failpoint("import.before_offset")  # durable, and the offset not yet moved past it
-        await self._off_loop(self._positions.save_import, batch.after(), batch.path, format_ts(time.time()))
+        await self._off_loop(self.manifest.save_import, batch.after(), batch.path, format_ts(time.time()))
 
 
 def undo_unfinished(data_dir: DataDir, manifest: Manifest) -> None:

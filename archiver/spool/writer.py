@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from archiver.format.layout import DataDir, segment_id, segment_seq
 from archiver.format.manifest import Manifest
@@ -73,6 +73,7 @@ class SegmentWriter:
         self.on_sealed = on_sealed
         self.stats = SpoolStats()
         self._open: dict[str, OpenSegment] = {}
+        self._held: list[OpenSegment] | None = None  # import segments retired during a batch, sealed after it
         self._commits = GroupCommit(self.stats, on_retired=self._retired, on_failed=self._fsync_failed)
         self._sealer = Sealer(data_dir, self.stats, compression=compression, compression_level=compression_level,
                               keep_torn=self._keep_torn, on_sealed=self._sealed)
@@ -180,36 +181,58 @@ class SegmentWriter:
         if records:
             self.write_lines(stream, encode_lines(records))
 
-    def write_imported(self, stream: str, lines: Lines, start: float, before_write: Callable[[str, int], None]) -> None:
+    @contextlib.contextmanager
+    def holding_imports(self) -> Iterator[None]:
+        """Import segments retired while an imported batch is written (by rotation, age, a
+        flush) stop taking records but are sealed only once it is all written: a sealed one
+        then proves the whole batch reached an fsync (archiver.spool.imports relies on it
+        after a crash)."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for segment in held:
+                self._commits.retire(segment)
+
+    async def write_imported(
+        self, stream: str, lines: Lines, start: float, before_write: Callable[[str, int], Awaitable[None]],
+    ) -> None:
         """Append imported records to segments of their own, apart from live ones and named by
         ``start``, the records' earliest time: each holds one UTC hour of record time (the
         store's hour directory its id names), so records older than its start, or of a later
-        hour, open a new one. ``before_write(segment id, size)`` is called just before the
+        hour, open a new one. ``before_write(segment id, size)`` is awaited just before the
         bytes go to the file, so an import can note where they went and cut them off again
-        after a crash (archiver.spool.imports)."""
+        after a crash (archiver.spool.imports); call it under :meth:`holding_imports`, so the
+        segment is not sealed meanwhile."""
+        if self._held is None:
+            raise RuntimeError("write_imported outside holding_imports")
         key = IMPORT_LANE + stream
         segment = self._open.get(key)
         if segment is not None and not segment.start <= start < segment.start - segment.start % 3600 + 3600:
             self._retire(key)
-        self._append(stream, lines.data, lines.count, lines, lane=IMPORT_LANE, start=start, before_write=before_write)
+        segment = self._place(stream, key, len(lines.data), lines.count, start)
+        await before_write(segment.id, segment.size)
+        self._write(segment, key, lines.data, lines.count, lines)
 
-    def _append(
-        self, stream: str, data: bytes, count: int, lines: Lines | None, *, lane: str = "", start: float | None = None,
-        before_write: Callable[[str, int], None] | None = None,
-    ) -> None:
+    def _append(self, stream: str, data: bytes, count: int, lines: Lines | None) -> None:
+        self._write(self._place(stream, stream, len(data), count, None), stream, data, count, lines)
+
+    def _place(self, stream: str, key: str, size: int, count: int, start: float | None) -> OpenSegment:
+        """The open segment of ``key`` that takes ``size`` bytes more, rotated or opened as needed."""
         if self._closed:
             raise RuntimeError("the segment writer is closed")
         if stream != REJECTED_STREAM and not valid_stream_name(stream):
             raise ValueError(f"invalid stream name {stream!r}")
-        key = lane + stream
         segment = self._open.get(key)
-        if segment is not None and self.policy.full_after(segment.size, segment.records, len(data), count):
+        if segment is not None and self.policy.full_after(segment.size, segment.records, size, count):
             self._retire(key)
             segment = None
         if segment is None:
             segment = self._open_segment(stream, key, time.time() if start is None else start)
-        if before_write is not None:
-            before_write(segment.id, segment.size)
+        return segment
+
+    def _write(self, segment: OpenSegment, key: str, data: bytes, count: int, lines: Lines | None) -> None:
         try:
             view = memoryview(data)
             while view:
@@ -226,7 +249,7 @@ class SegmentWriter:
                 segment.tally.add_lines(lines)
         self._spool_bytes += len(data)
         self._commits.written(segment)
-        if not lane and self.policy.full(segment.size, segment.records):
+        if not key.startswith(IMPORT_LANE) and self.policy.full(segment.size, segment.records):
             # An imported batch's segments stay open until its offset is committed; the next
             # batch rotates them (archiver.spool.imports relies on it after a crash).
             self._retire(key)
@@ -253,7 +276,11 @@ class SegmentWriter:
 
     def _retire(self, key: str) -> None:
         segment = self._open.pop(key, None)
-        if segment is not None:
+        if segment is None:
+            return
+        if self._held is not None and key.startswith(IMPORT_LANE):
+            self._held.append(segment)
+        else:
             self._commits.retire(segment)
 
     async def _tick(self) -> None:
