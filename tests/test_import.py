@@ -33,7 +33,8 @@ from archiver.spool.writer import SegmentWriter
 from conftest import archiver_cli, read_json, wait_until
 
 JAN_2027 = calendar.timegm((2027, 1, 3, 12, 0, 0))
-_NAME = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters='="]'), min_size=1, max_size=12)
+_NAME = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters='="]'), min_size=1,
+               max_size=12).filter(lambda name: name != "-")  # "-" is RFC 5424's nil value
 
 
 # -- parsers -------------------------------------------------------------------------------
