@@ -280,6 +280,17 @@ def age_open_period(data_dir: Path) -> None:
         manifest.set_meta("period_started", repr(time.time() - PERIOD_SECONDS))
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a daemon the test started, then SIGKILL it if it has not stopped in 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def archiver_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     result = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, timeout=120)
     if check and result.returncode != 0:

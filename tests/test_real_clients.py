@@ -7,7 +7,6 @@ import logging
 import logging.handlers
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from logstash_async.handler import AsynchronousLogstashHandler
 
 from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
 
-from conftest import ROOT, Sink, archiver_cli, cat_json
+from conftest import ROOT, Sink, archiver_cli, cat_json, stop_process
 from test_syslog_ng import free_port, send_lines
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # HTTPHandler, graypy
@@ -43,14 +42,6 @@ def rsyslogd_command() -> list[str]:
     return [binary]
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def log_with(name: str, handler: logging.Handler) -> logging.Logger:
@@ -124,7 +115,7 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sink, list[
         yield sink, records
     finally:
         if rsyslog is not None:
-            stop(rsyslog)
+            stop_process(rsyslog)
         if sink.proc is not None and sink.proc.poll() is None:
             sink.stop()
 

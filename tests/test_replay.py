@@ -29,7 +29,7 @@ from archiver.read.reader import Filters, data_dir_archive, existing_data_dir
 from archiver.spool.rotation import RotationPolicy
 from archiver.spool.writer import SegmentWriter
 from archiver.app.cli import main
-from conftest import StartLocal, low_port, read_json, wait_until
+from conftest import StartLocal, low_port, read_json, stop_process, wait_until
 
 BASE = 1_795_000_000  # 2026-11-18
 RECORDS = 600
@@ -293,12 +293,7 @@ def test_replay_to_syslog_ng_over_tcp_keeps_each_record_time(source, tmp_path: P
                     "--resume-file", str(tmp_path / "r.json"))
         wait_until(lambda: out.exists() and len(out.read_bytes().splitlines()) >= RECORDS, "syslog-ng's file", 60)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(10)
+        stop_process(daemon)
     lines = [line.split("\t") for line in out.read_text().splitlines()]
     assert [(ts.replace("+00:00", "Z"), program, level, message) for ts, program, level, message in lines] == \
            [(e["ts"], e["logger"], "info", e["message"]) for e in expected]

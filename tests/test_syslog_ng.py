@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 from archiver.common.units import format_ts
-from conftest import ROOT, cat_json
+from conftest import ROOT, cat_json, stop_process
 
 CONFIG = ROOT / "config" / "syslog-ng" / "archiver.conf"
 
@@ -60,13 +59,7 @@ def syslog_ng(start_sink, tmp_path: Path):  # type: ignore[no-untyped-def]
     try:
         yield sink, ports, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_process(proc)
 
 
 def wait_for(data_dir: Path, want: dict[str, int], timeout: float = 60) -> list[dict]:
