@@ -20,6 +20,13 @@ from archiver.read.reader import Filters, data_dir_archive
 from conftest import wait_until
 
 
+def _ctrl_c_as_from_a_terminal() -> None:
+    """A shell without job control (a CI script run in the background) starts its children with
+    SIGINT ignored, and Python then never raises KeyboardInterrupt: give the follower the
+    disposition a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_only_durable_lines_are_shown(tmp_path: Path) -> None:
     Manifest(tmp_path).close()
     data_dir = DataDir(tmp_path)
@@ -46,7 +53,8 @@ def test_follow_shows_each_durable_record_once_across_seals(start_sink, tmp_path
 
     send(0, 6)  # one segment sealed, one open
     follower = subprocess.Popen([sys.executable, "-m", "archiver", "cat", "--follow", "--json", "--data-dir",
-                                 str(sink.data_dir), "--stream", "app"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                 str(sink.data_dir), "--stream", "app"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=_ctrl_c_as_from_a_terminal)
     lines: queue.Queue[bytes] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()  # type: ignore[union-attr]
     seen: list[str] = []
@@ -68,7 +76,12 @@ def test_follow_shows_each_durable_record_once_across_seals(start_sink, tmp_path
         assert len(list((sink.data_dir / "spool" / "sealed" / "app").glob("*.jsonl.*"))) >= 3
     finally:
         follower.send_signal(signal.SIGINT)
-        code = follower.wait(30)
+        try:
+            code = follower.wait(30)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait(10)
         errors = follower.stderr.read()  # type: ignore[union-attr]
         follower.stdout.close()  # type: ignore[union-attr]
         follower.stderr.close()  # type: ignore[union-attr]

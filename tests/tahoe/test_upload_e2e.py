@@ -89,7 +89,7 @@ def test_records_reach_the_grid_and_get_verified(start_sink, grid1: LocalGrid, t
     assert sink.stop() == 0
     secret = write_cap.split(":")[2]
     published = b"".join(reader.readbytes(path) for path in reader.walk.files("/_manifest"))
-    outputs = [sink.log_text(), str(document), published.decode(), archiver_cli("ls", "--data-dir", str(sink.data_dir)).stdout.decode()]
+    outputs = [sink.log_text(), str(document), published.decode(errors="replace"), archiver_cli("ls", "--data-dir", str(sink.data_dir)).stdout.decode()]
     assert not any(secret in text for text in outputs)
 
 
