@@ -48,9 +48,10 @@ class IndexBuilder:
     """Collects a segment's trigrams, loggers and levels from its lines as they are sealed."""
 
     def __init__(self) -> None:
-        # A flag for each possible trigram (16 MiB, zeroed lazily by the OS): numpy sets them
-        # at a few ns a byte, where a Python set of trigrams cost more than the compression.
-        self._grams = np.zeros(1 << (8 * GRAM), dtype=np.bool_)
+        # Each block's distinct trigrams as sorted 24-bit codes: numpy sorts them at a few ns a
+        # byte, where a Python set cost more than the compression, and the cost follows the
+        # segment's size (a table of every possible trigram cost 10 ms a segment, however small).
+        self._grams: list[np.ndarray] = []
         self._loggers: set[str] | None = set()
         self._levels: set[str] = set()
         self.usable = True  # False once a line could not be read: no index beats a wrong one
@@ -82,16 +83,20 @@ class IndexBuilder:
         # Joined with a newline: the trigrams across two messages are extra "maybe"s, never a miss.
         text = encode("\n".join(m for m in (record.get("message") for record in records) if isinstance(m, str)))
         data = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
-        self._grams[data[:-2] << 16 | data[1:-1] << 8 | data[2:]] = True
+        self._grams.append(np.unique(data[:-2] << 16 | data[1:-1] << 8 | data[2:]))
 
     def to_bytes(self) -> bytes | None:
         """The encoded index, or None when a line could not be read."""
         if not self.usable:
             return None
-        by_pair = self._grams.reshape(1 << 16, 256)
-        present = by_pair.any(axis=1)
+        grams = np.unique(np.concatenate(self._grams)) if self._grams else np.zeros(0, dtype=np.uint32)
+        pairs, row_of = np.unique(grams >> 8, return_inverse=True)
+        present = np.zeros(1 << 16, dtype=np.bool_)
+        present[pairs] = True
+        chunks = np.zeros((len(pairs), 256), dtype=np.bool_)
+        chunks[row_of, grams & 0xFF] = True
         body = (np.packbits(present, bitorder="little").tobytes()
-                + np.packbits(by_pair[present], axis=1, bitorder="little").tobytes())
+                + np.packbits(chunks, axis=1, bitorder="little").tobytes())
         header = orjson.dumps({
             "grams": GRAM, "levels": sorted(self._levels),
             "loggers": None if self._loggers is None else sorted(self._loggers),
