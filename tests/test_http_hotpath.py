@@ -10,6 +10,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from archiver.ingest.http import RECEIVER_KEY
 from archiver.ingest.receive import Answer, Incoming
@@ -165,12 +166,14 @@ def test_a_header_is_refused_as_it_grows_past_the_limit(sink: LocalSink) -> None
 
 
 def test_requests_before_a_parser_error_are_answered_then_its_400(sink: LocalSink) -> None:
+    refused = requests.get(sink.url + "/_status", timeout=10).json()["responses"].get("400", 0)
     with connect(sink) as sock:  # a head llhttp refuses, behind two requests
         sock.sendall(post("/hot10", b"msg=a") + post("/hot10", b"msg=b") + b"BREW /hot10 HTTP/1.1\r\n\r\n")
         found = answers(sock, 3)
         assert sock.recv(4096) == b""
     assert [answer.split(b"\r\n")[0] for answer in found] == [b"HTTP/1.1 200 OK"] * 2 + [b"HTTP/1.1 400 Bad Request"]
     assert b"Connection: close" in found[2] and b"Connection: close" not in found[1]
+    assert requests.get(sink.url + "/_status", timeout=10).json()["responses"]["400"] == refused + 1
     with connect(sink) as sock:  # a body whose framing breaks, behind a request
         sock.sendall(post("/hot10", b"msg=c") + b"POST /hot10 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\nmsg=d\r\nzz\r\n")

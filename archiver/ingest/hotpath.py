@@ -347,6 +347,7 @@ class IngestProtocol(asyncio.Protocol):
                 request = self._queue[0]
                 if request.failure is not None:
                     self._queue.popleft()
+                    receiver.counters.responses[400] += 1
                     self._answer(Answer(400, f"error: {request.failure}\n".encode()), keep_alive=False)
                     break
                 assert request.body is not None
