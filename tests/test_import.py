@@ -15,8 +15,10 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Iterator
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,11 +39,24 @@ _NAME = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_cha
                max_size=12).filter(lambda name: name != "-")  # "-" is RFC 5424's nil value
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _utc() -> Iterator[None]:
+    """Year-less syslog dates are read in local time: this module's run in UTC, and the
+    process's zone is given back after it."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
 # -- parsers -------------------------------------------------------------------------------
 
 def test_a_december_line_in_a_file_modified_in_january_is_of_the_year_before() -> None:
-    os.environ["TZ"] = "UTC"
-    time.tzset()
     dec = parse_syslog("Dec 31 23:59:58 host cron[7]: rotated", JAN_2027)
     jan = parse_syslog("Jan  3 11:00:00 host cron[7]: after", JAN_2027)
     assert dec is not None and dec[0] == "2026-12-31T23:59:58.000000Z"
@@ -52,8 +67,6 @@ def test_a_december_line_in_a_file_modified_in_january_is_of_the_year_before() -
 @settings(max_examples=300, deadline=None)
 @given(moment=st.integers(86400 * 400, 4_000_000_000), mtime=st.integers(86400 * 400, 4_000_000_000))
 def test_a_yearless_date_lands_in_the_year_before_the_files_mtime_or_its_own(moment: int, mtime: int) -> None:
-    os.environ["TZ"] = "UTC"
-    time.tzset()
     parts = time.gmtime(moment)
     stamp = f"{time.strftime('%b', parts)} {parts.tm_mday:>2} {time.strftime('%H:%M:%S', parts)}"
     parsed = parse_syslog(f"{stamp} host app: x", mtime)
