@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 import time
@@ -13,13 +14,9 @@ import click
 import orjson
 
 from archiver import __version__
-from archiver.app.import_command import import_command
 from archiver.app.logs import configure_logging
 from archiver.app.options import CouldNotRun, archive_option, chosen_archive, config_options, load, secret_value, time_option
-from archiver.app.replay_command import replay_command
-from archiver.app.rules_command import rules_group
 from archiver.app.sinks import ask_sink, running_sink
-from archiver.app.web_command import web_command
 from archiver.common.redaction import redact
 from archiver.format.manifest import ManifestError
 from archiver.format.subset import Subset
@@ -27,16 +24,33 @@ from archiver.read.classic import classic_line
 from archiver.read.reader import Archive, Checked, Filters
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """The commands in modules of their own are imported only when they run (or for the
+    group's help): their imports (the server, aiohttp, the web site) cost every other
+    command's start, and the tests run the CLI as a process hundreds of times."""
+
+    LAZY = {
+        "import": "archiver.app.import_command:import_command",
+        "replay": "archiver.app.replay_command:replay_command",
+        "rules": "archiver.app.rules_command:rules_group",
+        "web": "archiver.app.web_command:web_command",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, name = self.LAZY[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="archiver")
 def main() -> None:
     """archiver: an archiving log sink (HTTP/TCP in, durable JSON-lines segments out)."""
-
-
-main.add_command(replay_command)
-main.add_command(web_command)
-main.add_command(rules_group)
-main.add_command(import_command)
 
 
 @main.command("serve")
