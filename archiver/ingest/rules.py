@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from archiver.format.record import Rejected, valid_stream_name
@@ -53,6 +53,9 @@ class Rule:
     route: str | None
     drop: bool
     stop: bool
+    # Whether the logger glob matched each logger seen: loggers repeat, and a lookup is cheaper
+    # than a match. Bounded, like the plans.
+    loggers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def selects(self, source: str, stream: str) -> bool:
         """The conditions that hold for a whole batch: its source and a stream."""
@@ -65,7 +68,14 @@ class Rule:
             return False
         if self.logger is not None:
             logger = record["logger"]
-            if logger is None or self.logger.fullmatch(logger) is None:
+            if logger is None:
+                return False
+            hit = self.loggers.get(logger)
+            if hit is None:
+                if len(self.loggers) > 4096:
+                    self.loggers.clear()
+                hit = self.loggers[logger] = self.logger.fullmatch(logger) is not None
+            if not hit:
                 return False
         if self.message is not None:
             message = record["message"]
@@ -108,6 +118,10 @@ class RuleSet:
         patterns = [rule.redact.pattern.pattern for rule in self.rules if rule.redact is not None]
         self._raw = re.compile(_either(patterns)) if patterns else None
         self._plans: dict[str, dict[str, tuple[int, ...]]] = {source: {} for source in RULE_SOURCES}
+        # Rules without per-record conditions (a redaction everywhere, a tag) match every record
+        # their plan selects: no call to find that out.
+        self._conditional = tuple(rule.levels is not None or rule.logger is not None or rule.message is not None
+                                  or bool(rule.fields) for rule in rules)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -134,7 +148,7 @@ class RuleSet:
             index = plan[at]
             at += 1
             rule = self.rules[index]
-            if not rule.matches(record):
+            if self._conditional[index] and not rule.matches(record):
                 continue
             if matched is not None:
                 matched.append(rule.label)
