@@ -83,17 +83,17 @@ class Redactor:
             return True
         if self._json_literals is not None and not _holds_one(text, self._json_literals):
             return False
-        escaped = b"\\" in text  # then a quote may be inside a string, and strings are not in the text as they are
         if self._shapes is not None and text.isascii():
             table, shapes = self._shapes
             symbols = text.translate(table)
             if not _holds_one(symbols, shapes):
                 return False
-            if not escaped and not any(_starts_in_a_string(symbols, b'"', partial(symbols.find, shape))
-                                       for shape in shapes):
-                return False
-        if self.skeleton is None or escaped:
+        # Escapes: a quote may be inside a string, and strings are not in the text as they are.
+        if self.skeleton is None or b"\\" in text:
             return True
+        if self._shapes is not None and text.isascii() and not any(
+                _starts_in_a_string(symbols, b'"', partial(symbols.find, shape)) for shape in shapes):
+            return False
         written = text.decode()
         return _starts_in_a_string(written, '"', partial(_found_at, self.skeleton, written))
 
