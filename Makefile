@@ -33,6 +33,7 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/read.py
 	$(BIN)/python bench/handlers.py
 	$(BIN)/python bench/ingest_bulk.py
+	$(BIN)/python bench/rules_cost.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/longterm.py

@@ -10,7 +10,6 @@ record, are decoded inline: a round trip to another process would cost more than
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -70,14 +69,15 @@ def _ruled(kind: str, records: list[dict[str, Any]], rejected: list[Rejected], s
     """Records through ``rules`` (where decoding ran: a worker for large inputs), grouped by
     the stream each ends in; rejected bytes redacted."""
     by_stream: dict[str, list[dict[str, Any]]] = {}
-    dropped: Counter[str] = Counter()
+    dropped: dict[str, int] = {}  # not a Counter, which costs 0.5 µs to build: a form request is one record
     for record in records:
         if rules and (index := rules.apply(record, source)) != KEPT:
-            dropped[rules.rules[index].label] += 1
+            label = rules.rules[index].label
+            dropped[label] = dropped.get(label, 0) + 1
             continue
         by_stream.setdefault(record["stream"], []).append(record)
     return Batch(kind, {stream: encode_lines(lines) for stream, lines in by_stream.items()},
-                 rules.redact_rejected(rejected), dict(dropped))
+                 rules.redact_rejected(rejected), dropped)
 
 
 def is_heavy(raw: bytes, content_encoding: str | None) -> bool:

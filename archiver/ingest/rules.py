@@ -13,15 +13,13 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
-
-import orjson
 
 from archiver.format.record import Rejected, valid_stream_name
 from archiver.ingest.decode.levels import normalize_level
+from archiver.ingest.redactor import REDACTED, Redactor
 
-REDACTED = "[REDACTED]"
 RULE_SOURCES = ("http", "tcp")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ALL_FIELDS = "*"
@@ -50,12 +48,14 @@ class Rule:
     message: re.Pattern[str] | None
     fields: tuple[tuple[Path, re.Pattern[str]], ...]
     set: tuple[tuple[Path, Any], ...]
-    redact: re.Pattern[str] | None
+    redact: Redactor | None
     redact_fields: tuple[Path, ...] | None  # None: every field
-    redact_anchored: bool  # whether ``redact`` has anchors, which _may_hold cannot search for
     route: str | None
     drop: bool
     stop: bool
+    # Whether the logger glob matched each logger seen: loggers repeat, and a lookup is cheaper
+    # than a match. Bounded, like the plans.
+    loggers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def selects(self, source: str, stream: str) -> bool:
         """The conditions that hold for a whole batch: its source and a stream."""
@@ -68,7 +68,14 @@ class Rule:
             return False
         if self.logger is not None:
             logger = record["logger"]
-            if logger is None or self.logger.fullmatch(logger) is None:
+            if logger is None:
+                return False
+            hit = self.loggers.get(logger)
+            if hit is None:
+                if len(self.loggers) > 4096:
+                    self.loggers.clear()
+                hit = self.loggers[logger] = self.logger.fullmatch(logger) is not None
+            if not hit:
                 return False
         if self.message is not None:
             message = record["message"]
@@ -85,32 +92,17 @@ class Rule:
         fields = record["fields"]
         for path, value in self.set:
             _put(fields, path, value)
-        if self.redact is not None:
-            message = record["message"]
-            if isinstance(message, str):
-                record["message"] = self.redact.sub(REDACTED, message)
+        redactor = self.redact
+        if redactor is not None:
             if self.redact_fields is not None:
-                self._redact_chosen(fields, message, record["message"])
-            elif self.redact_anchored or _may_hold(self.redact, fields, record):
-                _redact_within(fields, self.redact)
-                for key in ("logger", "level"):  # taken from fields too
+                _redact_chosen(record, redactor, self.redact_fields)
+            elif redactor.may_hold((record["message"], record["logger"], record["level"], fields)):
+                for key in ("message", "logger", "level"):  # the logger and level are taken from fields too
                     if isinstance(record[key], str):
-                        record[key] = self.redact.sub(REDACTED, record[key])
+                        record[key] = redactor.sub(record[key])
+                _redact_within(fields, redactor)
         if self.route is not None:
             record["stream"] = self.route
-
-    def _redact_chosen(self, fields: dict[str, Any], message: Any, redacted: Any) -> None:
-        """The chosen fields, and the field the message was taken from (its copy in ``fields``,
-        which gets the message as redacted)."""
-        assert self.redact is not None and self.redact_fields is not None
-        if isinstance(message, str):
-            for key, value in fields.items():
-                if value == message:
-                    fields[key] = redacted
-        for path in self.redact_fields:
-            value = _get(fields, path)
-            if isinstance(value, str) and value is not redacted:
-                _put(fields, path, self.redact.sub(REDACTED, value))
 
 
 class RuleSet:
@@ -123,9 +115,13 @@ class RuleSet:
 
     def _setup(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
-        patterns = [rule.redact.pattern for rule in self.rules if rule.redact is not None]
+        patterns = [rule.redact.pattern.pattern for rule in self.rules if rule.redact is not None]
         self._raw = re.compile(_either(patterns)) if patterns else None
         self._plans: dict[str, dict[str, tuple[int, ...]]] = {source: {} for source in RULE_SOURCES}
+        # Rules without per-record conditions (a redaction everywhere, a tag) match every record
+        # their plan selects: no call to find that out.
+        self._conditional = tuple(rule.levels is not None or rule.logger is not None or rule.message is not None
+                                  or bool(rule.fields) for rule in rules)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -152,7 +148,7 @@ class RuleSet:
             index = plan[at]
             at += 1
             rule = self.rules[index]
-            if not rule.matches(record):
+            if self._conditional[index] and not rule.matches(record):
                 continue
             if matched is not None:
                 matched.append(rule.label)
@@ -265,9 +261,8 @@ def _compile(index: int, table: Any) -> Rule:
         fields=tuple((path, get.pattern(f"fields.{'.'.join(path)}", value))
                      for path, value in get.pairs("fields", scalars=False)),
         set=assignments,
-        redact=get.pattern("redact", _either(get.pattern("redact", p).pattern for p in redact_patterns))
+        redact=Redactor(get.pattern("redact", _either(get.pattern("redact", p).pattern for p in redact_patterns)))
         if redact_patterns else None,
-        redact_anchored=any(_ANCHORS.search(p) is not None for p in redact_patterns),
         redact_fields=None if not redact_paths or (ALL_FIELDS,) in redact_paths else redact_paths,
         route=route,
         drop=drop,
@@ -397,30 +392,34 @@ def _text(value: Any) -> str | None:
     return None
 
 
-# Anchors match at a string's edges, which are inside the serialized text _may_hold searches.
-_ANCHORS = re.compile(r"[$^]|\\[AZz]")
-
-
-def _may_hold(pattern: re.Pattern[str], fields: dict[str, Any], record: dict[str, Any]) -> bool:
-    """Whether any string of ``fields`` (or the logger or level) may match ``pattern``: one
-    search of their JSON text instead of one per string, the common case being no match. Exact
-    when JSON wrote every string as it is (no escapes) and the pattern has no anchors (the
-    caller's check); otherwise True, and every string is tried."""
-    try:
-        text = orjson.dumps((record["logger"], record["level"], fields))
-    except TypeError:  # what orjson refuses (integers beyond 64 bits) is tried string by string
-        return True
-    return b"\\" in text or pattern.search(text.decode()) is not None
-
-
-def _redact_within(value: dict[str, Any] | list[Any], pattern: re.Pattern[str]) -> None:
+def _redact_within(value: dict[str, Any] | list[Any], redactor: Redactor) -> None:
     """Every string in ``value``, however deep, redacted in place; nothing is allocated for a
     string the pattern does not match (``sub`` gives back the same object)."""
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, inner in items:
         if type(inner) is str:
-            redacted = pattern.sub(REDACTED, inner)
+            redacted = redactor.sub(inner)
             if redacted is not inner:
                 value[key] = redacted  # type: ignore[index]
         elif isinstance(inner, (dict, list)):
-            _redact_within(inner, pattern)
+            _redact_within(inner, redactor)
+
+
+def _redact_chosen(record: dict[str, Any], redactor: Redactor, paths: tuple[Path, ...]) -> None:
+    """The message, the chosen fields, and the field the message was taken from (its copy
+    in ``fields``, which gets the message as redacted)."""
+    fields = record["fields"]
+    message = record["message"]
+    redacted = None
+    if isinstance(message, str):
+        redacted = record["message"] = redactor.sub(message)
+        if redacted is not message:
+            for key, value in fields.items():
+                if value == message:
+                    fields[key] = redacted
+    for path in paths:
+        value = _get(fields, path)
+        if isinstance(value, str) and value is not redacted:
+            cut = redactor.sub(value)
+            if cut is not value:
+                _put(fields, path, cut)
