@@ -310,10 +310,13 @@ class Row:
     ack: str
 
 
-def rows(nginx_workers: str) -> list[Row]:
+def rows(nginx_workers: str, workers: int) -> list[Row]:
     never = {"ARCHIVER_SPOOL_FSYNC": "never"}
+    several = [Row(f"archiver fsync=always, {workers} workers",
+                   lambda workdir: start_archiver(workdir, "--workers", str(workers)), "durable")] if workers > 1 else []
     return [
         Row("archiver fsync=always (default)", start_archiver, "durable"),
+        *several,
         Row("archiver fsync=always, 10 ingest rules",
             lambda workdir: start_archiver(workdir, "-c", str(rules_config(workdir))), "durable"),
         Row("archiver fsync=never", lambda workdir: start_archiver(workdir, env=never), "not durable"),
@@ -419,9 +422,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="a fixed offered rate for latency, records/s")
     parser.add_argument("--load-procs", type=int, default=2, help="processes of the Python open-loop load")
     parser.add_argument("--nginx-workers", default="auto", help="nginx worker_processes (auto: one per core)")
+    parser.add_argument("--workers", type=int, default=1, help="also a row of archiver with server.workers = N")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
     args = parser.parse_args()
-    table = rows(args.nginx_workers)
+    table = rows(args.nginx_workers, args.workers)
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="archiver-bench-") as tmp, load_pool(args.load_procs) as pool:
         results, other_cores = measure(table, Path(tmp), pool, args)

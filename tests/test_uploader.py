@@ -63,9 +63,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 def test_upload_publish_verify_prune(tmp_path: Path, store: Store) -> None:
     seal(tmp_path / "data", {"app": 3, "audit": 2})
-    pruned: list[int] = []
+    pruned: list[tuple[str, int]] = []
     uploader = make_uploader(tmp_path, store, keep_local=0.0)
-    uploader._on_pruned = pruned.append
+    uploader._on_pruned = lambda segment, size: pruned.append((segment, size))
     assert uploader.upload_due() == {"uploaded": 2, "failed": 0, "backlog": 0}
     for row in rows(tmp_path):
         assert row.state == "uploaded" and row.store_path == store_path(row)

@@ -58,14 +58,16 @@ def main() -> None:
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="HTTP port (default 8000; 0 picks a free one).")
 @click.option("--tcp-port", type=int, help="Also listen for JSON lines on this TCP port (0 picks a free one).")
+@click.option("--workers", type=int, help="Ingest processes sharing the ports (server.workers, default 1).")
 @click.option("--store", "store_url", callback=secret_value,
               help="Where sealed segments go: embedded, tahoe://HOST:PORT[/CAP], osfs://DIR; @FILE reads it from FILE.")
 def serve_command(
     config_path: Path | None, data_dir: Path | None, host: str | None, port: int | None, tcp_port: int | None,
-    store_url: str | None,
+    workers: int | None, store_url: str | None,
 ) -> None:
     """Receive records over HTTP (and TCP) and append them durably to segments."""
-    overrides: dict[str, Any] = {"data_dir": data_dir, "server.host": host, "server.port": port, "store.url": store_url}
+    overrides: dict[str, Any] = {"data_dir": data_dir, "server.host": host, "server.port": port, "store.url": store_url,
+                                 "server.workers": workers}
     if tcp_port is not None:
         overrides.update({"tcp.enabled": True, "tcp.port": tcp_port})
     config = load(config_path, overrides)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Callable, Mapping, get_type_hints
 
 from archiver.app.logs import LOG_FORMATS
 from archiver.common.units import parse_duration, parse_size
-from archiver.format.layout import SINK_ID
+from archiver.format.layout import SINK_ID, WORKERS_MAX
 from archiver.format.record import valid_stream_name
 from archiver.format.segment import COMPRESSIONS
 from archiver.ingest.rules import Rule, RuleError, compile_rules
@@ -53,6 +53,7 @@ class ServerConfig:
     max_decoded_bytes: Size = 64 * 1024**2
     max_line_bytes: Size = 256 * 1024
     decode_workers: int = 1
+    workers: int = 1
     max_connections: int = 1024
     shutdown_timeout: Duration = 30.0
     tls_cert: str = ""
@@ -359,6 +360,7 @@ def validate(config: Config) -> None:
         ),
         (config.server.max_line_bytes >= 8190, "server.max_line_bytes must be at least 8190"),
         (0 <= config.server.decode_workers <= 64, "server.decode_workers must be 0-64"),
+        (1 <= config.server.workers <= WORKERS_MAX, f"server.workers must be 1-{WORKERS_MAX}"),
         (config.server.max_connections >= 1, "server.max_connections must be at least 1"),
         (bool(config.server.tls_cert) == bool(config.server.tls_key), "server.tls_cert and server.tls_key go together"),
         (all(":" in entry for entry in config.auth.basic), "auth.basic entries are \"user:password\""),

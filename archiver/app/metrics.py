@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from archiver import __version__
 from archiver.common.redaction import redact
+from archiver.app.figures import counters_from_json, counters_json, histogram_samples, merge_histograms, merge_writers
 from archiver.common.units import ts_epoch
 from archiver.format.layout import DataDir, segment_start
 from archiver.format.manifest import STATES, Manifest, open_for_reading
@@ -67,13 +69,15 @@ class _LoopState:
     counters: IngestCounters
     decode_workers: int
     decoder_restarts: int
+    histograms: list[Metric]
 
 
 class SinkMetrics:
     """The registry of one sink and the wiring of its histograms; ``scrape`` serves /_metrics.
 
     ``uploader`` and ``jobs`` are None for a sink without a store; ``shares_happy`` is
-    exported so alerts can compare the grid's servers with it."""
+    exported so alerts can compare the grid's servers with it. ``others`` gives the other
+    workers' figures (``figures``), summed with this process's at each scrape."""
 
     def __init__(
         self,
@@ -86,28 +90,50 @@ class SinkMetrics:
         jobs: Jobs | None = None,
         shares_happy: int = 1,
         clock: Callable[[], float] = time.time,
+        others: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        self._histograms = CollectorRegistry(auto_describe=False)
         ack = Histogram("archiver_ack_latency_seconds",
                         "HTTP ingest requests: arrival to the answer sent after the durable append.",
-                        buckets=LATENCY_BUCKETS, registry=self.registry)
+                        buckets=LATENCY_BUCKETS, registry=self._histograms)
         fsync = Histogram("archiver_fsync_duration_seconds",
                           "Group-commit rounds: the fsync of every dirty segment and new directory entry.",
-                          buckets=LATENCY_BUCKETS, registry=self.registry)
+                          buckets=LATENCY_BUCKETS, registry=self._histograms)
         counters.observe_ack = ack.observe
         writer.stats.observe_fsync_round = fsync.observe
         self._writer = writer
         self._counters = counters
         self._decoder = decoder
+        self._others = others
         self._collector = _SinkCollector(data, uploader, jobs, shares_happy, clock)
         self.registry.register(self._collector)
 
+    def figures(self, worker: int) -> dict[str, Any]:
+        """This process's figures as JSON, for the primary to sum (archiver/app/figures.py)."""
+        return {
+            "worker": worker, "pid": os.getpid(), "writer": self._writer.status(),
+            "counters": counters_json(self._counters), "decode_workers": self._decoder.workers,
+            "decoder_restarts": self._decoder.restarts, "histograms": histogram_samples(list(self._histograms.collect())),
+        }
+
     async def scrape(self) -> tuple[bytes, str]:
-        """The exposition text and its content type. The loop's state is copied first; the
-        manifest and the store are read on a worker thread."""
-        self._collector.loop_state = _LoopState(
-            self._writer.status(), self._counters.snapshot(), self._decoder.workers, self._decoder.restarts
-        )
+        """The exposition text and its content type. The loop's state is copied first (and the
+        other workers' figures added); the manifest and the store are read on a worker thread."""
+        histograms = list(self._histograms.collect())
+        if self._others is None:
+            state = _LoopState(self._writer.status(), self._counters.snapshot(), self._decoder.workers,
+                               self._decoder.restarts, histograms)
+        else:
+            every = [self.figures(0), *await self._others()]
+            state = _LoopState(
+                merge_writers([figures["writer"] for figures in every]),
+                counters_from_json([figures["counters"] for figures in every]),
+                sum(figures["decode_workers"] for figures in every),
+                sum(figures["decoder_restarts"] for figures in every),
+                merge_histograms(histograms, [figures["histograms"] for figures in every[1:]]),
+            )
+        self._collector.loop_state = state
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.registry)
         return body, CONTENT_TYPE_LATEST
 
@@ -131,10 +157,11 @@ class _SinkCollector(Collector):
         if state is None:
             return
         yield InfoMetricFamily("archiver_build", "The archiver version serving.", value={"version": __version__})
+        yield from state.histograms
         yield from _ingest_metrics(state)
         yield from _spool_metrics(state.writer)
         yield from self._job_metrics(state.writer)
-        yield from self._manifest_metrics(len(state.writer["open"]))
+        yield from self._manifest_metrics(sum(entry.get("segments", 1) for entry in state.writer["open"].values()))
         yield from self._store_metrics()
 
     def _job_metrics(self, writer: dict[str, Any]) -> Iterator[Metric]:

@@ -21,19 +21,22 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
+from aiohttp import web
 
 from archiver.app.config import Config
+from archiver.app.errors import ServiceError, StartupError
 from archiver.app.grid import GridError, LocalGrid
+from archiver.app.group import Group
 from archiver.app.heap import TRIM_PERIOD, trim
 from archiver.app.metrics import SinkMetrics, local_only_seconds, local_only_since
 from archiver.common.failpoints import failpoint
 from archiver.common.redaction import redact
 from archiver.common.units import format_ts
-from archiver.format.layout import DataDir
-from archiver.format.manifest import Manifest
+from archiver.format.layout import WORKERS_MAX, DataDir
+from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.store_layout import DIR_ENTRIES_MAX
 from archiver.ingest.auth import Authenticator
 from archiver.ingest.counters import IngestCounters
@@ -59,15 +62,6 @@ log = logging.getLogger("archiver")
 EMBEDDED = "embedded"
 # Descriptors the sink needs besides its HTTP connections: segments, manifest, grid, TCP clients.
 FILES_BESIDES_CONNECTIONS = 256
-
-
-class ServiceError(RuntimeError):
-    """The sink failed in a way the operator must hear of: the message says what and where;
-    the process exits 1."""
-
-
-class StartupError(ServiceError):
-    """The sink cannot start; the message says why and what to do."""
 
 
 class UnsealedSegments(ServiceError):
@@ -147,7 +141,7 @@ def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
 async def serve(config: Config) -> None:
     """Run the sink until SIGTERM or SIGINT. Raises StartupError when it cannot start."""
     data = prepare_data_dir(config.data_dir.resolve())
-    _raise_open_files_limit(config.server.max_connections)
+    raise_open_files_limit(config.server.max_connections)
     lock = PidLock(data.pid_file)
     lock.acquire()
     try:
@@ -157,7 +151,7 @@ async def serve(config: Config) -> None:
         lock.release()
 
 
-def _raise_open_files_limit(max_connections: int) -> None:
+def raise_open_files_limit(max_connections: int) -> None:
     """Connections, segments, the manifest and the grid's sockets all need descriptors; many
     systems start processes with a soft limit of 1024 and allow far more."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -173,7 +167,7 @@ def _raise_open_files_limit(max_connections: int) -> None:
 async def _serve_locked(config: Config, data: DataDir) -> None:
     sink_id = sink_identity(data.root, config.sink_id)
     loop = asyncio.get_running_loop()
-    with _stop_signals() as stop:
+    with stop_signals() as stop:
         # Every component that starts pushes its stop; they unwind in reverse order whatever
         # fails, so a failing step (the HTTP runner's cleanup, the TCP drain) never skips sealing.
         async with contextlib.AsyncExitStack() as lifecycle:
@@ -193,25 +187,18 @@ async def _run(
     loop = asyncio.get_running_loop()
     store_url = grid_store_url(grid) if grid else config.store.url
     uploader = jobs = leases = None
-    writer = SegmentWriter(
-        data,
-        sink_id,
-        RotationPolicy(config.segments.max_bytes, config.segments.max_records, config.segments.max_age),
-        fsync=config.spool.fsync,
-        fsync_interval=config.spool.fsync_interval,
-        compression=config.segments.compression,
-        compression_level=config.segments.compression_level,
-        spool_limit=config.spool.max_bytes,
-    )
+    group = Group(config, data, stop) if config.server.workers > 1 else None
+    writer = make_writer(config, data, sink_id)
     if store_url:
         _refuse_second_root(store_url, data)
         if config.segments.max_age < 3600 / DIR_ENTRIES_MAX:
             log.warning("segments.max_age is %.3g s: a stream's hour directory in the store may pass %d entries, "
                         "which Tahoe rewrites whole on every change (docs/format.md, Small directories)",
                         config.segments.max_age, DIR_ENTRIES_MAX)
+        release = group.release if group else lambda segment, size: writer.release(size)
         uploader = Uploader(
             data, sink_id, lambda: open_rooted_store(store_url, data, grid), _upload_settings(config),
-            on_pruned=lambda size: _call_soon(loop, writer.release, size),
+            on_pruned=lambda segment, size: _call_soon(loop, release, segment, size),
         )
         lifecycle.callback(uploader.close)
         leases = LeaseRenewer(
@@ -227,14 +214,16 @@ async def _run(
         lifecycle.push_async_callback(loop.run_in_executor, None, jobs.shutdown)  # after sealing: publishes it
         writer.on_sealed = jobs.wake_upload
     await writer.start()
-    lifecycle.push_async_callback(_seal_everything, writer)
+    if group is not None:
+        await group.open(writer)
+        lifecycle.push_async_exit(group.stopped)  # after this process has sealed; the workers seal meanwhile
+    lifecycle.push_async_callback(seal_everything, writer)
     imports = ImportSpool(writer, data.root)  # archiver import's batches, on this loop
     lifecycle.callback(imports.close)
     info: dict[str, Any] = {"pid": os.getpid(), "sink_id": sink_id, "started": format_ts(time.time())}
-    limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
 
     async def flush() -> dict[str, Any]:
-        failed = [seal.describe() for seal in await writer.flush()]
+        failed = (await group.flush_workers() if group else []) + [seal.describe() for seal in await writer.flush()]
         if uploader is None:
             return {"uploaded": 0, "failed": 0, "backlog": 0, "store": None, "seal_failed": failed}
         result: dict[str, Any] = await loop.run_in_executor(None, uploader.upload_due, True)
@@ -247,45 +236,22 @@ async def _run(
         result["seal_failed"] = failed
         return result
 
-    decoder = Decoder(config.server.decode_workers)
-    await decoder.start()
-    lifecycle.push_async_callback(decoder.close)
-    counters = IngestCounters()  # shared by the HTTP and TCP sources
-    rules = RuleSet(config.rules)
+    decoder, counters, rules = await start_decoding(config, lifecycle)
     metrics = SinkMetrics(data, writer, counters, decoder, uploader=uploader, jobs=jobs,
-                          shares_happy=config.store.shares_happy)
-    archive = data_dir_archive(data)  # the browser's, read-only like any reader's
-    lifecycle.callback(archive.close)
-    app = create_app(
-        writer, limits, lambda: sink_status(info, data, uploader, store_url, leases), flush=flush, metrics=metrics.scrape,
-        admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback, imports=imports,
-        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters, rules=rules,
-        site=(PREFIX, create_site(archive, title=sink_id)),
-    )
-    runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
-    await runner.setup()
-    lifecycle.push_async_callback(_cleanup_http, runner)
-    tls = _tls_context(config)
-    site = BoundedSite(runner, config.server.host, config.server.port,
-                       max_connections=config.server.max_connections, max_line_bytes=config.server.max_line_bytes,
-                       ssl_context=tls)
-    try:
-        await site.start()
-    except OSError as err:
-        raise StartupError(f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror}") from None
-    lifecycle.push_async_callback(_drain_http, site, app, config.server.shutdown_timeout)
-    host, port = runner.addresses[0][:2]
-    info["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
-    if config.tcp.enabled:
-        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder,
-                        counters, rules)
-        try:
-            tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port)
-        except OSError as err:
-            raise StartupError(f"cannot listen on tcp {config.tcp.host}:{config.tcp.port}: {err.strerror}") from None
-        lifecycle.push_async_callback(tcp.close, config.server.shutdown_timeout)
-        info["tcp"] = f"tcp://{tcp_host}:{tcp_port}"
-        log.info("tcp JSON lines on %s", info["tcp"])
+                          shares_happy=config.store.shares_happy, others=group.others if group else None)
+
+    def status() -> dict[str, Any]:
+        return sink_status(info, data, uploader, store_url, leases)
+
+    if group is not None:
+        group.serve(status, flush, metrics, imports)
+    app = ingest_app(config, data, sink_id, writer, decoder, counters, rules, lifecycle, info=status, flush=flush,
+                     metrics=metrics.scrape, imports=imports, figures=group.figures if group else None,
+                     durable=group.durable if group else None)
+    info.update(await listen(config, app, writer, decoder, counters, rules, lifecycle))
+    if group is not None:
+        lifecycle.callback(group.signal)  # first of all: the workers drain and seal alongside this process
+        info["worker_pids"] = await group.spawn(sink_id, info)
     _write_json_atomically(data.sink_file, {"tcp": None, **info, "data_dir": str(data.root)})
     if jobs is not None:
         jobs.start()
@@ -302,6 +268,89 @@ async def _run(
     log.info("stopping: finishing in-flight requests")
 
 
+def make_writer(
+    config: Config, data: DataDir, sink_id: str, add_row: Callable[[SegmentRow], None] | None = None,
+) -> SegmentWriter:
+    """The segment writer of one worker (``data.worker``): with several, each takes an equal
+    share of spool.max_bytes and its own sequence numbers."""
+    workers = config.server.workers
+    return SegmentWriter(
+        data,
+        sink_id,
+        RotationPolicy(config.segments.max_bytes, config.segments.max_records, config.segments.max_age),
+        fsync=config.spool.fsync,
+        fsync_interval=config.spool.fsync_interval,
+        compression=config.segments.compression,
+        compression_level=config.segments.compression_level,
+        spool_limit=config.spool.max_bytes // workers,
+        seq_step=1 if workers == 1 else WORKERS_MAX,
+        add_row=add_row,
+    )
+
+
+async def start_decoding(
+    config: Config, lifecycle: contextlib.AsyncExitStack,
+) -> tuple[Decoder, IngestCounters, RuleSet]:
+    """The decoder (its worker processes), counters shared by the HTTP and TCP sources, and the rules."""
+    decoder = Decoder(config.server.decode_workers)
+    await decoder.start()
+    lifecycle.push_async_callback(decoder.close)
+    return decoder, IngestCounters(), RuleSet(config.rules)
+
+
+def ingest_app(
+    config: Config, data: DataDir, sink_id: str, writer: SegmentWriter, decoder: Decoder, counters: IngestCounters,
+    rules: RuleSet, lifecycle: contextlib.AsyncExitStack, **served: Any,
+) -> web.Application:
+    """The HTTP application of one worker, with the archive browser; ``served`` are the routes
+    that differ between the primary and the other workers (http.create_app's status, flush,
+    metrics, imports and figures)."""
+    archive = data_dir_archive(DataDir(data.root))  # the browser's, read-only like any reader's
+    lifecycle.callback(archive.close)
+    limits = HttpLimits(config.server.max_body_bytes, config.server.max_decoded_bytes, config.spool.retry_after)
+    return create_app(
+        writer, limits, admin_token=config.admin.token, admin_trust_loopback=config.admin.trust_loopback,
+        auth=Authenticator(config.auth.tokens, config.auth.basic), decoder=decoder, counters=counters, rules=rules,
+        site=(PREFIX, create_site(archive, title=sink_id)), **served,
+    )
+
+
+async def listen(
+    config: Config, app: web.Application, writer: SegmentWriter, decoder: Decoder, counters: IngestCounters,
+    rules: RuleSet, lifecycle: contextlib.AsyncExitStack,
+) -> dict[str, str]:
+    """Serve ``app`` on server.host:port, and TCP lines when enabled, registering their drains;
+    the addresses as sink.json shows them. With several workers every one listens on the same
+    ports (SO_REUSEPORT)."""
+    reuse_port = config.server.workers > 1
+    addresses = {}
+    runner = make_runner(app, max_line_bytes=config.server.max_line_bytes)
+    await runner.setup()
+    lifecycle.push_async_callback(_cleanup_http, runner)
+    tls = _tls_context(config)
+    site = BoundedSite(runner, config.server.host, config.server.port,
+                       max_connections=config.server.max_connections, max_line_bytes=config.server.max_line_bytes,
+                       ssl_context=tls, reuse_port=reuse_port)
+    try:
+        await site.start()
+    except OSError as err:
+        raise StartupError(f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror}") from None
+    lifecycle.push_async_callback(_drain_http, site, app, config.server.shutdown_timeout)
+    host, port = runner.addresses[0][:2]
+    addresses["http"] = f"{'https' if tls else 'http'}://{host}:{port}"
+    if config.tcp.enabled:
+        tcp = TcpSource(writer, TcpSettings(config.tcp.stream, config.tcp.stream_field, config.tcp.max_line_bytes), decoder,
+                        counters, rules)
+        try:
+            tcp_host, tcp_port = await tcp.start(config.tcp.host, config.tcp.port, reuse_port=reuse_port)
+        except OSError as err:
+            raise StartupError(f"cannot listen on tcp {config.tcp.host}:{config.tcp.port}: {err.strerror}") from None
+        lifecycle.push_async_callback(tcp.close, config.server.shutdown_timeout)
+        addresses["tcp"] = f"tcp://{tcp_host}:{tcp_port}"
+        log.info("tcp JSON lines on %s", addresses["tcp"])
+    return addresses
+
+
 async def _drain_http(site: BoundedSite, app: Any, timeout: float) -> None:
     """Stop accepting, then let requests in progress finish (each acks after its durable append)."""
     await site.stop()
@@ -314,7 +363,7 @@ async def _cleanup_http(runner: Any) -> None:
     await runner.cleanup()
 
 
-async def _seal_everything(writer: SegmentWriter) -> None:
+async def seal_everything(writer: SegmentWriter) -> None:
     log.info("sealing open segments")
     failures = await writer.close()
     if failures:
@@ -495,7 +544,7 @@ async def _trim_heap() -> None:
 
 
 @contextlib.contextmanager
-def _stop_signals() -> Iterator[asyncio.Event]:
+def stop_signals() -> Iterator[asyncio.Event]:
     """SIGTERM and SIGINT set the event from the first moment: a stop asked for while the sink
     is still starting (a supervisor, a test that saw sink.json) is honoured once it has started,
     instead of killing it with the default action halfway."""

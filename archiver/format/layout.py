@@ -6,6 +6,7 @@ DATA/
   sink.json                     pid, addresses, sink id of the running sink
   manifest.sqlite               segments, directory caps, leases, the published chain's state
   spool/open/<stream>/<segment-id>.jsonl
+  spool/w<N>/open/<stream>/<segment-id>.jsonl   worker N's (server.workers > 1)
   spool/sealed/<stream>/<segment-id>.jsonl.gz   (or .jsonl.zst)
   spool/sealed/<stream>/<segment-id>.idx        its search index (format/search_index.py)
 ```
@@ -25,6 +26,9 @@ OPEN_SUFFIX = ".jsonl"
 COMPRESSION_SUFFIX = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 INDEX_SUFFIX = ".idx"
 SEQ_MODULO = 1_000_000
+# Workers of one sink number their segments apart: worker N takes the sequence numbers equal to
+# N modulo WORKERS_MAX (SEQ_MODULO is a multiple, so the wrap keeps them apart).
+WORKERS_MAX = 16
 
 
 def id_stamp(moment: float) -> str:
@@ -50,9 +54,11 @@ def segment_seq(segment: str) -> int | None:
 
 @dataclass(frozen=True)
 class DataDir:
-    """The paths of one sink's data dir."""
+    """The paths of one sink's data dir, as its worker ``worker`` writes it: each worker has
+    its own open spool; sealed segments share one directory (their ids never collide)."""
 
     root: Path
+    worker: int = 0
 
     @property
     def pid_file(self) -> Path:
@@ -64,7 +70,7 @@ class DataDir:
 
     @property
     def open_dir(self) -> Path:
-        return self.root / "spool" / "open"
+        return self.root / "spool" / "open" if self.worker == 0 else self.root / "spool" / f"w{self.worker}" / "open"
 
     @property
     def sealed_dir(self) -> Path:
@@ -80,9 +86,10 @@ class DataDir:
         return self.sealed_dir / stream / f"{segment}{INDEX_SUFFIX}"
 
     def open_segments(self) -> list[tuple[str, str, Path]]:
-        """(stream, segment id, path) of every open segment file, oldest first."""
+        """(stream, segment id, path) of every open segment file of every worker, oldest first."""
         found = []
-        if self.open_dir.is_dir():
-            for path in self.open_dir.glob(f"*/*{OPEN_SUFFIX}"):
+        spool = self.root / "spool"
+        for pattern in (f"open/*/*{OPEN_SUFFIX}", f"w*/open/*/*{OPEN_SUFFIX}"):
+            for path in spool.glob(pattern):
                 found.append((path.parent.name, path.name[: -len(OPEN_SUFFIX)], path))
         return sorted(found, key=lambda item: item[1])

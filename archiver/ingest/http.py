@@ -50,8 +50,10 @@ class _State:
         admin_token: str,
         admin_trust_loopback: bool,
         receiver: Receiver,
+        figures: Callable[[], Awaitable[dict[str, Any]]] | None,
     ) -> None:
         self.receiver = receiver
+        self.figures = figures
         self.counters = receiver.counters
         self.decoder = receiver.decoder
         self.info = info
@@ -80,6 +82,9 @@ def create_app(
     site: tuple[str, web.Application] | None = None,
     rules: RuleSet = NO_RULES,
     imports: ImportSpool | None = None,  # serves /_admin/import (archiver import) as flush serves /_admin/flush
+    figures: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    durable: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
+    relay_import: Callable[[web.Request], Awaitable[web.Response]] | None = None,
 ) -> web.Application:
     """The ingest application over ``writer``. ``info`` adds sink facts to /_status (it may
     block: it runs on a worker thread); ``flush`` serves /_admin/flush to ``admin_token``
@@ -89,21 +94,27 @@ def create_app(
     large bodies (by default on a thread); ``counters`` may be shared with the TCP source;
     ``site`` (a reserved ``/_`` prefix, an application) is served there, behind ``auth``, and
     without credentials to loopback peers only (it reads every stream);
-    ``rules`` run on every decoded record and redact what goes to _rejected."""
+    ``rules`` run on every decoded record and redact what goes to _rejected; ``figures``
+    replaces the writer's, counters' and decoder's part of /_status (local_figures) when the
+    sink runs several workers and they are summed, as ``durable`` replaces the writer's
+    /_durable; ``relay_import`` answers /_admin/import where another process writes the
+    imports (the primary of several workers)."""
     limits = limits or HttpLimits()
     receiver = Receiver(writer, limits, auth or Authenticator(), decoder or Decoder(0), counters or IngestCounters(),
                         rules)
     app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[_authenticate])
     app[WRITER_KEY] = writer
     app[RECEIVER_KEY] = receiver
-    app[STATE_KEY] = _State(info, flush, metrics, admin_token, admin_trust_loopback, receiver)
+    app[STATE_KEY] = _State(info, flush, metrics, admin_token, admin_trust_loopback, receiver, figures)
     app.router.add_post("/_admin/flush", _admin_flush)
     if imports is not None:
         app[IMPORTS_KEY] = imports
         app.router.add_post("/_admin/import", _admin_import)
+    elif relay_import is not None:
+        app.router.add_post("/_admin/import", _relayed(relay_import))
+    app.router.add_get("/_durable", _durable_route(durable))
     app.router.add_get("/_health", _health)
     app.router.add_get("/_status", _status)
-    app.router.add_get("/_durable", _durable)
     app.router.add_get("/_metrics", _metrics)
     if site is not None:
         app[SITE_KEY] = site[0]
@@ -151,9 +162,13 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": state}, status=503 if writer.over_limit() else 200)
 
 
-async def _durable(request: web.Request) -> web.Response:
-    """How far each open segment is fsynced: `archiver cat --follow` shows records up to there."""
-    return web.json_response({"open": request.app[WRITER_KEY].durable_watermark()})
+def _durable_route(durable: Callable[[], Awaitable[list[dict[str, Any]]]] | None) -> Any:
+    async def durable_watermark(request: web.Request) -> web.Response:
+        """How far each open segment is fsynced: `archiver cat --follow` shows records up to there."""
+        marks = await durable() if durable else request.app[WRITER_KEY].durable_watermark()
+        return web.json_response({"open": marks})
+
+    return durable_watermark
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -161,16 +176,20 @@ async def _status(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
+def local_figures(writer: SegmentWriter, counters: IngestCounters, decoder: Decoder) -> dict[str, Any]:
+    """This process's part of /_status: its writer, counters and decoder."""
+    return {
+        **writer.status(),
+        **counters.status(),
+        "decode_workers": {"configured": decoder.workers, "restarts": decoder.restarts},
+    }
+
+
 async def _status_document(app: web.Application) -> dict[str, Any]:
     state: _State = app[STATE_KEY]
+    figures = await state.figures() if state.figures else local_figures(app[WRITER_KEY], state.counters, state.decoder)
     info = await asyncio.get_running_loop().run_in_executor(None, state.info)
-    return {
-        "version": __version__,
-        **app[WRITER_KEY].status(),
-        **info,
-        **state.counters.status(),
-        "decode_workers": {"configured": state.decoder.workers, "restarts": state.decoder.restarts},
-    }
+    return {"version": __version__, **figures, **info}
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -194,6 +213,14 @@ async def _admin_import(request: web.Request) -> web.Response:
     """``archiver import`` through the running sink (import_route.py). Loopback or token only."""
     _admin_state(request)
     return await import_batch(request)
+
+
+def _relayed(relay: Callable[[web.Request], Awaitable[web.Response]]) -> Any:
+    async def relay_import(request: web.Request) -> web.Response:
+        _admin_state(request)
+        return await relay(request)
+
+    return relay_import
 
 
 def _admin_state(request: web.Request) -> _State:

@@ -20,9 +20,12 @@ IMPORTS_KEY = web.AppKey("imports", ImportSpool)
 
 async def import_batch(request: web.Request) -> web.Response:
     """The route's handler; the caller has checked the admin credentials."""
-    spool = request.app[IMPORTS_KEY]
-    body = await request.read()
-    if "position" in request.query:
+    return await answer_import(request.app[IMPORTS_KEY], await request.read(), "position" in request.query)
+
+
+async def answer_import(spool: ImportSpool, body: bytes, asks_position: bool) -> web.Response:
+    """One request of the route, wherever it arrived (a worker relays it to its primary)."""
+    if asks_position:
         position = await spool.position(body[:HEAD_BYTES])
         return web.Response(body=orjson.dumps(asdict(position)), content_type="application/json")
     try:

@@ -63,13 +63,15 @@ class _Listening(asyncio.AbstractServer):
 
 class BoundedSite(web.BaseSite):
     """A TCP site with at most ``max_connections`` connections open (or being set up), for
-    an app of http.create_app run by http.make_runner with the same ``max_line_bytes``."""
+    an app of http.create_app run by http.make_runner with the same ``max_line_bytes``.
+    ``reuse_port`` lets several processes listen on the port (the kernel spreads connections)."""
 
-    __slots__ = ("_host", "_port", "_max_connections", "_max_line_bytes", "_opening", "_tasks", "_last_warning")
+    __slots__ = ("_host", "_port", "_max_connections", "_max_line_bytes", "_opening", "_tasks", "_last_warning",
+                 "_reuse_port")
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, max_connections: int, max_line_bytes: int,
-        ssl_context: ssl.SSLContext | None = None, backlog: int = 1024,
+        ssl_context: ssl.SSLContext | None = None, backlog: int = 1024, reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
@@ -79,6 +81,7 @@ class BoundedSite(web.BaseSite):
         self._opening = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_warning = 0.0
+        self._reuse_port = reuse_port
 
     @property
     def name(self) -> str:
@@ -88,7 +91,8 @@ class BoundedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.create_server((self._host, self._port), family=family, backlog=self._backlog)
+        sock = socket.create_server((self._host, self._port), family=family, backlog=self._backlog,
+                                    reuse_port=self._reuse_port)
         sock.setblocking(False)
         self._server = _Listening(sock, asyncio.create_task(self._accept(sock)))
 

@@ -80,10 +80,11 @@ class TcpSource:
         self._stopped: asyncio.Future[None] | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Listen; ``reuse_port`` lets the sink's other workers listen on the same port."""
         self._stopped = asyncio.get_running_loop().create_future()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.create_server((host, port), family=family, backlog=1024)
+        listener = socket.create_server((host, port), family=family, backlog=1024, reuse_port=reuse_port)
         listener.setblocking(False)
         self._listener = listener
         self._accepting = asyncio.create_task(self._accept(listener))

@@ -56,7 +56,7 @@ class Uploader:
         sink_id: str,
         open_store: Callable[[], Store],
         settings: UploadSettings,
-        on_pruned: Callable[[int], None] = lambda size: None,
+        on_pruned: Callable[[str, int], None] = lambda segment, size: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = data_dir
@@ -334,7 +334,7 @@ class Uploader:
                     size += local.stat().st_size if local.exists() else 0
                     local.unlink(missing_ok=True)
                 manifest.update_segment(row.id, state="pruned", pruned_at=format_ts(self._clock()))
-                self._on_pruned(size)
+                self._on_pruned(row.id, size)
                 pruned += 1
         finally:
             manifest.close()

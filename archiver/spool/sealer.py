@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 from archiver.common.backoff import retry_delay
 from archiver.common.failpoints import failpoint
 from archiver.format.layout import DataDir
-from archiver.format.manifest import Manifest
+from archiver.format.manifest import Manifest, SegmentRow
 from archiver.spool.sealing import SealError, SealOutcome, fsync_dir, seal_segment
 from archiver.spool.segment import OpenSegment, SpoolStats
 
@@ -48,7 +48,9 @@ class FailedSeal:
 class Sealer:
     """Seals segments one at a time. ``keep_torn`` archives lines that are not whole records
     (a torn last line after a crash) and makes them durable before the open file goes;
-    ``on_sealed`` hears of each segment sealed."""
+    ``on_sealed`` hears of each segment sealed. ``add_row``, when given, enters a sealed
+    segment's manifest row in place of this process (a worker's rows go to the one process
+    that writes the manifest); it runs on the seal thread and may block."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class Sealer:
         compression_level: int,
         keep_torn: Callable[[OpenSegment, list[bytes]], Awaitable[None]],
         on_sealed: Callable[[OpenSegment, SealOutcome], None],
+        add_row: Callable[[SegmentRow], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.stats = stats
@@ -66,6 +69,7 @@ class Sealer:
         self.compression_level = compression_level
         self._keep_torn = keep_torn
         self._on_sealed = on_sealed
+        self._add_row = add_row
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: dict[str, FailedSeal] = {}
         self._stopping = False
@@ -145,9 +149,6 @@ class Sealer:
         failed.retry = asyncio.get_running_loop().call_later(delay, self._retry, segment.id)
 
     def _seal_in_thread(self, segment: OpenSegment) -> SealOutcome:
-        manifest = getattr(self._local, "manifest", None)
-        if manifest is None:
-            manifest = self._local.manifest = Manifest(self.data_dir.root)
         failpoint("seal")
         try:
             outcome = seal_segment(self.data_dir, segment.stream, segment.id, segment.path, self.compression,
@@ -156,6 +157,12 @@ class Sealer:
             log.error("%s; sealing it again, checking every line", err)
             outcome = seal_segment(self.data_dir, segment.stream, segment.id, segment.path, self.compression,
                                    self.compression_level)
+        if self._add_row is not None:
+            self._add_row(outcome.row)
+            return outcome
+        manifest = getattr(self._local, "manifest", None)
+        if manifest is None:
+            manifest = self._local.manifest = Manifest(self.data_dir.root)
         manifest.add_sealed(outcome.row)
         return outcome
 

@@ -22,8 +22,8 @@ import os
 import time
 from typing import Any, Awaitable, Callable, Iterator
 
-from archiver.format.layout import DataDir, segment_id, segment_seq
-from archiver.format.manifest import Manifest
+from archiver.format.layout import SEQ_MODULO, DataDir, segment_id, segment_seq
+from archiver.format.manifest import Manifest, SegmentRow
 from archiver.format.record import (
     REJECTED_STREAM,
     Context,
@@ -46,6 +46,11 @@ FSYNC_POLICIES = ("always", "interval", "never")
 IMPORT_LANE = "import:"  # keys imported segments apart from a stream's live one ("import:app")
 
 
+def _next_seq(last: int, worker: int, step: int) -> int:
+    """The first sequence number after ``last`` that is ``worker`` modulo ``step``."""
+    return (last + 1 + (worker - last - 1) % step) % SEQ_MODULO
+
+
 class SegmentWriter:
     """Appends encoded records to per-stream segments and seals them off the request path."""
 
@@ -61,7 +66,12 @@ class SegmentWriter:
         compression_level: int = 6,
         spool_limit: int = 2**62,
         on_sealed: Callable[[], None] = lambda: None,
+        seq_step: int = 1,
+        add_row: Callable[[SegmentRow], None] | None = None,
     ) -> None:
+        """``data_dir.worker`` and ``seq_step`` keep the segment ids of a sink's workers apart
+        (worker N numbers its segments N modulo ``seq_step``); a worker's ``add_row`` sends
+        its manifest rows to the process that writes the manifest (Sealer)."""
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {fsync!r}")
         self.data_dir = data_dir
@@ -76,25 +86,34 @@ class SegmentWriter:
         self._held: list[OpenSegment] | None = None  # import segments retired during a batch, sealed after it
         self._commits = GroupCommit(self.stats, on_retired=self._retired, on_failed=self._fsync_failed)
         self._sealer = Sealer(data_dir, self.stats, compression=compression, compression_level=compression_level,
-                              keep_torn=self._keep_torn, on_sealed=self._sealed)
+                              keep_torn=self._keep_torn, on_sealed=self._sealed, add_row=add_row)
         self._ticker: asyncio.Task[None] | None = None
         self._seq = 0
+        self._seq_step = seq_step
+        self._recovers = add_row is None
         self._spool_bytes = 0
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Account the spool, pick the next sequence number, and seal what a crash left open."""
-        manifest = Manifest(self.data_dir.root)
+        """Account the spool, pick the next sequence number, and seal what a crash left open
+        (every worker's: a worker that sends its rows elsewhere leaves that to the primary,
+        which starts before it and accounts the whole spool)."""
+        manifest = Manifest(self.data_dir.root, read_only=not self._recovers)
         try:
-            undo_unfinished(self.data_dir, manifest)
+            if self._recovers:
+                undo_unfinished(self.data_dir, manifest)
+            # Listed before the ids are read: one the primary seals meanwhile is in one or the other.
+            leftovers = self.data_dir.open_segments()
             known = manifest.segment_ids()
         finally:
             manifest.close()
-        leftovers = self.data_dir.open_segments()
         seqs = [segment_seq(s) for s in known + [seg for _, seg, _ in leftovers]]
-        self._seq = max([s for s in seqs if s is not None], default=-1) + 1
+        self._seq = _next_seq(max([s for s in seqs if s is not None], default=-1), self.data_dir.worker, self._seq_step)
+        if not self._recovers:
+            self._ticker = asyncio.create_task(self._tick())
+            return
         self._spool_bytes = await asyncio.to_thread(self._scan_spool)
         for stream, segment, path in leftovers:
             recovered = OpenSegment(stream, segment, path, size=path.stat().st_size, tally=None)
@@ -103,13 +122,13 @@ class SegmentWriter:
         self._ticker = asyncio.create_task(self._tick())
 
     def _scan_spool(self) -> int:
-        total = 0
-        for top in (self.data_dir.open_dir, self.data_dir.sealed_dir):
-            for path in top.glob("*/*"):
-                if path.name.endswith(".tmp"):
-                    path.unlink()  # a seal interrupted by a crash; the open file is still there
-                else:
-                    total += path.stat().st_size
+        """Every worker's open spool and the sealed spool: this writer seals all that is open."""
+        total = sum(path.stat().st_size for _, _, path in self.data_dir.open_segments())
+        for path in self.data_dir.sealed_dir.glob("*/*"):
+            if path.name.endswith(".tmp"):
+                path.unlink()  # a seal interrupted by a crash; the open file is still there
+            else:
+                total += path.stat().st_size
         return total
 
     async def flush(self) -> list[FailedSeal]:
@@ -265,7 +284,7 @@ class SegmentWriter:
 
     def _open_segment(self, stream: str, key: str, start: float) -> OpenSegment:
         name = segment_id(start, self.sink_id, self._seq)
-        self._seq += 1
+        self._seq += self._seq_step
         path = self.data_dir.open_path(stream, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)

@@ -1,0 +1,225 @@
+"""`archiver serve --workers 2`: real processes sharing the ports. Records from many connections
+land in the archive whichever worker took them, the primary alone writes the manifest and
+uploads, /_status and /_metrics report the whole sink on any worker, a clean stop stops every
+worker, and acknowledged records survive a SIGKILL of the group or of one worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import orjson
+import psutil
+import requests
+
+from conftest import Sink, read_json, wait_until
+from archiver.format.manifest import Manifest
+
+# Few records a segment, so every worker seals (and sends manifest rows) while it serves.
+ENV = {"ARCHIVER_SEGMENTS_MAX_RECORDS": "25", "ARCHIVER_UPLOADER_INTERVAL": "1h"}
+HTTP_CLIENTS = 4
+HTTP_RECORDS = 60
+TCP_CLIENTS = 2
+TCP_CONNECTIONS = 8
+TCP_LINES = 10
+
+
+def _start(start_sink, tmp_path: Path, *args: str) -> Sink:  # type: ignore[no-untyped-def]
+    return start_sink(tmp_path / "data", "--workers", "2", "--tcp-port", "0",
+                      "--store", f"osfs://{tmp_path / 'store'}", *args, env=ENV)
+
+
+def _info(sink: Sink) -> dict:
+    return orjson.loads((sink.data_dir / "sink.json").read_bytes())
+
+
+def _status(sink: Sink) -> dict:
+    return requests.get(sink.url + "/_status", headers={"Connection": "close"}, timeout=30).json()
+
+
+def _post_each(sink: Sink, client: int, acked: list[str]) -> None:
+    """HTTPHandler's way: a new connection per record, so the kernel spreads them."""
+    for n in range(HTTP_RECORDS):
+        message = f"http-{client}-{n}"
+        response = requests.post(sink.url + "/app", data={"msg": message}, headers={"Connection": "close"}, timeout=30)
+        assert response.status_code == 200, response.text
+        acked.append(message)
+
+
+def _send_tcp(sink: Sink, client: int, sent: list[str]) -> None:
+    host, port = _info(sink)["tcp"].removeprefix("tcp://").rsplit(":", 1)
+    for connection in range(TCP_CONNECTIONS):
+        messages = [f"tcp-{client}-{connection}-{n}" for n in range(TCP_LINES)]
+        with closing(socket.create_connection((host, int(port)), timeout=30)) as sock:
+            sock.sendall(b"".join(orjson.dumps({"message": m}) + b"\n" for m in messages))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):  # the sink closes once it has committed what it read
+                pass
+        sent.extend(messages)
+
+
+def _load(sink: Sink) -> set[str]:
+    """Every client at once; the messages acknowledged (HTTP) or sent and closed cleanly (TCP)."""
+    done: list[list[str]] = [[] for _ in range(HTTP_CLIENTS + TCP_CLIENTS)]
+    threads = [threading.Thread(target=_post_each, args=(sink, c, done[c])) for c in range(HTTP_CLIENTS)]
+    threads += [threading.Thread(target=_send_tcp, args=(sink, c, done[HTTP_CLIENTS + c])) for c in range(TCP_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    messages = {m for sent in done for m in sent}
+    assert len(messages) == HTTP_CLIENTS * HTTP_RECORDS + TCP_CLIENTS * TCP_CONNECTIONS * TCP_LINES
+    return messages
+
+
+def _archived(data_dir: Path) -> list[str]:
+    return [record["message"] for record in read_json(data_dir) if record["stream"] in ("app", "tcp")]
+
+
+def _spool_files(data_dir: Path) -> list[Path]:
+    return [path for path in (data_dir / "spool").glob("*open/*/*.jsonl")] + \
+        [path for path in (data_dir / "spool").glob("w*/open/*/*.jsonl")]
+
+
+def _records_received(sink: Sink) -> float:
+    text = requests.get(sink.url + "/_metrics", headers={"Connection": "close"}, timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("archiver_records_received_total{"))
+
+
+def _pids(sink: Sink) -> list[int]:
+    assert sink.proc is not None
+    return [sink.proc.pid, *_info(sink)["worker_pids"]]
+
+
+def _group(sink: Sink) -> list[psutil.Process]:
+    """The primary and every process under it: workers and their decode workers."""
+    assert sink.proc is not None
+    primary = psutil.Process(sink.proc.pid)
+    return [primary, *primary.children(recursive=True)]
+
+
+def _log(sink: Sink) -> str:
+    """The whole log of the sink's processes (Sink.log_text keeps only its end)."""
+    return (sink.data_dir.parent / f"{sink.data_dir.name}.log").read_text(errors="replace")
+
+
+def _alive(processes: list[psutil.Process]) -> bool:
+    """Any of them still running (a zombie, waiting for its parent to reap it, is not)."""
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            pass
+    return False
+
+
+def test_two_workers_archive_every_record_once_and_stop_together(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = _start(start_sink, tmp_path)
+    pids = _pids(sink)
+    assert len(pids) == 2 and psutil.Process(pids[1]).ppid() == pids[0]  # the primary started worker 1
+    messages = _load(sink)
+
+    wait_until(lambda: sum(_status(sink)["records"].values()) == len(messages), "every record counted")
+    workers = _status(sink)["workers"]
+    assert sorted(worker["pid"] for worker in workers) == sorted(pids)
+    assert all(worker["records"] > 0 for worker in workers), workers  # both took some
+    assert sum(worker["records"] for worker in workers) == len(messages)
+    # Each scrape on a new connection lands on either worker; every one reports the whole sink.
+    assert {_records_received(sink) for _ in range(20)} == {len(messages)}
+
+    flushed = requests.post(sink.url + "/_admin/flush", timeout=300).json()
+    assert flushed["seal_failed"] == [] and flushed["failed"] == 0
+    with closing(Manifest(sink.data_dir, read_only=True)) as manifest:
+        rows = list(manifest.segments())
+    assert {row.state for row in rows} <= {"uploaded", "verified"}
+    sealed_by = {int(row.id.rsplit("-", 1)[1]) % 16 for row in rows}
+    assert sealed_by == {0, 1}  # both workers sealed segments, entered in the manifest by the primary
+    store_files = [path for path in (tmp_path / "store").rglob("*.jsonl.gz")]
+    assert sorted(path.name for path in store_files) == sorted(Path(row.local_path).name for row in rows)
+
+    group = _group(sink)
+    assert sink.stop() == 0, sink.log_text()
+    wait_until(lambda: not _alive(group), "every process of the sink to exit")
+    assert _spool_files(sink.data_dir) == []
+    log = _log(sink)
+    uploads = [line.split(" uploaded ", 1)[1].split(" ", 1)[0] for line in log.splitlines() if " uploaded /" in line]
+    assert sorted(uploads) == sorted(row.store_path for row in rows)  # one upload stream: each segment once
+    archived = _archived(sink.data_dir)
+    assert len(archived) == len(messages) and set(archived) == messages
+
+
+def test_a_sigkill_of_the_group_loses_nothing_acknowledged(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = _start(start_sink, tmp_path)
+    messages = _load(sink)
+    worker_open = sink.data_dir / "spool" / "w1" / "open"
+
+    def worker_holds_an_open_segment() -> bool:
+        if list(worker_open.glob("*/*.jsonl")):
+            return True
+        _post_each(sink, 1000 + len(extra), extra)  # on new connections: some reach worker 1
+        return False
+
+    extra: list[str] = []
+    wait_until(worker_holds_an_open_segment, "an open segment in worker 1's spool")
+    messages |= set(extra)
+    group = _group(sink)
+    for process in reversed(group):  # workers first: a worker stops (and seals) at its primary's end
+        process.kill()
+    sink.kill()
+    wait_until(lambda: not _alive(group), "the group to die")
+
+    # One worker now: the primary alone recovers every worker's open spool.
+    again = start_sink(sink.data_dir, "--store", f"osfs://{tmp_path / 'store'}", env=ENV)
+    assert again.stop() == 0, again.log_text()
+    assert _spool_files(sink.data_dir) == []
+    archived = _archived(sink.data_dir)
+    assert len(archived) == len(messages) and set(archived) == messages
+
+
+def test_a_worker_killed_stops_the_sink_loudly(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = _start(start_sink, tmp_path)
+    messages = _load(sink)
+    worker = _info(sink)["worker_pids"][0]
+    os.kill(worker, signal.SIGKILL)
+    assert sink.proc is not None
+    assert sink.proc.wait(60) == 1
+    assert f"worker 1 (pid {worker}) exited with signal 9 while serving" in _log(sink)
+
+    again = _start(start_sink, tmp_path)
+    assert again.stop() == 0, again.log_text()
+    archived = _archived(sink.data_dir)
+    assert len(archived) == len(messages) and set(archived) == messages
+
+
+def test_a_seal_that_fails_at_stop_in_any_worker_fails_the_exit(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sink = start_sink(tmp_path / "data", "--workers", "2", env={"ARCHIVER_FAILPOINTS": "seal=fail"})
+    acked: list[str] = []
+
+    def both_hold_an_open_segment() -> bool:
+        spool = sink.data_dir / "spool"
+        if list((spool / "open").glob("*/*.jsonl")) and list((spool / "w1" / "open").glob("*/*.jsonl")):
+            return True
+        _post_each(sink, len(acked), acked)
+        return False
+
+    wait_until(both_hold_an_open_segment, "an open segment in each worker's spool")
+    assert sink.proc is not None
+    worker = _info(sink)["worker_pids"][0]
+    sink.proc.send_signal(signal.SIGTERM)
+    assert sink.proc.wait(60) == 1
+    log = _log(sink)
+    assert "could not be sealed at stop" in log  # the primary's own
+    assert f"worker 1 (pid {worker}) exited with status 1 at stop" in log
+
+    # The records were durable all along: the next start seals them.
+    again = start_sink(sink.data_dir)
+    assert again.stop() == 0, again.log_text()
+    assert _spool_files(sink.data_dir) == []
+    archived = _archived(sink.data_dir)
+    assert len(archived) == len(acked) and set(archived) == set(acked)
