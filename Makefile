@@ -10,6 +10,10 @@ TAHOE_PIN   := tahoe-lafs==1.20.0
 # rsyslog for the tests, unpacked (below).
 RSYSLOGD    := .cache/rsyslog/usr/sbin/rsyslogd
 
+# Test files run TEST_JOBS at a time, each file whole in one process (its module fixtures and its
+# order kept): most tests wait on sinks, grids and daemons rather than on the CPU.
+TEST_JOBS ?= 2
+
 .PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13 docker-images docker-push docker-test fresh-test
 
 run: $(STAMP) $(TAHOE_STAMP)
@@ -17,7 +21,7 @@ run: $(STAMP) $(TAHOE_STAMP)
 
 test: $(STAMP) $(TAHOE_STAMP) lint $(RSYSLOGD)
 	@$(MAKE) --no-print-directory system-deps TARGET=test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/python -m mypy archiver
