@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -223,3 +225,52 @@ def test_a_seal_that_fails_at_stop_in_any_worker_fails_the_exit(start_sink, tmp_
     assert _spool_files(sink.data_dir) == []
     archived = _archived(sink.data_dir)
     assert len(archived) == len(acked) and set(archived) == set(acked)
+
+
+def test_a_restart_waits_for_the_workers_of_a_killed_primary(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A worker of a primary that died still answers the requests it had begun: until it exits
+    it holds the data-dir lock, so a new sink cannot recover (and delete) the spool it writes."""
+    sink = _start(start_sink, tmp_path)
+    acked: list[str] = []
+    worker_open = sink.data_dir / "spool" / "w1" / "open"
+
+    def worker_holds_an_open_segment() -> bool:
+        if list(worker_open.glob("*/*.jsonl")):
+            return True
+        _post_each(sink, len(acked), acked)
+        return False
+
+    wait_until(worker_holds_an_open_segment, "an open segment in worker 1's spool")
+    host, port = sink.url.removeprefix("http://").rsplit(":", 1)
+    begun = []  # requests whose bodies are half sent, some of them to worker 1
+    for n in range(8):
+        sock = socket.create_connection((host, int(port)), timeout=60)
+        body = f"msg=slow-{n}".encode()
+        sock.sendall(b"POST /app HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body[:3]))
+        begun.append((sock, body, f"slow-{n}"))
+    worker = psutil.Process(_info(sink)["worker_pids"][0])
+    sink.kill()
+
+    refused = subprocess.run([sys.executable, "-m", "archiver", "serve", "--data-dir", str(sink.data_dir), "--port", "0"],
+                             capture_output=True, timeout=60)
+    assert worker.is_running() and refused.returncode == 1
+    assert b"or one of its workers) is serving data dir" in refused.stderr
+    for sock, body, message in begun:
+        with closing(sock):
+            try:
+                sock.sendall(body[3:])
+                answer = sock.recv(4096)
+            except OSError:  # a connection the killed primary had accepted
+                answer = b""
+            if answer.startswith(b"HTTP/1.1 200"):
+                acked.append(message)
+    worker.wait(120)  # it has seen its primary go and stops, sealing what it can
+
+    again = start_sink(sink.data_dir, "--store", f"osfs://{tmp_path / 'store'}", env=ENV)
+    assert again.stop() == 0, again.log_text()
+    assert _spool_files(sink.data_dir) == []
+    archived = _archived(sink.data_dir)
+    assert any(message.startswith("slow-") for message in acked)
+    assert set(acked) <= set(archived) and len(archived) == len(set(archived))

@@ -74,10 +74,11 @@ class _Worker:
 class Group:
     """The other workers of the sink, seen from the primary; ``stop`` is set when one dies."""
 
-    def __init__(self, config: Config, data: DataDir, stop: asyncio.Event) -> None:
+    def __init__(self, config: Config, data: DataDir, stop: asyncio.Event, lock_fd: int) -> None:
         self.config = config
         self.data = data
         self.stop = stop
+        self.lock_fd = lock_fd  # the data-dir lock's file, which every worker holds open
         self.token = new_token()
         self._workers: dict[int, _Worker] = {}
         self._sealed_by: dict[str, int] = {}  # segments sealed by a worker this run, until pruned
@@ -120,7 +121,8 @@ class Group:
         resolved = dataclasses.replace(config, server=server, tcp=tcp)
         for index in range(1, config.server.workers):
             spec = WorkerSpec(resolved, index, str(self.data.root), sink_id, self._server.url, self.token)
-            process = await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_MAIN, stdin=asyncio.subprocess.PIPE)
+            process = await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_MAIN, stdin=asyncio.subprocess.PIPE,
+                                                           pass_fds=(self.lock_fd,))
             assert process.stdin is not None
             process.stdin.write(pickle.dumps(spec))
             await process.stdin.drain()

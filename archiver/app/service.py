@@ -78,7 +78,9 @@ class UnsealedSegments(ServiceError):
 
 
 class PidLock:
-    """An flock on ``DATA/sink.pid``: held for the sink's life, released by the kernel on any exit."""
+    """An flock on ``DATA/sink.pid``: held for the sink's life, released by the kernel on any exit.
+    Workers inherit its file (``fileno``), so the data dir stays locked until the last process
+    of the sink has exited: a new sink never recovers the spool of a worker still answering."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -92,12 +94,15 @@ class PidLock:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise StartupError(
-                f"another archiver (pid {holder}) is serving data dir {self.path.parent}; "
+                f"another archiver (pid {holder}, or one of its workers) is serving data dir {self.path.parent}; "
                 "stop it first or use another --data-dir"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -145,7 +150,7 @@ async def serve(config: Config) -> None:
     lock = PidLock(data.pid_file)
     lock.acquire()
     try:
-        await _serve_locked(config, data)
+        await _serve_locked(config, data, lock)
     finally:
         data.sink_file.unlink(missing_ok=True)
         lock.release()
@@ -164,7 +169,7 @@ def raise_open_files_limit(max_connections: int) -> None:
                     max_connections, soft)
 
 
-async def _serve_locked(config: Config, data: DataDir) -> None:
+async def _serve_locked(config: Config, data: DataDir, lock: PidLock) -> None:
     sink_id = sink_identity(data.root, config.sink_id)
     loop = asyncio.get_running_loop()
     with stop_signals() as stop:
@@ -175,19 +180,20 @@ async def _serve_locked(config: Config, data: DataDir) -> None:
             if config.store.url == EMBEDDED:
                 grid = await loop.run_in_executor(None, start_embedded_grid, config, data)
                 lifecycle.push_async_callback(loop.run_in_executor, None, grid.stop)  # lives and dies with the sink
-            await _run(config, data, sink_id, grid, stop, lifecycle)
+            await _run(config, data, sink_id, grid, stop, lifecycle, lock)
     log.info("stopped")
 
 
 async def _run(
     config: Config, data: DataDir, sink_id: str, grid: LocalGrid | None, stop: asyncio.Event,
-    lifecycle: contextlib.AsyncExitStack,
+    lifecycle: contextlib.AsyncExitStack, lock: PidLock,
 ) -> None:
-    """Start every component, registering its stop on ``lifecycle``, and wait for ``stop``."""
+    """Start every component, registering its stop on ``lifecycle``, and wait for ``stop``.
+    ``lock``: the data dir's, which workers inherit."""
     loop = asyncio.get_running_loop()
     store_url = grid_store_url(grid) if grid else config.store.url
     uploader = jobs = leases = None
-    group = Group(config, data, stop) if config.server.workers > 1 else None
+    group = Group(config, data, stop, lock.fileno()) if config.server.workers > 1 else None
     writer = make_writer(config, data, sink_id)
     if store_url:
         _refuse_second_root(store_url, data)
