@@ -5,6 +5,7 @@ worker, and acknowledged records survive a SIGKILL of the group or of one worker
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -17,8 +18,11 @@ from pathlib import Path
 import orjson
 import psutil
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import Sink, read_json, wait_until
+from archiver.app.group import spool_shares
 from archiver.format.manifest import Manifest
 
 # Few records a segment, so every worker seals (and sends manifest rows) while it serves.
@@ -274,3 +278,41 @@ def test_a_restart_waits_for_the_workers_of_a_killed_primary(start_sink, tmp_pat
     archived = _archived(sink.data_dir)
     assert any(message.startswith("slow-") for message in acked)
     assert set(acked) <= set(archived) and len(archived) == len(set(archived))
+
+
+@given(max_bytes=st.integers(0, 2**40), workers=st.integers(2, 16), backlogs=st.lists(st.integers(0, 2**41), min_size=1))
+def test_spool_shares_add_up_to_the_limit_and_grow_as_the_backlog_drains(max_bytes: int, workers: int,
+                                                                          backlogs: list[int]) -> None:
+    previous = -1
+    for backlog in sorted(backlogs, reverse=True):  # a backlog only drains
+        primary, share = spool_shares(max_bytes, workers, backlog)
+        assert primary + (workers - 1) * share == max_bytes and 0 <= share <= primary
+        assert share >= previous
+        previous = share
+    assert spool_shares(max_bytes, workers, 0)[1] == max_bytes // workers
+
+
+def test_a_backlog_left_by_an_earlier_run_keeps_the_spool_within_its_limit(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The primary counts the backlog; worker 1's limit is an equal share of the room it leaves,
+    and grows to an equal share of the whole as the uploader prunes the backlog."""
+    limit = 2_000_000
+    env = {**ENV, "ARCHIVER_SPOOL_MAX_BYTES": str(limit), "ARCHIVER_UPLOADER_KEEP_LOCAL": "0s",
+           "ARCHIVER_UPLOADER_VERIFY_INTERVAL": "1s", "ARCHIVER_UPLOADER_PRUNE_INTERVAL": "1s"}
+    store = f"osfs://{tmp_path / 'store'}"
+    first = start_sink(tmp_path / "data", "--store", store, env=env)
+    while _status(first)["spool_bytes"] < 300_000:  # incompressible, so it stays that large sealed
+        batch = [{"message": base64.b64encode(os.urandom(1500)).decode()} for _ in range(50)]
+        assert first.post("/app", orjson.dumps(batch), headers={"Content-Type": "application/json"}).status_code == 200
+    assert first.stop() == 0, first.log_text()  # sealed, not uploaded: the uploader's interval is an hour
+
+    sink = start_sink(first.data_dir, "--workers", "2", "--store", store, env=env)
+    workers = {worker["worker"]: worker for worker in _status(sink)["workers"]}
+    backlog = workers[0]["spool_bytes"]
+    assert backlog >= 150_000  # compressed at seal
+    assert workers[1]["spool_limit"] == (limit - backlog) // 2
+    assert workers[0]["spool_limit"] + workers[1]["spool_limit"] == limit
+
+    assert requests.post(sink.url + "/_admin/flush", timeout=300).json()["failed"] == 0  # uploads the backlog
+    wait_until(lambda: [w["spool_limit"] for w in _status(sink)["workers"]] == [limit // 2, limit // 2],
+               "equal shares once the backlog is verified and pruned")
+    assert sink.stop() == 0, sink.log_text()

@@ -62,6 +62,16 @@ class WorkerSpec:
     sink_id: str
     primary: str
     token: str
+    spool_limit: int  # its share of spool.max_bytes, raised by the primary as the backlog drains
+
+
+def spool_shares(max_bytes: int, workers: int, backlog: int) -> tuple[int, int]:
+    """``spool.max_bytes`` split over the workers: the primary's limit and each other worker's.
+    The primary counts the backlog an earlier run left (sealed segments still to upload); every
+    other worker gets an equal share of the room it leaves, the primary the rest, so the limits
+    always sum to ``max_bytes`` and the spool never outgrows it."""
+    share = max(0, max_bytes - backlog) // workers
+    return max_bytes - (workers - 1) * share, share
 
 
 @dataclasses.dataclass
@@ -86,6 +96,8 @@ class Group:
         self._failures: list[str] = []
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._backlog = 0  # bytes the primary counted when the workers started, not yet pruned
+        self._share = 0  # each other worker's spool limit
         self._rows = ThreadPoolExecutor(1, thread_name_prefix="archiver-rows")
         self._manifest: Manifest | None = None
         self._server = InternalServer(self.token, {
@@ -119,8 +131,11 @@ class Group:
         server = dataclasses.replace(config.server, port=_port(addresses["http"]))
         tcp = dataclasses.replace(config.tcp, port=_port(addresses["tcp"])) if config.tcp.enabled else config.tcp
         resolved = dataclasses.replace(config, server=server, tcp=tcp)
+        assert self._writer is not None
+        self._backlog = self._writer.spool_bytes
+        self._writer.spool_limit, self._share = spool_shares(config.spool.max_bytes, config.server.workers, self._backlog)
         for index in range(1, config.server.workers):
-            spec = WorkerSpec(resolved, index, str(self.data.root), sink_id, self._server.url, self.token)
+            spec = WorkerSpec(resolved, index, str(self.data.root), sink_id, self._server.url, self.token, self._share)
             process = await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_MAIN, stdin=asyncio.subprocess.PIPE,
                                                            pass_fds=(self.lock_fd,))
             assert process.stdin is not None
@@ -176,7 +191,7 @@ class Group:
 
     async def figures(self) -> dict[str, Any]:
         """The writer, counter and decoder part of /_status, summed over the workers, and
-        ``workers``: each one's pid, records and spool bytes."""
+        ``workers``: each one's pid, records, spool bytes and spool limit."""
         assert self._sink_metrics is not None
         every = [self._sink_metrics.figures(0), *await self.others()]
         return {
@@ -186,7 +201,8 @@ class Group:
                                "restarts": sum(figures["decoder_restarts"] for figures in every)},
             "workers": [{"worker": figures["worker"], "pid": figures["pid"],
                          "records": sum(n for _, _, n in figures["counters"]["records"]),
-                         "spool_bytes": figures["writer"]["spool_bytes"]} for figures in every],
+                         "spool_bytes": figures["writer"]["spool_bytes"],
+                         "spool_limit": figures["writer"]["spool_limit"]} for figures in every],
         }
 
     async def durable(self) -> list[dict[str, Any]]:
@@ -208,8 +224,24 @@ class Group:
         worker = self._workers.get(self._sealed_by.pop(segment, 0))
         if worker is None or worker.peer is None:
             self._writer.release(size)
+            self._shrink_backlog(size)
         else:
             self._keep(asyncio.create_task(worker.peer.call("POST", "/release", {"bytes": size})))
+
+    def _shrink_backlog(self, size: int) -> None:
+        """The primary pruned a segment: the other workers' shares grow by what the backlog gave
+        back (a share only grows, so a worker keeps the largest it was sent)."""
+        if self._backlog == 0:
+            return
+        self._backlog = max(0, self._backlog - size)
+        assert self._writer is not None
+        primary, share = spool_shares(self.config.spool.max_bytes, self.config.server.workers, self._backlog)
+        if share == self._share:
+            return
+        self._writer.spool_limit, self._share = primary, share
+        for worker in self._workers.values():
+            if worker.peer is not None:
+                self._keep(asyncio.create_task(worker.peer.call("POST", "/limit", {"bytes": share})))
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)

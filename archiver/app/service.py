@@ -276,9 +276,11 @@ async def _run(
 
 def make_writer(
     config: Config, data: DataDir, sink_id: str, add_row: Callable[[SegmentRow], None] | None = None,
+    spool_limit: int | None = None,
 ) -> SegmentWriter:
-    """The segment writer of one worker (``data.worker``): with several, each takes an equal
-    share of spool.max_bytes and its own sequence numbers."""
+    """The segment writer of one worker (``data.worker``): with several, each takes its own
+    sequence numbers and a share of spool.max_bytes (``spool_limit``; an equal one until the
+    primary has counted the spool: group.spool_shares)."""
     workers = config.server.workers
     return SegmentWriter(
         data,
@@ -288,7 +290,7 @@ def make_writer(
         fsync_interval=config.spool.fsync_interval,
         compression=config.segments.compression,
         compression_level=config.segments.compression_level,
-        spool_limit=config.spool.max_bytes // workers,
+        spool_limit=config.spool.max_bytes // workers if spool_limit is None else spool_limit,
         seq_step=1 if workers == 1 else WORKERS_MAX,
         add_row=add_row,
     )

@@ -69,7 +69,7 @@ async def _serve(spec: WorkerSpec) -> None:
         _stop_at_end_of_stdin(stop)
         async with contextlib.AsyncExitStack() as lifecycle:
             lifecycle.push_async_callback(primary.close)
-            writer = make_writer(config, data, spec.sink_id, add_row)
+            writer = make_writer(config, data, spec.sink_id, add_row, spool_limit=spec.spool_limit)
             await writer.start()
             lifecycle.push_async_callback(seal_everything, writer)
             decoder, counters, rules = await start_decoding(config, lifecycle)
@@ -99,8 +99,9 @@ async def _serve(spec: WorkerSpec) -> None:
 
 
 def _local_api(spec: WorkerSpec, writer: SegmentWriter, metrics: SinkMetrics) -> InternalServer:
-    """What the primary asks of this worker: its figures and durable watermark, a flush, and
-    spool space back when the uploader pruned one of its sealed segments."""
+    """What the primary asks of this worker: its figures and durable watermark, a flush, spool
+    space back when the uploader pruned one of its sealed segments, and a larger share of the
+    spool as the backlog of an earlier run drains."""
 
     async def figures(request: web.Request) -> web.Response:
         return json_response(metrics.figures(spec.worker))
@@ -115,8 +116,12 @@ def _local_api(spec: WorkerSpec, writer: SegmentWriter, metrics: SinkMetrics) ->
         writer.release(int(orjson.loads(await request.read())["bytes"]))
         return json_response({})
 
+    async def limit(request: web.Request) -> web.Response:
+        writer.spool_limit = max(writer.spool_limit, int(orjson.loads(await request.read())["bytes"]))
+        return json_response({})
+
     return InternalServer(spec.token, {"GET /figures": figures, "GET /durable": durable, "POST /flush": flush,
-                                       "POST /release": release})
+                                       "POST /release": release, "POST /limit": limit})
 
 
 def _stop_at_end_of_stdin(stop: asyncio.Event) -> None:
