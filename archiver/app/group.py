@@ -17,10 +17,13 @@ API (archiver/app/internal.py):
                      GET  /durable   how far its open segments are fsynced
                      POST /flush     seal its open segments now
                      POST /release   a sealed segment of its was pruned: spool space back
+                     POST /limit     a larger share of spool.max_bytes (spool_shares)
 
 A worker that exits while the sink serves stops the whole sink, which exits 1 naming it: its
 acknowledged records are durable in its open spool and the next start seals them (the primary
 recovers every worker's open spool before it starts them). A supervisor restarts the sink.
+Workers inherit the data-dir lock's file: until the last of them has exited, no new sink
+starts on the data dir (and recovers a spool a worker still writes).
 """
 
 from __future__ import annotations
