@@ -95,7 +95,7 @@ def test_second_sink_on_same_data_dir_is_refused(start_sink) -> None:  # type: i
         capture_output=True, timeout=60,
     )
     assert second.returncode == 1
-    assert f"another archiver (pid {first.proc.pid}) is serving data dir" in second.stderr.decode()
+    assert f"another archiver (pid {first.proc.pid}, or one of its workers) is serving data dir" in second.stderr.decode()
     assert first.post("/app", "msg=still+up").status_code == 200
 
 
