@@ -127,7 +127,8 @@ TAHOE_313 := .venv-tahoe-3.13
 VENV_313  := .venv-3.13
 UNIT_TESTS := tests/test_architecture.py tests/test_config.py tests/test_decoder.py tests/test_records.py \
 	tests/test_records_property.py tests/test_redact.py tests/test_segments.py tests/test_stop_seal.py \
-	tests/test_uploader.py tests/test_heap.py tests/test_client_fields.py tests/test_rules.py
+	tests/test_uploader.py tests/test_heap.py tests/test_client_fields.py tests/test_rules.py \
+	tests/test_redactor.py tests/test_search_index.py
 
 $(TAHOE_313)/.installed-stamp:
 	$(call tahoe_venv,$(TAHOE_313),$(PY313))
