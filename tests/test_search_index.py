@@ -3,6 +3,7 @@ readers to skip segments; results are always those of a full scan."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from contextlib import closing
@@ -17,7 +18,10 @@ from hypothesis import strategies as st
 
 from archiver.format.layout import DataDir, segment_id
 from archiver.format.manifest import Manifest, SegmentRow
-from archiver.format.search_index import MAGIC, SearchIndex, SearchIndexError, build
+from archiver.format import search_index
+from archiver.format.record import encode_lines
+from archiver.format.search_index import MAGIC, IndexBuilder, SearchIndex, SearchIndexError, build
+from archiver.format.segment import SegmentTally
 from archiver.format.store_layout import index_path
 from archiver.read.reader import Archive, Filters, store_archive
 from archiver.ship.forget import Dropped, Forgetter
@@ -34,15 +38,27 @@ def record(n: int, message: str, level: str = "INFO", logger: str = "app") -> di
             "message": message, "fields": {}}
 
 
-def seal_records(data_dir: Path, segments: list[list[dict[str, Any]]], stream: str = "app") -> list[SegmentRow]:
-    """Each list of records sealed as one segment of sink "sinkA", entered in the manifest."""
+def seal_records(data_dir: Path, segments: list[list[dict[str, Any]]], stream: str = "app",
+                 batch: int | None = None) -> list[SegmentRow]:
+    """Each list of records sealed as one segment of sink "sinkA", entered in the manifest:
+    indexed as sealing reads it, or with ``batch``, written in batches of that many records
+    as the segment writer does and indexed from their index parts."""
     rows = []
     with closing(Manifest(data_dir)) as manifest:
         for seq, records in enumerate(segments):
             segment = segment_id(1_795_860_000 + seq, "sinkA", seq)
             source = data_dir / f"{segment}.open"
-            source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-            outcome = seal_segment(DataDir(data_dir), stream, segment, source, "gzip", 1)
+            known = None
+            if batch is None:
+                source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+            else:
+                known = SegmentTally()
+                with open(source, "wb") as out:
+                    for start in range(0, len(records), batch):
+                        lines = encode_lines(records[start:start + batch])
+                        out.write(lines.data)
+                        known.add_lines(lines)
+            outcome = seal_segment(DataDir(data_dir), stream, segment, source, "gzip", 1, known)
             source.unlink()
             manifest.add_sealed(outcome.row)
             rows.append(outcome.row)
@@ -71,15 +87,17 @@ archives = st.lists(st.lists(st.tuples(messages, st.sampled_from(LEVELS), st.sam
                              min_size=1, max_size=4), min_size=1, max_size=5)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(archive=archives, data=st.data())
-def test_index_never_causes_a_miss(tmp_path_factory: pytest.TempPathFactory, archive: list, data: st.DataObject) -> None:
-    """Any archive, any query (partial tokens, short ones, absent ones): the records are those
-    a full scan finds."""
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(archive=archives, batch=st.one_of(st.none(), st.integers(1, 4)), data=st.data())
+def test_index_never_causes_a_miss(
+    tmp_path_factory: pytest.TempPathFactory, archive: list, batch: int | None, data: st.DataObject,
+) -> None:
+    """Any archive, indexed at seal or as written, any query (partial tokens, short ones,
+    absent ones): the records are those a full scan finds."""
     data_dir = tmp_path_factory.mktemp("data")
     segments = [[record(n, " ".join(words), level, logger) for n, (words, level, logger) in enumerate(segment)]
                 for segment in archive]
-    rows = seal_records(data_dir, segments)
+    rows = seal_records(data_dir, segments, batch=batch)
     everything = [r for segment in segments for r in segment]
     some_message = data.draw(st.sampled_from([r["message"] for r in everything]))
     start = data.draw(st.one_of(st.just(0), st.integers(0, len(some_message))))
@@ -125,6 +143,54 @@ def test_segments_without_an_index_are_always_read(tmp_path: Path) -> None:
     assert seen == [rows[0].id, rows[1].id]
     with pytest.raises(SearchIndexError, match="version 9"):
         SearchIndex.parse(newer.read_bytes())
+
+
+def noisy_records(count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [record(n, f"user {uuid.UUID(int=rng.getrandbits(128))} said {rng.randbytes(6).hex()} é{n}",
+                   rng.choice(LEVELS), rng.choice(LOGGERS)) for n in range(count)]
+
+
+@pytest.mark.parametrize("count", [10, 2_000])  # the text of the messages, or their trigrams' codes
+def test_an_index_built_as_written_is_the_index_of_the_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int,
+) -> None:
+    """One batch: the index from its part is byte for byte the one a parse of the segment
+    gives; and sealing does not parse the segment for it."""
+    records = noisy_records(count, count)
+    lines = encode_lines(records)
+    assert bool(lines.index and lines.index.codes) == (count > 10)
+    expected = build([lines.data])
+    monkeypatch.setattr(IndexBuilder, "add_block", lambda *_: pytest.fail("the sealed segment was parsed"))
+    [row] = seal_records(tmp_path, [records], batch=count)
+    assert DataDir(tmp_path).index_path("app", row.id).read_bytes() == expected
+
+
+def test_an_index_built_from_many_parts_finds_every_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of every size, text folded and codes merged many times over: every message
+    and every piece of one is found, the loggers and levels are the segment's, and nothing
+    is claimed that a parse of the segment would not."""
+    monkeypatch.setattr(search_index, "FOLD_BYTES", 2_000)
+    monkeypatch.setattr(search_index, "MERGE_FROM", 5_000)
+    records = noisy_records(6_000, 3)
+    builder, start = IndexBuilder(), 0
+    for size in itertools.cycle([1, 7, 300, 2, 40, 900]):
+        lines = encode_lines(records[start:start + size])
+        assert lines.index is not None
+        builder.add_part(lines.index, lines.levels)
+        start += size
+        if start >= len(records):
+            break
+    assert len(builder._grams) < 6  # merged as it went
+    index = SearchIndex.parse(builder.to_bytes() or b"")
+    parsed = SearchIndex.parse(build([encode_lines(records).data]) or b"")
+    assert (index.levels, index.loggers) == (parsed.levels, parsed.loggers)
+    rng = random.Random(5)
+    for r in rng.sample(records, 300):
+        begin = rng.randrange(len(r["message"]))
+        assert index.may_contain(r["message"]) and index.may_contain(r["message"][begin:begin + rng.randint(3, 9)])
+    absent = [uuid.UUID(int=rng.getrandbits(128)).hex[:8] for _ in range(300)]
+    assert [q for q in absent if index.may_contain(q)] == [q for q in absent if index.may_contain(q) and parsed.may_contain(q)]
 
 
 def test_every_trigram_is_indexed() -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from archiver.format.layout import DataDir, segment_seq
 from archiver.format.manifest import Manifest
 from archiver.format.record import Context, encode_record
+from archiver.format.search_index import build
 from archiver.format.segment import SegmentTally
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.read.reader import data_dir_archive
@@ -270,7 +271,10 @@ def test_tally_by_block_counts_as_line_by_line(lines: list[bytes]) -> None:
     by_line, by_block = SegmentTally(), SegmentTally()
     kept_by_line = b"".join(item for item in lines if by_line.add(item))
     assert by_block.add_block(b"".join(lines)) == kept_by_line
+    index = by_block.__dict__.pop("index")
+    del by_line.__dict__["index"]
     assert vars(by_block) == vars(by_line)
+    assert index.to_bytes() == build([kept_by_line])  # the records the tally kept, indexed
 
 
 def test_a_segment_larger_than_a_read_block_seals_whole_with_its_torn_tail(tmp_path: Path) -> None:

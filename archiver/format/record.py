@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from archiver.common.units import format_ts
+from archiver.format.search_index import IndexPart, index_part
 
 REJECTED_STREAM = "_rejected"
 SOURCE_FORM = "httphandler"
@@ -59,13 +60,15 @@ def encode_record(record: dict[str, Any]) -> bytes:
 @dataclass(frozen=True)
 class Lines:
     """Encoded records of one stream, ready to append, with the statistics a sealed segment
-    keeps (level counts, earliest and latest ``ts``). Cheap to send between processes."""
+    keeps (level counts, earliest and latest ``ts``) and its search index's part (None when
+    unknown: sealing then reads the lines for it). Cheap to send between processes."""
 
     data: bytes
     count: int
     levels: dict[str, int]
     first_ts: str | None
     last_ts: str | None
+    index: IndexPart | None = None
 
 
 def encode_lines(records: list[dict[str, Any]]) -> Lines:
@@ -73,7 +76,7 @@ def encode_lines(records: list[dict[str, Any]]) -> Lines:
     stamps = [record["ts"] for record in records]
     levels = Counter([record["level"] or "NOTSET" for record in records])
     return Lines(b"".join(map(encode_record, records)), len(records), dict(levels),
-                 min(stamps, default=None), max(stamps, default=None))
+                 min(stamps, default=None), max(stamps, default=None), index_part(records))
 
 
 def rejected_record(item: Rejected, ctx: Context, source: str, meta: dict[str, Any]) -> dict[str, Any]:

@@ -44,14 +44,72 @@ class SearchIndexError(ValueError):
     """Bytes that are not a search index this version reads: the segment is read instead."""
 
 
+# A batch with at least this much message text carries its trigrams as codes; a smaller one
+# its text, folded into codes with others' once the builder holds FOLD_BYTES of it: each numpy
+# call costs microseconds however little it is given, more than a single record's work.
+CODES_FROM = 16 * 1024
+FOLD_BYTES = 64 * 1024
+# Codes held before the builder merges them into one sorted set: merging whenever what is held
+# doubles keeps the work a code costs constant and the memory near the segment's distinct set.
+MERGE_FROM = 1 << 20
+
+
+@dataclass(frozen=True)
+class IndexPart:
+    """What a batch of records adds to its segment's index, worked out where the records are
+    encoded (a decode worker, for bulk input), so sealing need not parse the segment again:
+    the batch's loggers (None when more than LOGGERS_MAX) and its messages' trigrams, as
+    sorted codes or, for a small batch, as the messages' text."""
+
+    loggers: frozenset[str] | None
+    text: bytes = b""
+    codes: bytes = b""
+
+
+def index_part(records: list[dict[str, Any]]) -> IndexPart:
+    """The index part of canonical ``records``."""
+    loggers: frozenset[str] | None = frozenset([str(record.get("logger") or "") for record in records])
+    if loggers is not None and len(loggers) > LOGGERS_MAX:
+        loggers = None
+    text = _messages(records)
+    if len(text) >= CODES_FROM:
+        return IndexPart(loggers, codes=trigram_codes(text).tobytes())
+    return IndexPart(loggers, text=text)
+
+
+def _messages(records: list[dict[str, Any]]) -> bytes:
+    # Joined with a newline: the trigrams across two messages are extra "maybe"s, never a miss.
+    return encode("\n".join(m for m in (record.get("message") for record in records) if isinstance(m, str)))
+
+
+def trigram_codes(text: bytes) -> np.ndarray:
+    """The distinct trigrams of ``text`` as sorted 24-bit codes: numpy sorts them at a few ns a
+    byte, where a Python set cost more than the compression."""
+    data = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
+    return distinct(data[:-2] << 16 | data[1:-1] << 8 | data[2:])
+
+
+def distinct(codes: np.ndarray) -> np.ndarray:
+    """``codes`` sorted, each once: numpy's own unique is five times slower on varied codes."""
+    codes = np.sort(codes)
+    keep = np.empty(len(codes), dtype=np.bool_)
+    keep[:1] = True
+    np.not_equal(codes[1:], codes[:-1], out=keep[1:])
+    return codes[keep]
+
+
 class IndexBuilder:
-    """Collects a segment's trigrams, loggers and levels from its lines as they are sealed."""
+    """Collects a segment's trigrams, loggers and levels: from index parts as its batches are
+    written, or from its lines as they are sealed."""
 
     def __init__(self) -> None:
-        # Each block's distinct trigrams as sorted 24-bit codes: numpy sorts them at a few ns a
-        # byte, where a Python set cost more than the compression, and the cost follows the
-        # segment's size (a table of every possible trigram cost 10 ms a segment, however small).
+        # Sorted codes per batch (the cost follows the segment's size: a table of every possible
+        # trigram cost 10 ms a segment, however small), and text not yet folded into codes.
         self._grams: list[np.ndarray] = []
+        self._held = 0
+        self._merged = 0
+        self._text: list[bytes] = []
+        self._text_bytes = 0
         self._loggers: set[str] | None = set()
         self._levels: set[str] = set()
         self.usable = True  # False once a line could not be read: no index beats a wrong one
@@ -70,26 +128,60 @@ class IndexBuilder:
                 self.usable = False
                 return
         try:
-            self._add(records)
+            self.add_records(records)
         except (AttributeError, TypeError):  # a line that is JSON but not a record
             self.usable = False
 
-    def _add(self, records: list[dict[str, Any]]) -> None:
+    def add_part(self, part: IndexPart, levels: Iterable[str]) -> None:
+        """Index a batch from its index part and the levels it holds."""
+        self._levels.update(levels)
+        self._add_loggers(part.loggers)
+        if part.codes:
+            self._add_codes(np.frombuffer(part.codes, dtype=np.uint32))
+        if part.text:
+            self._add_text(part.text)
+
+    def add_records(self, records: list[dict[str, Any]]) -> None:
+        """Index records parsed from a segment's lines."""
         self._levels.update(str(record.get("level") or "NOTSET") for record in records)
-        if self._loggers is not None:
-            self._loggers.update(str(record.get("logger") or "") for record in records)
-            if len(self._loggers) > LOGGERS_MAX:
-                self._loggers = None
-        # Joined with a newline: the trigrams across two messages are extra "maybe"s, never a miss.
-        text = encode("\n".join(m for m in (record.get("message") for record in records) if isinstance(m, str)))
-        data = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
-        self._grams.append(np.unique(data[:-2] << 16 | data[1:-1] << 8 | data[2:]))
+        self._add_loggers({str(record.get("logger") or "") for record in records})
+        self._add_text(_messages(records))
+
+    def _add_loggers(self, loggers: Iterable[str] | None) -> None:
+        if self._loggers is None:
+            return
+        if loggers is None:
+            self._loggers = None
+            return
+        self._loggers.update(loggers)
+        if len(self._loggers) > LOGGERS_MAX:
+            self._loggers = None
+
+    def _add_text(self, text: bytes) -> None:
+        self._text.append(text)
+        self._text_bytes += len(text)
+        if self._text_bytes >= FOLD_BYTES:
+            self._fold()
+
+    def _fold(self) -> None:
+        if self._text:
+            text = b"\n".join(self._text)
+            self._text, self._text_bytes = [], 0
+            self._add_codes(trigram_codes(text))
+
+    def _add_codes(self, codes: np.ndarray) -> None:
+        self._grams.append(codes)
+        self._held += len(codes)
+        if self._held >= max(MERGE_FROM, 2 * self._merged):
+            self._grams = [distinct(np.concatenate(self._grams))]
+            self._held = self._merged = len(self._grams[0])
 
     def to_bytes(self) -> bytes | None:
         """The encoded index, or None when a line could not be read."""
         if not self.usable:
             return None
-        grams = np.unique(np.concatenate(self._grams)) if self._grams else np.zeros(0, dtype=np.uint32)
+        self._fold()
+        grams = distinct(np.concatenate(self._grams)) if self._grams else np.zeros(0, dtype=np.uint32)
         pairs, row_of = np.unique(grams >> 8, return_inverse=True)
         present = np.zeros(1 << 16, dtype=np.bool_)
         present[pairs] = True

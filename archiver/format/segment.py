@@ -14,6 +14,7 @@ import orjson
 from archiver.common.units import format_ts
 from archiver.format.manifest import SegmentRow
 from archiver.format.record import Lines
+from archiver.format.search_index import IndexBuilder
 
 COMPRESSIONS = ("gzip", "zstd")
 
@@ -21,9 +22,11 @@ COMPRESSIONS = ("gzip", "zstd")
 class SegmentTally:
     """Counts a segment's records as its lines go by: the earliest and latest ``ts`` and the
     level counts come from the records themselves. Lines that are not whole JSON records are
-    set aside."""
+    set aside. ``index`` is the segment's search index, built from the same records (or from
+    the index parts of the lines as they are written); None once a batch came without one."""
 
     def __init__(self) -> None:
+        self.index: IndexBuilder | None = IndexBuilder()
         self.levels: Counter[str] = Counter()
         self.bad_lines: list[bytes] = []
         self.records = 0
@@ -60,15 +63,25 @@ class SegmentTally:
             if type(first) is not str or type(last) is not str or not all(type(key) is str for key in levels):
                 raise TypeError("ts or level is not a string")
         except (ValueError, KeyError, TypeError):
-            return b"".join(line for line in block.splitlines(keepends=True) if self.add(line))
+            kept = b"".join(line for line in block.splitlines(keepends=True) if self.add(line))
+            if self.index is not None:
+                self.index.add_block(kept)
+            return kept
         self._count(len(records), len(block), levels, first, last)
+        if self.index is not None:
+            self.index.add_records(records)
         return block
 
     def add_lines(self, lines: Lines) -> None:
-        """Count records as they are written, so sealing the segment need not parse it again."""
+        """Count and index records as they are written, so sealing the segment need not parse
+        it again."""
         if lines.count:
             assert lines.first_ts is not None and lines.last_ts is not None
             self._count(lines.count, len(lines.data), lines.levels, lines.first_ts, lines.last_ts)
+            if lines.index is None:
+                self.index = None
+            elif self.index is not None:
+                self.index.add_part(lines.index, lines.levels)
 
     def _count(self, records: int, raw_bytes: int, levels: Iterable[str] | Mapping[str, int], first: str, last: str) -> None:
         self.records += records

@@ -90,13 +90,15 @@ def seal_segment(
     its manifest row and bad lines.
 
     ``known`` is the tally of a segment this process wrote whole: its lines are not parsed
-    again (that parse costs as much as the compression). Without it every line is checked.
+    again (that parse costs as much as the compression), nor indexed when it holds the index.
+    Without it every line is checked.
     """
     target = data_dir.sealed_path(stream, segment, compression)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
     tally = known or SegmentTally()
-    index = IndexBuilder()
+    # A segment written partly from lines without an index part is indexed here.
+    index = tally.index or IndexBuilder()
     size = 0
     with open(source, "rb") as src, open(temporary, "wb") as out:
         hashing = _HashingWriter(out)
@@ -108,7 +110,8 @@ def seal_segment(
                 cut = block.rfind(b"\n") + 1
                 rest = block[cut:]
                 records = block[:cut] if known else tally.add_block(block[:cut])
-                index.add_block(records)
+                if tally.index is None:
+                    index.add_block(records)
                 packed.write(records)
             if known and (rest or size != known.raw_bytes):
                 raise SealError(f"{source.name} holds {size} bytes, {known.raw_bytes} were written to it")
