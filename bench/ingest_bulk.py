@@ -12,7 +12,11 @@
    and log-iw-size(640000) on the source, whose one connection (max-connections(1)) gets the
    whole window; log-fifo-size(100000) and flush-lines(1000) on the destination; flow-control
    on the log path, so like archiver it slows the sender rather than drop a line.
-Every row runs --runs times, the rows taken in turn each round; min/median/max are printed.
+Every row runs --runs times, the rows taken in turn each round; min/median/max are printed,
+and the server's CPU per record (median): the sink's process with its decode workers, or
+syslog-ng's, from the first byte sent to the last record acknowledged or written (archiver's
+sealing of what is left open at the end, after that, is not counted; what was sealed during a
+run, with the search index and gzip, is).
 Run: make bench   (or .venv/bin/python bench/ingest_bulk.py [--lines N] [--runs N])
 """
 
@@ -34,7 +38,7 @@ from typing import Callable
 
 import orjson
 import requests
-from common import rules_config, start_sink, stop
+from common import cpu_seconds, rules_config, start_sink, stop
 
 SYSLOG_NG_CONF = """@version: 3.38
 options {{ stats-freq(0); keep-hostname(yes); use-dns(no); }};
@@ -64,8 +68,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a row: records/s, and the server's CPU seconds per record."""
+
+    rate: float
+    cpu: float
+
+
 def bench_ndjson(workdir: Path, lines: list[bytes], clients: int, seconds: float, decode_workers: int,
-                 *args: str) -> float:
+                 *args: str) -> Run:
     proc, info = start_sink(workdir, *args, env={"ARCHIVER_SPOOL_FSYNC": "always",
                                                  "ARCHIVER_SERVER_DECODE_WORKERS": str(decode_workers)})
     body = b"\n".join(lines[:1000])
@@ -82,13 +94,13 @@ def bench_ndjson(workdir: Path, lines: list[bytes], clients: int, seconds: float
                         acked += 1000
 
     try:
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(proc.pid), time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return acked / (time.perf_counter() - start)
+        return Run(acked / (time.perf_counter() - start), (cpu_seconds(proc.pid) - cpu) / acked)
     finally:
         stop(proc)
 
@@ -120,12 +132,13 @@ def connect_when_listening(port: int, timeout: float = 20) -> socket.socket:
             time.sleep(0.1)
 
 
-def bench_archiver_tcp(workdir: Path, payload: bytes, count: int, fsync: str, *args: str) -> float:
+def bench_archiver_tcp(workdir: Path, payload: bytes, count: int, fsync: str, *args: str) -> Run:
     proc, info = start_sink(workdir, "--tcp-port", "0", *args, env={"ARCHIVER_SPOOL_FSYNC": fsync})
     try:
         port = int(info["tcp"].rsplit(":", 1)[1])
+        cpu = cpu_seconds(proc.pid)
         start = send_tcp(socket.create_connection(("127.0.0.1", port)), payload, wait_for_close=True)
-        return count / (time.perf_counter() - start)
+        return Run(count / (time.perf_counter() - start), (cpu_seconds(proc.pid) - cpu) / count)
     finally:
         stop(proc)
 
@@ -148,7 +161,7 @@ def wait_for_lines(out: Path, count: int) -> None:
                 time.sleep(0.005)
 
 
-def bench_syslog_ng(workdir: Path, payload: bytes, count: int, parse: bool) -> float:
+def bench_syslog_ng(workdir: Path, payload: bytes, count: int, parse: bool) -> Run:
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="sng-", dir=workdir))
     out = state / "out.log"
@@ -163,9 +176,11 @@ def bench_syslog_ng(workdir: Path, payload: bytes, count: int, parse: bool) -> f
                              "-R", str(state / "persist"), "-p", str(state / "pid"), "-c", str(state / "ctl")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        start = send_tcp(connect_when_listening(port), payload, wait_for_close=False)
+        conn = connect_when_listening(port)
+        cpu = cpu_seconds(proc.pid)
+        start = send_tcp(conn, payload, wait_for_close=False)
         wait_for_lines(out, count)
-        return count / (time.perf_counter() - start)
+        return Run(count / (time.perf_counter() - start), (cpu_seconds(proc.pid) - cpu) / count)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -174,11 +189,11 @@ def bench_syslog_ng(workdir: Path, payload: bytes, count: int, parse: bool) -> f
 
 @dataclass(frozen=True)
 class Row:
-    """A path of the table, what its acknowledgement promises, and one run of it (records/s)."""
+    """A path of the table, what its acknowledgement promises, and one run of it."""
 
     name: str
     ack: str
-    run: Callable[[], float]
+    run: Callable[[], Run]
 
 
 def main() -> None:
@@ -211,22 +226,24 @@ def main() -> None:
             Row("syslog-ng network(no-parse) -> file($MSG), tuned", "not durable",
                 lambda: bench_syslog_ng(workdir, payload, args.lines, parse=False)),
         ]
-        rates: dict[str, list[float]] = {row.name: [] for row in rows}
+        runs: dict[str, list[Run]] = {row.name: [] for row in rows}
         load_start = os.getloadavg()[0]
         for _ in range(args.runs):
             for row in rows:
-                rates[row.name].append(row.run())
+                runs[row.name].append(row.run())
         load_end = os.getloadavg()[0]
     size = len(payload) / args.lines
     print(f"\nBulk ingest, {args.lines} JSON lines of {size:.0f} B (newline included); {os.cpu_count()} cores; "
           f"load average {load_start:.2f} at the start, {load_end:.2f} at the end; {args.runs} runs a row, "
           "taken in turn\n")
-    print("| path | ack | records/s min | median | max |")
-    print("|---|---|---:|---:|---:|")
-    median = {name: statistics.median(values) for name, values in rates.items()}
+    print("| path | ack | records/s min | median | max | server CPU per record (median) |")
+    print("|---|---|---:|---:|---:|---:|")
+    median = {name: statistics.median(run.rate for run in values) for name, values in runs.items()}
     for row in rows:
-        values = rates[row.name]
-        print(f"| {row.name} | {row.ack} | {min(values):.0f} | {median[row.name]:.0f} | {max(values):.0f} |")
+        rates = [run.rate for run in runs[row.name]]
+        cpu = statistics.median(run.cpu for run in runs[row.name])
+        print(f"| {row.name} | {row.ack} | {min(rates):.0f} | {median[row.name]:.0f} | {max(rates):.0f} "
+              f"| {cpu * 1e6:.2f} µs |")
     ndjson, one_core, ndjson_rules, tcp, tcp_rules, tcp_never, sng_parse, _ = (median[row.name] for row in rows)
     print(f"\nNDJSON (durable): median {ndjson:.0f} records/s (target >= 200,000); "
           f"{ndjson / one_core:.2f}x decode_workers = 0")

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
+import pytest
 from test_tcp_and_clients import tcp_address
 
 from archiver import open_archive
 from archiver.format.layout import DataDir
+from archiver.ingest import tcp
 from archiver.ingest.decoder import Decoder
 from archiver.ingest.tcp import TcpSettings, TcpSource
 from archiver.spool.rotation import RotationPolicy
@@ -98,6 +100,48 @@ def test_a_stop_that_cannot_finish_in_time_resets(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     clean = asyncio.run(_stop_while_decoding(tmp_path / "data", LINES, half_close=True, open_gate=False, timeout=0.2))
     assert not clean
+
+
+class ShuffledDecoder(Decoder):
+    """Decodes each read after a random delay, so later reads finish first, and notes how many
+    were decoding at once."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.rng = random.Random(3)
+        self.decoding = self.most = 0
+
+    async def run(self, heavy: bool, decode: Callable[..., Any], *args: Any) -> Any:
+        self.decoding += 1
+        self.most = max(self.most, self.decoding)
+        await asyncio.sleep(self.rng.random() / 200)
+        self.decoding -= 1
+        return await super().run(heavy, decode, *args)
+
+
+def test_reads_decoded_out_of_order_are_archived_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection's next reads decode while one is committed, and the lines are archived in
+    the order they were sent whichever decode finishes first."""
+    monkeypatch.setattr(tcp, "READ_SIZE", 4096)  # a hundred reads or so
+    decoder = ShuffledDecoder()
+
+    async def main() -> bool:
+        writer = SegmentWriter(DataDir(tmp_path), "sinkA", RotationPolicy(10**9, 10**9, 3600))
+        await writer.start()
+        source = TcpSource(writer, TcpSettings(), decoder)
+        host, port = await source.start("127.0.0.1", 0)
+        reader, sender = await asyncio.open_connection(host, port)
+        sender.write(LINES * 3)
+        sender.write_eof()
+        clean = await reader.read() == b""
+        sender.close()
+        await source.close()
+        await writer.close()
+        return clean
+
+    assert asyncio.run(main())
+    assert decoder.most == tcp.AHEAD + 1
+    assert _messages(tmp_path) == [f"line {n}" for n in range(2000)] * 3
 
 
 class Sender(threading.Thread):

@@ -1,9 +1,10 @@
 """The TCP source: newline-delimited JSON objects (syslog-ng network() with format-json,
 rsyslog omfwd with a JSON template), one record a line.
 
-Same records and durability as HTTP: what is read is decoded, appended and committed before
-more is read, so a slow disk or a full spool slows the sender through TCP flow control instead
-of filling memory. A line that is not a JSON object goes raw to ``_rejected``.
+Same records and durability as HTTP: at most a few reads are decoded ahead of the one being
+appended and committed, in order, and no more is read until they are, so a slow disk or a full
+spool slows the sender through TCP flow control instead of filling memory. A line that is not a
+JSON object goes raw to ``_rejected``.
 
 TCP has no acknowledgements: how a connection ends is the only answer a sender gets. The sink
 closes a connection cleanly (FIN) only after it has read the sender's own end of stream and
@@ -20,6 +21,7 @@ sink has not asked for stay in the kernel, which discards them with the reset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -37,6 +39,9 @@ from archiver.spool.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
+# Reads decoding (on the decode workers) while the one before them is appended and committed:
+# the decoding of one connection's lines overlaps its fsyncs, and several workers share it.
+AHEAD = 2
 SPOOL_FULL_PAUSE = 0.5
 # After accept() fails for want of descriptors or buffers, how long to wait before the next.
 ACCEPT_PAUSE = 0.5
@@ -154,26 +159,33 @@ class TcpSource:
         """Archive the connection's lines. True once the sender's EOF is read and every line
         before it is durable; False when the sink stops first."""
         pending = b""
-        while True:
-            chunk = await self._next_block(conn)
-            if chunk is None:
-                if pending.strip():  # the rest of this line was never read: kept as it is
-                    unfinished = self._rejected("line unfinished when the sink stopped", pending)
-                    await self._archive(unfinished, conn.peer, reason="incomplete")
-                return False
-            if not chunk:
-                if pending.strip():  # a last line without its newline is whole at EOF
-                    await self._ingest(pending + b"\n", conn.peer)
-                return True
-            data = pending + chunk
-            cut = data.rfind(b"\n") + 1
-            pending = data[cut:]
-            if len(pending) > self.settings.max_line_bytes:
-                too_long = self._rejected("line longer than max_line_bytes", pending)
-                await self._archive(too_long, conn.peer, reason="line_too_long")
-                pending = b""
-            if cut:
-                await self._ingest(data[:cut], conn.peer)
+        ahead: collections.deque[asyncio.Task[_Decoded]] = collections.deque()
+        try:
+            while True:
+                chunk = await self._next_block(conn)
+                if chunk is None:
+                    if pending.strip():  # the rest of this line was never read: kept as it is
+                        ahead.append(self._kept("line unfinished when the sink stopped", pending, "incomplete"))
+                    await self._settle(ahead, conn.peer, every=True)
+                    return False
+                if not chunk:
+                    if pending.strip():  # a last line without its newline is whole at EOF
+                        ahead.append(asyncio.create_task(self._decode(pending + b"\n", conn.peer)))
+                    await self._settle(ahead, conn.peer, every=True)
+                    return True
+                data = pending + chunk
+                cut = data.rfind(b"\n") + 1
+                pending = data[cut:]
+                if len(pending) > self.settings.max_line_bytes:
+                    ahead.append(self._kept("line longer than max_line_bytes", pending, "line_too_long"))
+                    pending = b""
+                if cut:
+                    ahead.append(asyncio.create_task(self._decode(data[:cut], conn.peer)))
+                if len(ahead) > AHEAD:
+                    await self._settle(ahead, conn.peer)
+        finally:
+            for task in ahead:
+                task.cancel()
 
     async def _next_block(self, conn: _Connection) -> bytes | None:
         """The sender's next bytes, b"" at its EOF; None once the sink has stopped and every
@@ -207,35 +219,63 @@ class TcpSource:
         assert self._stopped is not None, "start() first"
         return self._stopped
 
-    async def _ingest(self, data: bytes, peer: str | None) -> None:
+    async def _decode(self, data: bytes, peer: str | None) -> _Decoded:
         ctx = Context(self.settings.stream, peer, time.time())
-        reason = "record"
         try:
             batch = await self.decoder.run(
                 len(data) >= OFFLOAD_BYTES, decode_tcp, data, ctx, self.settings.stream_field, self.rules
             )
         except Exception as err:  # a decoding bug must not lose the lines: keep them raw
             log.exception("decoding %d bytes from %s failed", len(data), peer)
-            batch = self._rejected(f"could not be decoded ({type(err).__name__})", data)
-            reason = "decoder_failed"
-        await self._archive(batch, peer, reason=reason)
-        self.counters.received(TCP, self.settings.stream, 0, len(data))
+            return _Decoded(self._rejected(f"could not be decoded ({type(err).__name__})", data), "decoder_failed",
+                            len(data))
+        return _Decoded(batch, "record", len(data))
+
+    def _kept(self, reason: str, raw: bytes, counted_as: str) -> asyncio.Task[_Decoded]:
+        """Bytes that are not lines to decode, queued in their place among the decoded ones."""
+        async def kept() -> _Decoded:
+            return _Decoded(self._rejected(reason, raw), counted_as, 0)
+
+        return asyncio.create_task(kept())
 
     def _rejected(self, reason: str, raw: bytes) -> Batch:
         """Bytes kept in _rejected as they are, but for what the rules redact."""
         return Batch(SOURCE_TCP, {}, self.rules.redact_rejected([Rejected(reason, raw)]))
 
-    async def _archive(self, batch: Batch, peer: str | None, *, reason: str) -> None:
+    async def _settle(self, ahead: collections.deque[asyncio.Task[_Decoded]], peer: str | None, *,
+                      every: bool = False) -> None:
+        """Append the oldest decoded read (all of them with ``every``) and the ones after it
+        that are decoded already, in order, then commit them together."""
+        settled = []
+        while ahead and (not settled or every or ahead[0].done()):
+            decoded = await ahead[0]
+            ahead.popleft()
+            self._write(decoded.batch, peer)
+            settled.append(decoded)
+        await self.writer.commit()
+        for decoded in settled:
+            for stream, lines in decoded.batch.streams.items():
+                self.counters.received(TCP, stream, lines.count, 0)
+            self.counters.reject(TCP, decoded.counted_as, len(decoded.batch.rejected))
+            self.counters.drop(TCP, decoded.batch.dropped)
+            if decoded.raw_bytes:
+                self.counters.received(TCP, self.settings.stream, 0, decoded.raw_bytes)
+
+    def _write(self, batch: Batch, peer: str | None) -> None:
         for stream, lines in batch.streams.items():
             self.writer.write_lines(stream, lines)
         ctx = Context(self.settings.stream, peer, time.time())
         meta = {"target_stream": self.settings.stream, "transport": "tcp"}
         self.writer.write_records(REJECTED_STREAM, [rejected_record(item, ctx, "tcp", meta) for item in batch.rejected])
-        await self.writer.commit()
-        for stream, lines in batch.streams.items():
-            self.counters.received(TCP, stream, lines.count, 0)
-        self.counters.reject(TCP, reason, len(batch.rejected))
-        self.counters.drop(TCP, batch.dropped)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One read's batch, how its rejected bytes are counted, and its size as read."""
+
+    batch: Batch
+    counted_as: str
+    raw_bytes: int
 
 
 def _unread(sock: socket.socket) -> int:
