@@ -2,7 +2,7 @@
 
 1. NDJSON batches (1,000 lines) over keep-alive connections from CLIENTS threads, fsync=always
    (durable: each 200 follows the fsync): records/s acknowledged (target >= 200,000), with the
-   default decode worker process and with none (server.decode_workers = 0: everything on the
+   default decode worker processes (two) and with none (server.decode_workers = 0: everything on the
    sink's own core).
 2. The same JSON lines, all on one TCP connection, into archiver's TCP source with fsync=always
    (durable: it closes the connection once every line is fsynced) and fsync=never, and into
@@ -76,10 +76,11 @@ class Run:
     cpu: float
 
 
-def bench_ndjson(workdir: Path, lines: list[bytes], clients: int, seconds: float, decode_workers: int,
-                 *args: str) -> Run:
-    proc, info = start_sink(workdir, *args, env={"ARCHIVER_SPOOL_FSYNC": "always",
-                                                 "ARCHIVER_SERVER_DECODE_WORKERS": str(decode_workers)})
+def bench_ndjson(workdir: Path, lines: list[bytes], clients: int, seconds: float, *args: str,
+                 decode_workers: int | None = None) -> Run:
+    """``decode_workers``: the sink's default unless given."""
+    workers = {} if decode_workers is None else {"ARCHIVER_SERVER_DECODE_WORKERS": str(decode_workers)}
+    proc, info = start_sink(workdir, *args, env={"ARCHIVER_SPOOL_FSYNC": "always", **workers})
     body = b"\n".join(lines[:1000])
     acked = 0
     lock = threading.Lock()
@@ -210,11 +211,11 @@ def main() -> None:
         ten_rules = rules_config(workdir)
         rows = [
             Row(f"archiver NDJSON over HTTP keep-alive ({args.clients} clients, 1,000-line batches), fsync=always",
-                "durable", lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, decode_workers=1)),
+                "durable", lambda: bench_ndjson(workdir, lines, args.clients, args.seconds)),
             Row("same, decode_workers = 0 (all on the sink's own core)", "durable",
                 lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, decode_workers=0)),
             Row("same as the first, 10 ingest rules", "durable",
-                lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, 1, "-c", str(ten_rules))),
+                lambda: bench_ndjson(workdir, lines, args.clients, args.seconds, "-c", str(ten_rules))),
             Row("archiver TCP JSON lines (one connection), fsync=always", "durable",
                 lambda: bench_archiver_tcp(workdir, payload, args.lines, "always")),
             Row("same, 10 ingest rules", "durable",

@@ -61,7 +61,7 @@ def test_reserved_and_status_paths(sink: LocalSink) -> None:
     assert requests.get(sink.url + "/_health", timeout=10).json() == {"status": "ok"}
     status = requests.get(sink.url + "/_status", timeout=10).json()
     assert status["fsync"] == "always" and status["sink_id"] == LocalSink.SINK_ID
-    assert status["decode_workers"] == {"configured": 1, "restarts": 0}
+    assert status["decode_workers"] == {"configured": 2, "restarts": 0}
     assert "archiver_fsync_rounds_total" in requests.get(sink.url + "/_metrics", timeout=10).text
     assert requests.get(sink.url + "/_nothing", timeout=10).status_code == 404
     assert "archiver" in requests.get(sink.url + "/", timeout=10).text

@@ -52,7 +52,7 @@ class ServerConfig:
     max_body_bytes: Size = 16 * 1024**2
     max_decoded_bytes: Size = 64 * 1024**2
     max_line_bytes: Size = 256 * 1024
-    decode_workers: int = 1
+    decode_workers: int = 2
     workers: int = 1
     max_connections: int = 1024
     shutdown_timeout: Duration = 30.0
