@@ -249,3 +249,19 @@ def test_property_a_redacted_secret_never_survives(
     assert (first, matched) == (second, again)
     if outcome == KEPT and "secret" in matched:
         assert SECRET.encode() not in encode_record(first)
+
+
+def test_a_process_compiles_rules_it_is_sent_once() -> None:
+    """A decode worker unpickles the rules with every input: it gets the rule set it already
+    has (its plans and logger matches kept), and the sink's logger matches are not sent."""
+    rules = RuleSet(compile_rules([{"name": "noise", "logger": "noisy.*", "drop": True},
+                                   {"name": "cards", "redact": r"\d{4}-\d{4}-\d{4}-\d{4}"}]))
+    assert rules.apply({**record(), "logger": "noisy.db"}, "tcp") == 0
+    assert rules.rules[0].loggers == {"noisy.db": True}
+    sent = pickle.dumps(rules)
+    received = pickle.loads(sent)
+    assert received == rules and received is not rules
+    assert received.rules[0].loggers == {}
+    assert received.apply({**record(), "logger": "noisy.web"}, "tcp") == 0
+    assert pickle.loads(sent) is received and received.rules[0].loggers == {"noisy.web": True}
+    assert received.rules[1].redact is pickle.loads(pickle.dumps(rules.rules[1].redact))

@@ -5,7 +5,8 @@ field, and acts on it: ``set`` fields, ``redact`` secrets, ``route`` it to anoth
 ``drop`` it, ``stop`` the rules after it. Rules run in order. Configuration tables are checked
 and compiled once (``compile_rules``); ``RuleSet.apply`` is the per-record hot path and
 allocates nothing for a record that no rule matches. Pure logic, no I/O: it runs on the event
-loop for small inputs and in the decode workers for large ones (a RuleSet pickles).
+loop for small inputs and in the decode workers for large ones (a RuleSet pickles, and each
+worker compiles it once).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import bisect
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable
 
 from archiver.format.record import Rejected, valid_stream_name
@@ -56,6 +58,10 @@ class Rule:
     # Whether the logger glob matched each logger seen: loggers repeat, and a lookup is cheaper
     # than a match. Bounded, like the plans.
     loggers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled without the logger matches seen, which the sink's own copy gathers."""
+        return Rule, tuple(getattr(self, name) for name in _RULE_FIELDS)
 
     def selects(self, source: str, stream: str) -> bool:
         """The conditions that hold for a whole batch: its source and a stream."""
@@ -105,6 +111,9 @@ class Rule:
             record["stream"] = self.route
 
 
+_RULE_FIELDS = tuple(name for name in Rule.__dataclass_fields__ if name != "loggers")
+
+
 class RuleSet:
     """Compiled rules in order, with the rules that apply to each (source, stream) worked out
     once: within one batch every record shares them, so per record only level, logger,
@@ -132,11 +141,8 @@ class RuleSet:
     def __hash__(self) -> int:
         return hash(self.rules)
 
-    def __getstate__(self) -> tuple[Rule, ...]:
-        return self.rules  # the plans are rebuilt where it is unpickled (a decode worker)
-
-    def __setstate__(self, rules: tuple[Rule, ...]) -> None:
-        self._setup(rules)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return shared_rule_set, (self.rules,)
 
     def apply(self, record: dict[str, Any], source: str, matched: list[str] | None = None) -> int:
         """Run the rules on ``record`` in place. KEPT, or the index of the rule that dropped
@@ -194,6 +200,13 @@ class RuleSet:
 
 
 NO_RULES = RuleSet()
+
+
+@lru_cache(maxsize=16)
+def shared_rule_set(rules: tuple[Rule, ...]) -> RuleSet:
+    """The process's RuleSet for ``rules``: a decode worker is sent the rules with every input,
+    and keeps its plans and logger matches from one to the next."""
+    return RuleSet(rules)
 
 
 def compile_rules(tables: Any) -> tuple[Rule, ...]:
