@@ -144,6 +144,33 @@ def test_reads_decoded_out_of_order_are_archived_in_order(tmp_path: Path, monkey
     assert _messages(tmp_path) == [f"line {n}" for n in range(2000)] * 3
 
 
+def test_a_quiet_sender_s_lines_are_durable_before_more_arrive(tmp_path: Path) -> None:
+    """A line and then silence, the connection left open (as a log daemon's at a low rate):
+    the line is made durable without waiting for the reads that would fill the pipeline."""
+
+    async def main() -> None:
+        writer = SegmentWriter(DataDir(tmp_path), "sinkA", RotationPolicy(10**9, 10**9, 3600))
+        await writer.start()
+        source = TcpSource(writer, TcpSettings(), Decoder(0))
+        host, port = await source.start("127.0.0.1", 0)
+        _, sender = await asyncio.open_connection(host, port)
+        for n in range(2):
+            sender.write(orjson.dumps({"message": f"quiet {n}"}) + b"\n")
+            await sender.drain()
+            for _ in range(500):
+                if writer.stats.commits_waited > n:
+                    break
+                await asyncio.sleep(0.01)
+            assert writer.stats.commits_waited == n + 1, "the line waits for more input"
+            assert writer.spool_bytes > 0
+        sender.close()
+        await source.close()
+        await writer.close()
+
+    asyncio.run(main())
+    assert _messages(tmp_path) == ["quiet 0", "quiet 1"]
+
+
 class Sender(threading.Thread):
     """Sends numbered lines in blocks, half-closes, and reads to the end of the connection."""
 

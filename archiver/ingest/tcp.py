@@ -162,7 +162,7 @@ class TcpSource:
         ahead: collections.deque[asyncio.Task[_Decoded]] = collections.deque()
         try:
             while True:
-                chunk = await self._next_block(conn)
+                chunk = await self._next_block(conn, ahead)
                 if chunk is None:
                     if pending.strip():  # the rest of this line was never read: kept as it is
                         ahead.append(self._kept("line unfinished when the sink stopped", pending, "incomplete"))
@@ -176,25 +176,30 @@ class TcpSource:
                 data = pending + chunk
                 cut = data.rfind(b"\n") + 1
                 pending = data[cut:]
+                if cut:
+                    ahead.append(asyncio.create_task(self._decode(data[:cut], conn.peer)))
                 if len(pending) > self.settings.max_line_bytes:
                     ahead.append(self._kept("line longer than max_line_bytes", pending, "line_too_long"))
                     pending = b""
-                if cut:
-                    ahead.append(asyncio.create_task(self._decode(data[:cut], conn.peer)))
                 if len(ahead) > AHEAD:
                     await self._settle(ahead, conn.peer)
         finally:
             for task in ahead:
                 task.cancel()
 
-    async def _next_block(self, conn: _Connection) -> bytes | None:
+    async def _next_block(self, conn: _Connection, ahead: collections.deque[asyncio.Task[_Decoded]]) -> bytes | None:
         """The sender's next bytes, b"" at its EOF; None once the sink has stopped and every
         byte that had arrived by then is read, unless the EOF had arrived too, or at once
-        when it stops with the spool full."""
+        when it stops with the spool full. Before it waits (for bytes, or for spool space),
+        the reads still ``ahead`` are made durable: a quiet sender's lines do not wait for
+        more to follow."""
         while True:
             if self.writer.over_limit():  # leave the bytes unread: flow control holds the sender
                 if conn.unread_at_stop is not None:
                     return None
+                if ahead:
+                    await self._settle(ahead, conn.peer, every=True)
+                    continue
                 await asyncio.wait([self._stopped_future()], timeout=SPOOL_FULL_PAUSE)
                 continue
             if conn.unread_at_stop is not None:
@@ -202,6 +207,9 @@ class TcpSource:
             try:
                 return conn.sock.recv(READ_SIZE)
             except BlockingIOError:
+                if ahead:
+                    await self._settle(ahead, conn.peer, every=True)
+                    continue
                 await self._readable(conn.sock)
 
     async def _readable(self, sock: socket.socket) -> None:
@@ -209,7 +217,7 @@ class TcpSource:
         or the sink stops."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(sock.fileno(), _settle, ready)
+        loop.add_reader(sock.fileno(), _resolve, ready)
         try:
             await asyncio.wait([ready, self._stopped_future()], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -303,7 +311,7 @@ def _read_arrived(conn: _Connection) -> bytes | None:
     return chunk
 
 
-def _settle(future: asyncio.Future[None]) -> None:
+def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
