@@ -167,21 +167,19 @@ def test_an_index_built_as_written_is_the_index_of_the_segment(
 
 
 def test_an_index_built_from_many_parts_finds_every_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches of every size, text folded and codes merged many times over: every message
-    and every piece of one is found, the loggers and levels are the segment's, and nothing
-    is claimed that a parse of the segment would not."""
+    """Batches of every size, text folded into codes many times over: every message and
+    every piece of one is found, the loggers and levels are the segment's, and nothing is
+    claimed that a parse of the segment would not."""
     monkeypatch.setattr(search_index, "FOLD_BYTES", 2_000)
-    monkeypatch.setattr(search_index, "MERGE_FROM", 5_000)
     records = noisy_records(6_000, 3)
     builder, start = IndexBuilder(), 0
     for size in itertools.cycle([1, 7, 300, 2, 40, 900]):
         lines = encode_lines(records[start:start + size])
         assert lines.index is not None
-        builder.add_part(lines.index, lines.levels)
+        assert builder.add_part(lines.index, lines.levels)
         start += size
         if start >= len(records):
             break
-    assert len(builder._grams) < 6  # merged as it went
     index = SearchIndex.parse(builder.to_bytes() or b"")
     parsed = SearchIndex.parse(build([encode_lines(records).data]) or b"")
     assert (index.levels, index.loggers) == (parsed.levels, parsed.loggers)
@@ -191,6 +189,19 @@ def test_an_index_built_from_many_parts_finds_every_message(tmp_path: Path, monk
         assert index.may_contain(r["message"]) and index.may_contain(r["message"][begin:begin + rng.randint(3, 9)])
     absent = [uuid.UUID(int=rng.getrandbits(128)).hex[:8] for _ in range(300)]
     assert [q for q in absent if index.may_contain(q)] == [q for q in absent if index.may_contain(q) and parsed.may_contain(q)]
+
+
+def test_a_segment_with_too_many_trigrams_to_hold_is_indexed_as_it_is_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search_index, "PARTS_MAX", 10_000)
+    records = noisy_records(2_000, 4)
+    tally = SegmentTally()
+    for start in range(0, len(records), 100):
+        tally.add_lines(encode_lines(records[start:start + 100]))
+    assert tally.index is None  # its parts were dropped on the way
+    [row] = seal_records(tmp_path, [records], batch=100)
+    assert DataDir(tmp_path).index_path("app", row.id).read_bytes() == build([encode_lines(records).data])
 
 
 def test_every_trigram_is_indexed() -> None:

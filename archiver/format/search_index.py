@@ -49,9 +49,10 @@ class SearchIndexError(ValueError):
 # call costs microseconds however little it is given, more than a single record's work.
 CODES_FROM = 16 * 1024
 FOLD_BYTES = 64 * 1024
-# Codes held before the builder merges them into one sorted set: merging whenever what is held
-# doubles keeps the work a code costs constant and the memory near the segment's distinct set.
-MERGE_FROM = 1 << 20
+# Codes a segment's parts may hold (4 bytes each) until it is sealed. They are not merged as
+# they come, which would sort on the sink's event loop (200 ms for 4M codes); a segment whose
+# messages have more distinct trigrams than that drops its parts and is indexed as it is sealed.
+PARTS_MAX = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class IndexPart:
 def index_part(records: list[dict[str, Any]]) -> IndexPart:
     """The index part of canonical ``records``."""
     loggers: frozenset[str] | None = frozenset([str(record.get("logger") or "") for record in records])
-    if loggers is not None and len(loggers) > LOGGERS_MAX:
+    if len(loggers) > LOGGERS_MAX:
         loggers = None
     text = _messages(records)
     if len(text) >= CODES_FROM:
@@ -107,7 +108,6 @@ class IndexBuilder:
         # trigram cost 10 ms a segment, however small), and text not yet folded into codes.
         self._grams: list[np.ndarray] = []
         self._held = 0
-        self._merged = 0
         self._text: list[bytes] = []
         self._text_bytes = 0
         self._loggers: set[str] | None = set()
@@ -132,14 +132,16 @@ class IndexBuilder:
         except (AttributeError, TypeError):  # a line that is JSON but not a record
             self.usable = False
 
-    def add_part(self, part: IndexPart, levels: Iterable[str]) -> None:
-        """Index a batch from its index part and the levels it holds."""
+    def add_part(self, part: IndexPart, levels: Iterable[str]) -> bool:
+        """Index a batch from its index part and the levels it holds; False once the parts
+        hold PARTS_MAX codes: the builder is then to be dropped."""
         self._levels.update(levels)
         self._add_loggers(part.loggers)
         if part.codes:
             self._add_codes(np.frombuffer(part.codes, dtype=np.uint32))
         if part.text:
             self._add_text(part.text)
+        return self._held < PARTS_MAX
 
     def add_records(self, records: list[dict[str, Any]]) -> None:
         """Index records parsed from a segment's lines."""
@@ -172,9 +174,6 @@ class IndexBuilder:
     def _add_codes(self, codes: np.ndarray) -> None:
         self._grams.append(codes)
         self._held += len(codes)
-        if self._held >= max(MERGE_FROM, 2 * self._merged):
-            self._grams = [distinct(np.concatenate(self._grams))]
-            self._held = self._merged = len(self._grams[0])
 
     def to_bytes(self) -> bytes | None:
         """The encoded index, or None when a line could not be read."""

@@ -80,8 +80,8 @@ class SegmentTally:
             self._count(lines.count, len(lines.data), lines.levels, lines.first_ts, lines.last_ts)
             if lines.index is None:
                 self.index = None
-            elif self.index is not None:
-                self.index.add_part(lines.index, lines.levels)
+            elif self.index is not None and not self.index.add_part(lines.index, lines.levels):
+                self.index = None  # too many distinct trigrams to hold: indexed as it is sealed
 
     def _count(self, records: int, raw_bytes: int, levels: Iterable[str] | Mapping[str, int], first: str, last: str) -> None:
         self.records += records
