@@ -265,3 +265,7 @@ def test_a_process_compiles_rules_it_is_sent_once() -> None:
     assert received.apply({**record(), "logger": "noisy.web"}, "tcp") == 0
     assert pickle.loads(sent) is received and received.rules[0].loggers == {"noisy.web": True}
     assert received.rules[1].redact is pickle.loads(pickle.dumps(rules.rules[1].redact))
+    flagged, counted = (RuleSet(compile_rules([{"set": {"priority": value}}])) for value in (True, 1))
+    assert flagged == counted  # 1 == True, yet each keeps what it sets
+    assert pickle.loads(pickle.dumps(flagged)).rules[0].set[0][1] is True
+    assert type(pickle.loads(pickle.dumps(counted)).rules[0].set[0][1]) is int

@@ -142,7 +142,7 @@ class RuleSet:
         return hash(self.rules)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return shared_rule_set, (self.rules,)
+        return shared_rule_set, (self.rules, _written(self.rules))
 
     def apply(self, record: dict[str, Any], source: str, matched: list[str] | None = None) -> int:
         """Run the rules on ``record`` in place. KEPT, or the index of the rule that dropped
@@ -203,10 +203,15 @@ NO_RULES = RuleSet()
 
 
 @lru_cache(maxsize=16)
-def shared_rule_set(rules: tuple[Rule, ...]) -> RuleSet:
+def shared_rule_set(rules: tuple[Rule, ...], written: tuple[tuple[str, ...], ...]) -> RuleSet:
     """The process's RuleSet for ``rules``: a decode worker is sent the rules with every input,
-    and keeps its plans and logger matches from one to the next."""
+    and keeps its plans and logger matches from one to the next. ``written`` (the values the
+    rules set, as written) tells apart rules that are equal only because ``1 == True``."""
     return RuleSet(rules)
+
+
+def _written(rules: tuple[Rule, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(repr(value) for _, value in rule.set) for rule in rules)
 
 
 def compile_rules(tables: Any) -> tuple[Rule, ...]:
