@@ -214,6 +214,8 @@ def test_truncated_and_oversized_compressed_bodies() -> None:
         ({"created": "not a time", "ts": 1795467684}, "2026-11-23T21:01:24.000000Z"),
         ({"time": "garbage"}, RECEIVED),
         ({"time": True}, RECEIVED),
+        ({"time": float("nan"), "ts": float("-inf")}, RECEIVED),
+        ({"created": 10**400, "ts": 1795467684}, "2026-11-23T21:01:24.000000Z"),  # too large a number: the next key
         ({}, RECEIVED),
     ],
 )

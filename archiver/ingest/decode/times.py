@@ -67,11 +67,11 @@ def _parse_moment(value: Any) -> str | None:
             return parse_iso(value)
     if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
         return None
-    for threshold, scale in _EPOCH_SCALES:
-        if abs(value) >= threshold:
-            value = value / scale
-            break
     try:
+        for threshold, scale in _EPOCH_SCALES:
+            if abs(value) >= threshold:
+                value = value / scale  # an integer of hundreds of digits overflows here
+                break
         return format_ts(value)
     except (OverflowError, OSError, ValueError):
         return None
