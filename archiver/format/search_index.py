@@ -69,9 +69,8 @@ class IndexPart:
 
 def index_part(records: list[dict[str, Any]]) -> IndexPart:
     """The index part of canonical ``records``."""
-    loggers: frozenset[str] | None = frozenset([str(record.get("logger") or "") for record in records])
-    if len(loggers) > LOGGERS_MAX:
-        loggers = None
+    names = frozenset([str(record.get("logger") or "") for record in records])
+    loggers = None if len(names) > LOGGERS_MAX else names
     text = _messages(records)
     if len(text) >= CODES_FROM:
         return IndexPart(loggers, codes=trigram_codes(text).tobytes())

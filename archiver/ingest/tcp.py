@@ -254,7 +254,7 @@ class TcpSource:
                       every: bool = False) -> None:
         """Append the oldest decoded read (all of them with ``every``) and the ones after it
         that are decoded already, in order, then commit them together."""
-        settled = []
+        settled: list[_Decoded] = []
         while ahead and (not settled or every or ahead[0].done()):
             decoded = await ahead[0]
             ahead.popleft()
