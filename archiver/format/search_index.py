@@ -27,9 +27,10 @@ import fnmatch
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 import orjson
 
 MAGIC = b"ARCHIVER-INDEX"
@@ -84,13 +85,18 @@ def _messages(records: list[dict[str, Any]]) -> bytes:
 
 def trigram_codes(text: bytes) -> np.ndarray:
     """The distinct trigrams of ``text`` as sorted 24-bit codes: numpy sorts them at a few ns a
-    byte, where a Python set cost more than the compression."""
+    byte, where a Python set cost more than the compression. (numpy is imported where it is
+    used: readers, the CLI and a decode worker that is sent no bulk input never need it.)"""
+    import numpy as np
+
     data = np.frombuffer(text, dtype=np.uint8).astype(np.uint32)
     return distinct(data[:-2] << 16 | data[1:-1] << 8 | data[2:])
 
 
 def distinct(codes: np.ndarray) -> np.ndarray:
     """``codes`` sorted, each once: numpy's own unique is five times slower on varied codes."""
+    import numpy as np
+
     codes = np.sort(codes)
     keep = np.empty(len(codes), dtype=np.bool_)
     keep[:1] = True
@@ -137,6 +143,8 @@ class IndexBuilder:
         self._levels.update(levels)
         self._add_loggers(part.loggers)
         if part.codes:
+            import numpy as np
+
             self._add_codes(np.frombuffer(part.codes, dtype=np.uint32))
         if part.text:
             self._add_text(part.text)
@@ -178,6 +186,8 @@ class IndexBuilder:
         """The encoded index, or None when a line could not be read."""
         if not self.usable:
             return None
+        import numpy as np
+
         self._fold()
         grams = distinct(np.concatenate(self._grams)) if self._grams else np.zeros(0, dtype=np.uint32)
         pairs, row_of = np.unique(grams >> 8, return_inverse=True)
