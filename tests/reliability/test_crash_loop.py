@@ -31,6 +31,8 @@ class Load:
         self.round = round_no
         self.acked: set[str] = set()
         self.attempted: set[str] = set()
+        self.answers: Counter[int] = Counter()  # HTTP statuses, for a failure's message
+        self.flowing = threading.Event()  # set at the first acknowledgement
         self.stop = threading.Event()
         self.killing = threading.Event()
         self.lock = threading.Lock()
@@ -50,9 +52,11 @@ class Load:
             except requests.RequestException:
                 time.sleep(0.01)
                 continue
-            if response.status_code == 200:
-                with self.lock:
+            with self.lock:
+                self.answers[response.status_code] += 1
+                if response.status_code == 200:
                     self.acked.add(key)
+                    self.flowing.set()
 
     def tcp(self, worker: int) -> None:
         n = 0
@@ -73,6 +77,7 @@ class Load:
             if not self.killing.is_set():
                 with self.lock:
                     self.acked.update(keys)
+                    self.flowing.set()
 
 
 def test_crash_loop(start_sink, grid1: LocalGrid, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +111,10 @@ def crash_loop(start_sink, grid1: LocalGrid, tmp_path: Path, rounds: int) -> Non
         threads += [threading.Thread(target=load.tcp, args=(w,)) for w in range(2)]
         for thread in threads:
             thread.start()
-        time.sleep(rng.uniform(0.2, 1.5))  # on purpose: the kill lands at a random point of the load
+        # The kill lands at a random point of the load once it flows (a busy machine can take
+        # longer than the shortest delay to answer a new sink's first request).
+        assert load.flowing.wait(30), f"round {round_no}: nothing acknowledged in 30 s; HTTP answers {load.answers}"
+        time.sleep(rng.uniform(0.2, 1.5))
         load.killing.set()
         sink.kill()
         load.stop.set()
