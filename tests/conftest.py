@@ -234,6 +234,18 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 120)
         time.sleep(0.02)
 
 
+def send_tcp(host: str, port: int, payload: bytes, piece: int = 0) -> None:
+    """Send ``payload`` (in pieces of ``piece`` bytes, when given), end the stream, and wait
+    for the sink's clean close: it comes only once every line is durable and counted."""
+    step = piece or max(len(payload), 1)
+    with socket.create_connection((host, port), timeout=60) as conn:
+        for start in range(0, len(payload), step):
+            conn.sendall(payload[start : start + step])
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(4096):
+            pass
+
+
 def peers_of(pid: int, port: int) -> list[tuple[str, int]]:
     """The remote addresses of the connections process ``pid`` holds on local ``port``."""
     return [c.raddr for c in psutil.Process(pid).net_connections("tcp") if c.laddr[1] == port and c.raddr]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import orjson
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, LocalSink, Sink, archiver_cli, peers_of, wait_until
+from conftest import ROOT, LocalSink, Sink, archiver_cli, send_tcp, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
@@ -89,11 +88,7 @@ def test_each_sink_has_its_own_registry(local_sink, tmp_path: Path) -> None:  # 
 def _send_tcp(sink: Sink, lines: list[bytes]) -> None:
     """Send ``lines`` and wait until the sink has made them durable and ended the connection."""
     host, port = orjson.loads((sink.data_dir / "sink.json").read_bytes())["tcp"][len("tcp://"):].rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as conn:
-        conn.sendall(b"\n".join(lines) + b"\n")
-        sender = conn.getsockname()
-    assert sink.proc is not None
-    wait_until(lambda: sender not in peers_of(sink.proc.pid, int(port)), "the sink to finish the connection")
+    send_tcp(host, int(port), b"\n".join(lines) + b"\n")
 
 
 def test_tcp_uploads_and_the_local_only_window(start_sink, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

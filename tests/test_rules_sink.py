@@ -5,14 +5,13 @@ and `archiver status`, and no redacted secret is in any file the sink wrote."""
 from __future__ import annotations
 
 import gzip
-import socket
 import urllib.parse
 from pathlib import Path
 
 import orjson
 import requests
 
-from conftest import Sink, archiver_cli, cat_json, low_port, peers_of, wait_until
+from conftest import Sink, archiver_cli, cat_json, low_port, send_tcp
 
 CARD = "4111 1111 1111 1111"
 TOKEN = "tok_Zx81Qa72Wc63Ed54"
@@ -66,10 +65,7 @@ def test_rules_drop_route_redact_in_a_real_sink(start_sink, tmp_path: Path) -> N
     lines = [{"PROGRAM": "nginx", "MESSAGE": f"GET /pay?card={CARD}"}, {"logger": "healthcheck", "message": "ok"},
              {"PROGRAM": "cron", "MESSAGE": "ran"}]
     payload = b"".join(orjson.dumps(line) + b"\n" for line in lines) + f"not json {TOKEN}\n".encode()
-    with socket.create_connection(("127.0.0.1", int(tcp_port))) as conn:
-        conn.sendall(payload)
-        sender = conn.getsockname()
-    wait_until(lambda: sender not in peers_of(sink.proc.pid, int(tcp_port)), "the sink to finish the connection")
+    send_tcp("127.0.0.1", int(tcp_port), payload)
 
     status = requests.get(f"{url}/_status", timeout=30).json()
     assert status["dropped_by_rule"] == {"health": 3}

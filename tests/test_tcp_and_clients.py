@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from archiver.client import ArchiveHandler, FormattingHTTPHandler
-from conftest import Sink, cat_json, named_logger, peers_of, wait_until
+from conftest import Sink, cat_json, named_logger, send_tcp, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # stdlib HTTPHandler
 
@@ -31,13 +31,7 @@ def test_tcp_json_lines_streams_and_rejects(start_sink, tmp_path: Path) -> None:
     lines.insert(10, b"[1, 2, 3]")
     payload = b"\n".join(lines)  # the last line has no newline: it still counts at close
     host, port = tcp_address(sink)
-    with socket.create_connection((host, port)) as conn:
-        for start in range(0, len(payload), 7777):  # split anywhere, mid-line included
-            conn.sendall(payload[start : start + 7777])
-        sender = conn.getsockname()
-    # The sink closes its side once it has read to the EOF and committed; a connection not yet
-    # accepted at stop would be reset.
-    wait_until(lambda: sender not in peers_of(sink.proc.pid, port), "the sink to finish the connection")
+    send_tcp(host, port, payload, piece=7777)  # split anywhere, mid-line included
     assert sink.stop() == 0
     records = cat_json(sink.data_dir)
     by_stream: dict[str, list[dict]] = {}
