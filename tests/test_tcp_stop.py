@@ -146,14 +146,15 @@ def test_reads_decoded_out_of_order_are_archived_in_order(tmp_path: Path, monkey
 
 def test_a_quiet_sender_s_lines_are_durable_before_more_arrive(tmp_path: Path) -> None:
     """A line and then silence, the connection left open (as a log daemon's at a low rate):
-    the line is made durable without waiting for the reads that would fill the pipeline."""
+    the line is made durable without waiting for the reads that would fill the pipeline. The
+    sender's EOF, with nothing left in hand, closes cleanly without another fsync round."""
 
     async def main() -> None:
         writer = SegmentWriter(DataDir(tmp_path), "sinkA", RotationPolicy(10**9, 10**9, 3600))
         await writer.start()
         source = TcpSource(writer, TcpSettings(), Decoder(0))
         host, port = await source.start("127.0.0.1", 0)
-        _, sender = await asyncio.open_connection(host, port)
+        reader, sender = await asyncio.open_connection(host, port)
         for n in range(2):
             sender.write(orjson.dumps({"message": f"quiet {n}"}) + b"\n")
             await sender.drain()
@@ -163,6 +164,9 @@ def test_a_quiet_sender_s_lines_are_durable_before_more_arrive(tmp_path: Path) -
                 await asyncio.sleep(0.01)
             assert writer.stats.commits_waited == n + 1, "the line waits for more input"
             assert writer.spool_bytes > 0
+        sender.write_eof()
+        assert await reader.read() == b""
+        assert writer.stats.commits_waited == 2
         sender.close()
         await source.close()
         await writer.close()

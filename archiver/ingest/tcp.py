@@ -260,6 +260,8 @@ class TcpSource:
             ahead.popleft()
             self._write(decoded.batch, peer)
             settled.append(decoded)
+        if not settled:  # every read before was committed when it was settled
+            return
         await self.writer.commit()
         for decoded in settled:
             for stream, lines in decoded.batch.streams.items():
