@@ -6,6 +6,8 @@ asyncio Protocol over httptools (llhttp, what uvicorn uses), and the plain stdli
 sink without fsync (bench/plain_sink.py, the issue's baseline). With --archiver REV=DIR, an
 archiver sink (fsync=never) run from the source tree DIR (a `git worktree` of REV) is a row
 too (once per --fsync policy), so a change is measured against what it replaces in the same run.
+With --parts, archiver's protocol and ingest also run bare, with parts taken away, to show what
+each part of a request costs.
 Load: wrk (bench/wrk_load.py), a new connection per record, best of --rounds interleaved runs.
 Run: .venv/bin/python bench/http_candidates.py [--archiver before=/tmp/wt --archiver after=.] [--fsync never,always]
 """
@@ -62,10 +64,58 @@ asyncio.run(main())
 """
 
 
-def script_starter(source: str) -> Starter:
+# archiver's own hot path in a bare process, with parts of ingest taken away (--parts): what
+# each part costs a request. HotPath and Receiver are the sink's; the sink around them (its
+# listener, uploads, sealing, metrics page) is not there.
+ARCHIVER_PARTS = """
+import asyncio, socket, sys, tempfile, time
+from pathlib import Path
+from archiver.format.layout import DataDir
+from archiver.format.record import Context
+from archiver.ingest.auth import Authenticator
+from archiver.ingest.counters import IngestCounters
+from archiver.ingest.decoder import Decoder, decode_request
+from archiver.ingest.hotpath import HotPath
+from archiver.ingest.receive import Answer, HttpLimits, Receiver
+from archiver.spool.rotation import RotationPolicy
+from archiver.spool.writer import SegmentWriter
+class Answering:
+    counters, stopping, on_drained = IngestCounters(), False, []
+    def unauthenticated(self, header):
+        return None
+    async def receive(self, request):
+        async for _ in request.body.chunks():
+            pass
+        return Answer(200, b"ok\\n")
+class Decoded(Decoder):
+    batch = decode_request("POST", b"name=app&msg=hello&levelname=INFO", None, 2**20, Context("app", None, 0.0))
+    async def run(self, heavy, decode, *args):
+        return self.batch
+async def main(part, port):
+    if part == "protocol":
+        receiver = Answering()
+    else:
+        writer = SegmentWriter(DataDir(Path(tempfile.mkdtemp())), "bench", RotationPolicy(2**40, 2**40, 3600),
+                               fsync="never")
+        await writer.start()
+        decoder = Decoded(0) if part == "no-decoding" else Decoder(0)
+        receiver = Receiver(writer, HttpLimits(), Authenticator(), decoder, IngestCounters())
+    sock = socket.create_server(("127.0.0.1", port), backlog=1024)
+    server = await asyncio.get_running_loop().create_server(HotPath(receiver, None, 65536), sock=sock)
+    await server.serve_forever()
+asyncio.run(main(sys.argv[2], int(sys.argv[1])))
+"""
+PARTS = {
+    "protocol": "archiver's protocol, answering without ingest",
+    "no-decoding": "archiver's protocol and ingest, a decoded batch ready (fsync=never)",
+    "ingest": "archiver's protocol and ingest, fsync=never (no sink around it)",
+}
+
+
+def script_starter(source: str, *args: str) -> Starter:
     def start(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
         port = listen_port()
-        return serving(subprocess.Popen([sys.executable, "-c", source, str(port)], stdout=subprocess.DEVNULL), port)
+        return serving(subprocess.Popen([sys.executable, "-c", source, str(port), *args], stdout=subprocess.DEVNULL), port)
 
     return start
 
@@ -91,12 +141,16 @@ def main() -> None:
     parser.add_argument("--archiver", action="append", default=[], metavar="NAME=DIR",
                         help="an archiver row run from source tree DIR")
     parser.add_argument("--fsync", default="never", help="spool.fsync policies of the archiver rows, comma-separated")
+    parser.add_argument("--parts", action="store_true",
+                        help="rows of archiver's hot path with parts of ingest taken away: what each costs")
     args = parser.parse_args()
     table: dict[str, Starter] = {
         "bare aiohttp": script_starter(BARE_AIOHTTP),
         "bare httptools Protocol": script_starter(BARE_HTTPTOOLS),
         "plain stdlib sink, no fsync": plain_starter(fsync=False),
     }
+    if args.parts:
+        table.update({name: script_starter(ARCHIVER_PARTS, part) for part, name in PARTS.items()})
     for entry in args.archiver:
         name, _, tree = entry.partition("=")
         for fsync in args.fsync.split(","):
