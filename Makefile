@@ -14,7 +14,7 @@ RSYSLOGD    := .cache/rsyslog/usr/sbin/rsyslogd
 # order kept): most tests wait on sinks, grids and daemons rather than on the CPU.
 TEST_JOBS ?= 2
 
-.PHONY: run test soak bench lint clean system-deps tahoe-check-3.13 test-3.13 docker-images docker-push docker-test fresh-test
+.PHONY: run test soak bench lint clean system-deps docker-images docker-push docker-test fresh-test
 
 run: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/archiver serve -c config/dev.toml
@@ -117,30 +117,31 @@ endef
 $(TAHOE_STAMP):
 	$(call tahoe_venv,$(TAHOE_VENV),$(PYTHON))
 
-# Whichever of Python 3.11, 3.12 and 3.13 `python3` is, the grid must start: CI proves 3.13
-# by building a Tahoe venv with it and starting a one-node grid that answers its web API, and
-# runs archiver's unit tier on 3.13.
-# pyenv's 3.13 when pyenv has one (its python3.13 shim only works once selected), else PATH's.
-PY313 ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep '^3\.13' | tail -1); \
-	if [ -n "$$v" ]; then echo "$$(pyenv prefix $$v)/bin/python3"; else command -v python3.13 || echo python3.13; fi)
-TAHOE_313 := .venv-tahoe-3.13
-VENV_313  := .venv-3.13
+# Whichever of Python 3.11, 3.12 and 3.13 `python3` is, the grid must start and archiver's unit
+# tier pass: CI proves 3.12 and 3.13 beside the default by building a Tahoe venv with each and
+# starting a one-node grid that answers its web API (tahoe-check-3.12, tahoe-check-3.13), and by
+# running the unit tier on each (test-3.12, test-3.13).
+# pyenv's 3.X when pyenv has one (its python3.X shim only works once selected), else PATH's.
+python_of = $(shell v=$$(pyenv versions --bare 2>/dev/null | grep '^$(1)\.' | tail -1); \
+	if [ -n "$$v" ]; then echo "$$(pyenv prefix $$v)/bin/python3"; else command -v python$(1) || echo python$(1); fi)
 UNIT_TESTS := tests/test_architecture.py tests/test_config.py tests/test_decoder.py tests/test_records.py \
 	tests/test_records_property.py tests/test_redact.py tests/test_segments.py tests/test_stop_seal.py \
 	tests/test_uploader.py tests/test_heap.py tests/test_client_fields.py tests/test_rules.py \
 	tests/test_redactor.py tests/test_search_index.py
 
-$(TAHOE_313)/.installed-stamp:
-	$(call tahoe_venv,$(TAHOE_313),$(PY313))
+# Kept once built: make would otherwise delete a pattern rule's stamp as an intermediate file.
+.PRECIOUS: .venv-tahoe-3.%/.installed-stamp
+.venv-tahoe-3.%/.installed-stamp:
+	$(call tahoe_venv,.venv-tahoe-3.$*,$(call python_of,3.$*))
 
-tahoe-check-3.13: $(STAMP) $(TAHOE_313)/.installed-stamp
-	ARCHIVER_TAHOE=$(TAHOE_313)/bin/tahoe $(BIN)/python tests/tahoe/grid_smoke.py
+tahoe-check-3.%: $(STAMP) .venv-tahoe-3.%/.installed-stamp
+	ARCHIVER_TAHOE=.venv-tahoe-3.$*/bin/tahoe $(BIN)/python tests/tahoe/grid_smoke.py
 
-test-3.13: $(TAHOE_313)/.installed-stamp
-	test -x $(VENV_313)/bin/python || $(PY313) -m venv $(VENV_313)
-	$(VENV_313)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_313)/bin/python -m pip install --quiet -e '.[test]'
-	ARCHIVER_TAHOE=$(TAHOE_313)/bin/tahoe $(VENV_313)/bin/python -m pytest -q $(UNIT_TESTS)
+test-3.%: .venv-tahoe-3.%/.installed-stamp
+	test -x .venv-3.$*/bin/python || $(call python_of,3.$*) -m venv .venv-3.$*
+	.venv-3.$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-3.$*/bin/python -m pip install --quiet -e '.[test]'
+	ARCHIVER_TAHOE=.venv-tahoe-3.$*/bin/tahoe .venv-3.$*/bin/python -m pytest -q $(UNIT_TESTS)
 
 # `make test` and a `make run` smoke test under chroot in a throwaway copy of a minimal Debian
 # root (cached in .cache/fresh-root): whatever a new machine lacks, and these files do not
@@ -150,4 +151,4 @@ fresh-test:
 	tools/fresh-test.sh
 
 clean:
-	rm -rf $(VENV) $(TAHOE_VENV) $(VENV_313) $(TAHOE_313) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TAHOE_VENV) .venv-3.* .venv-tahoe-3.* build *.egg-info .pytest_cache .hypothesis

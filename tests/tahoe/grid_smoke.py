@@ -1,7 +1,8 @@
 """A one-node grid from the Tahoe at ARCHIVER_TAHOE answers its web API and stores a file.
 
-Run by `make tahoe-check-3.13`: the Tahoe venv built with Python 3.13 (which has no cgi
-module) must start and serve, not only install. Exits non-zero on any failure.
+Run by `make tahoe-check-3.12` and `make tahoe-check-3.13`: the Tahoe venv built with that
+Python (3.13 has no cgi module) must start and serve, not only install. Exits non-zero on any
+failure.
 """
 
 from __future__ import annotations
