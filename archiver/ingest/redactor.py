@@ -15,7 +15,8 @@ checks, each worked out from the pattern's parsed form once, say when text canno
 
 Both are necessary conditions only: a "maybe" runs the pattern itself, string by string.
 The pattern is read with the ``re`` module's own parser (``re._parser``, not a public API):
-tests/test_redactor.py runs on every Python the project supports (``make test-3.13`` too).
+tests/test_redactor.py runs on every Python the project supports (``make test-3.12`` and
+``make test-3.13`` too).
 """
 
 from __future__ import annotations
