@@ -120,14 +120,16 @@ $(TAHOE_STAMP):
 # Whichever of Python 3.11, 3.12 and 3.13 `python3` is, the grid must start and archiver's unit
 # tier pass: CI proves 3.12 and 3.13 beside the default by building a Tahoe venv with each and
 # starting a one-node grid that answers its web API (tahoe-check-3.12, tahoe-check-3.13), and by
-# running the unit tier on each (test-3.12, test-3.13).
+# running the unit tier on each, with TahoeFS's pyFilesystem2 conformance cases on a grid of
+# that Python (test-3.12, test-3.13).
 # pyenv's 3.X when pyenv has one (its python3.X shim only works once selected), else PATH's.
 python_of = $(shell v=$$(pyenv versions --bare 2>/dev/null | grep '^$(1)\.' | tail -1); \
 	if [ -n "$$v" ]; then echo "$$(pyenv prefix $$v)/bin/python3"; else command -v python$(1) || echo python$(1); fi)
 UNIT_TESTS := tests/test_architecture.py tests/test_config.py tests/test_decoder.py tests/test_records.py \
 	tests/test_records_property.py tests/test_redact.py tests/test_segments.py tests/test_stop_seal.py \
 	tests/test_uploader.py tests/test_heap.py tests/test_client_fields.py tests/test_rules.py \
-	tests/test_redactor.py tests/test_search_index.py
+	tests/test_redactor.py tests/test_search_index.py tests/test_quiet_imports.py \
+	tests/tahoe/test_conformance.py
 
 # Kept once built: make would otherwise delete a pattern rule's stamp as an intermediate file.
 .PRECIOUS: .venv-tahoe-3.%/.installed-stamp

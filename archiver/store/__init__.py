@@ -7,7 +7,15 @@ the pyFilesystem2 FS over Tahoe, and its ``tahoe://`` opener stay usable by othe
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
+
+with warnings.catch_warnings():
+    # fs 2.4.16 declares its namespace through pkg_resources, which setuptools 81 (what a
+    # Python 3.12 or 3.13 venv gets) deprecates with a warning at import: it would open the
+    # stderr of every command, about code that is not ours.
+    warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+    import fs  # noqa: F401
 
 from fs.errors import FSError
 from fs.opener import open_fs

@@ -13,6 +13,8 @@ from archiver.store.tahoe import TahoeFS
 
 class TestTahoeFSConformance(FSTestCases, unittest.TestCase):
     grid: LocalGrid
+    # fs 2.4.16's cases call unittest's old alias, which Python 3.12 removed.
+    assertRaisesRegexp = unittest.TestCase.assertRaisesRegex
 
     @pytest.fixture(autouse=True)
     def _use_grid(self, grid1: LocalGrid) -> None:
