@@ -363,14 +363,17 @@ def named_logger(name: str, handler: logging.Handler) -> logging.Logger:
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A test CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    """A test CA and a server certificate for 127.0.0.1 signed by it (openssl), with the key
+    usages Python 3.13's strict verification (VERIFY_X509_STRICT) requires."""
     d = tmp_path_factory.mktemp("tls")
     run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=archiver test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(d / "server.key"),
         "-out", str(d / "server.csr"))
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                               "extendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n")
     run("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
         "-CAcreateserial", "-days", "2", "-extfile", str(d / "san.cnf"), "-out", str(d / "server.pem"))
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
