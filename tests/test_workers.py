@@ -21,7 +21,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import Sink, read_json, wait_until
+from conftest import Sink, read_json, send_tcp, wait_until
 from archiver.app.group import spool_shares
 from archiver.format.manifest import Manifest
 
@@ -60,11 +60,7 @@ def _send_tcp(sink: Sink, client: int, sent: list[str]) -> None:
     host, port = _info(sink)["tcp"].removeprefix("tcp://").rsplit(":", 1)
     for connection in range(TCP_CONNECTIONS):
         messages = [f"tcp-{client}-{connection}-{n}" for n in range(TCP_LINES)]
-        with closing(socket.create_connection((host, int(port)), timeout=30)) as sock:
-            sock.sendall(b"".join(orjson.dumps({"message": m}) + b"\n" for m in messages))
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(4096):  # the sink closes once it has committed what it read
-                pass
+        send_tcp(host, int(port), b"".join(orjson.dumps({"message": m}) + b"\n" for m in messages))
         sent.extend(messages)
 
 

@@ -15,11 +15,9 @@ with warnings.catch_warnings():
     # Python 3.12 or 3.13 venv gets) deprecates with a warning at import: it would open the
     # stderr of every command, about code that is not ours.
     warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
-    import fs  # noqa: F401
-
-from fs.errors import FSError
-from fs.opener import open_fs
-from fs.opener.errors import OpenerError
+    from fs.errors import FSError
+    from fs.opener import open_fs
+    from fs.opener.errors import OpenerError
 
 from archiver.common.redaction import redact
 from archiver.store import tahoe
