@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from archiver.format.record import Context
 from archiver.ingest.decode.jsonbody import json_record
 from archiver.ingest.redactor import REDACTED, Redactor
-from archiver.ingest.rules import KEPT, RuleSet, compile_rules
+from archiver.ingest.rule import KEPT
+from archiver.ingest.rules import RuleSet, compile_rules
 
 # Pattern pieces that exercise each case of the analysis: literals and runs of them, classes,
 # repeats, groups and branches, case-insensitivity, lookarounds and anchors (which the JSON

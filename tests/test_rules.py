@@ -10,6 +10,7 @@ import re
 import time
 import tomllib
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from archiver.app.config import ConfigError, load_config
 from archiver.app.rules_command import rules_group
 from archiver.format.record import Context, Rejected, encode_record
 from archiver.ingest.decode.jsonbody import json_record
-from archiver.ingest.rules import KEPT, REDACTED, RuleError, RuleSet, compile_rules
+from archiver.ingest.rule import KEPT, Rule, field_text, get_field, put_field
+from archiver.ingest.rules import REDACTED, RuleError, RuleSet, compile_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,6 +251,116 @@ def test_property_a_redacted_secret_never_survives(
     assert (first, matched) == (second, again)
     if outcome == KEPT and "secret" in matched:
         assert SECRET.encode() not in encode_record(first)
+
+
+def reference(rules: tuple[Rule, ...], item: dict[str, Any], source: str, matched: list[str]) -> int:
+    """What docs/recipes.md says the rules do, one rule after another: the model the code
+    each plan becomes is checked against."""
+    for index, rule in enumerate(rules):
+        if not (rule.selects(source, item["stream"]) and holds(rule, item)):
+            continue
+        matched.append(rule.label)
+        if rule.drop:
+            return index
+        for path, value in rule.set:
+            put_field(item["fields"], path, value)
+        if rule.redact is not None:
+            rule.redact_record(item)
+        if rule.route is not None:
+            item["stream"] = rule.route
+        if rule.stop:
+            return KEPT
+    return KEPT
+
+
+def holds(rule: Rule, item: dict[str, Any]) -> bool:
+    logger, message = item["logger"], item["message"]
+    texts = [field_text(get_field(item["fields"], path)) for path, _ in rule.fields]
+    return ((rule.levels is None or item["level"] in rule.levels)
+            and (rule.logger is None or (logger is not None and rule.logger.fullmatch(logger) is not None))
+            and (rule.message is None or (isinstance(message, str) and rule.message.search(message) is not None))
+            and all(text is not None and pattern.search(text) for text, (_, pattern) in zip(texts, rule.fields)))
+
+
+any_rules = st.lists(
+    st.fixed_dictionaries({}, optional={
+        "stream": st.sampled_from(["app", "a*", "web", ["web", "audit"]]), "source": st.sampled_from(["http", "tcp"]),
+        "level": st.sampled_from(["INFO", ["DEBUG", "ERROR"]]), "logger": st.sampled_from(["db.*", "x", "tok_*"]),
+        "message": st.sampled_from(["^x", "tok_", r"\d"]),
+        "fields": st.sampled_from([{"user": "^a"}, {"a.b": "1"}, {"a": "^true$"}, {"user": "7", "MESSAGE": "."}]),
+    }).flatmap(lambda match: st.sampled_from([
+        {"drop": True}, {"route": "web"}, {"route": "audit", "stop": True}, {"route": "app", "set": {"user": "a"}},
+        {"set": {"t.u": 1}}, {"set": {"a": True, "b": f"x {SECRET}"}}, {"stop": True}, {"redact": "tok_[0-9a-f]{12}"},
+        {"redact": ["x", r"y\d"], "redact_fields": ["a", "user.name"]},
+    ]).map(lambda action: {**match, **action})),
+    max_size=7,
+)
+levels = st.one_of(texts, st.sampled_from(["DEBUG", "INFO", "ERROR"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(documents, texts, texts, levels, st.sampled_from(["app", "web", "audit", "other"])),
+                min_size=1, max_size=4), any_rules, st.sampled_from(["http", "tcp"]))
+def test_property_the_code_of_a_plan_does_what_the_rules_say(
+    items: list[tuple[dict[str, Any], str | None, str | None, str | None, str]], tables: list[dict[str, Any]],
+    source: str,
+) -> None:
+    """Record by record (``apply``, with the labels matched) and a batch at a time
+    (``apply_batch``, which leaves redactions out of a batch no pattern can match), the rules
+    do to each record what the rules, read one after another, say."""
+    rules = RuleSet(compile_rules(tables))
+    records = [{**record(stream), "message": message, "logger": logger, "level": level, "fields": document}
+               for document, message, logger, level, stream in items]
+    expected = [orjson.loads(orjson.dumps(item)) for item in records]
+    outcomes: list[int] = []
+    matches: list[list[str]] = []
+    for item in expected:
+        matches.append(labels := [])
+        outcomes.append(reference(rules.rules, item, source, labels))
+    one_by_one = [orjson.loads(orjson.dumps(item)) for item in records]
+    for item, outcome, labels in zip(one_by_one, outcomes, matches):
+        assert rules.apply(item, source, seen := []) == outcome
+        assert seen == labels
+    assert one_by_one == expected
+    kept, dropped = rules.apply_batch(records, source)
+    assert kept == [item for item, outcome in zip(expected, outcomes) if outcome == KEPT]
+    assert dropped == Counter(rules.rules[outcome].label for outcome in outcomes if outcome != KEPT)
+
+
+def test_a_batch_no_pattern_can_match_skips_redaction_but_not_what_rules_set() -> None:
+    """``may_redact`` clears a batch only when no string of it can match, and a value a rule
+    sets counts as one of its strings."""
+    rules = ruleset({"redact": "tok_[0-9a-f]{12}"}, {"logger": "x", "set": {"hit": True}})
+    clean = [record(message=f"request {n}", logger="x") for n in range(50)]
+    assert not rules.may_redact(clean)
+    assert rules.may_redact([*clean, record(user={"token": [f"a {SECRET}"]})])
+    assert not ruleset({"set": {"a": 1}}).may_redact(clean)
+    setting = ruleset({"set": {"note": f"key {SECRET}"}}, {"redact": "tok_[0-9a-f]{12}"})
+    assert setting.may_redact(clean)
+    kept, dropped = setting.apply_batch(clean, "http")
+    assert dropped == {} and {item["fields"]["note"] for item in kept} == {"key [REDACTED]"}
+
+
+def test_configuration_values_are_data_in_the_code_of_a_plan() -> None:
+    """A rule's values are bound as names, never written into the code a plan becomes: quotes,
+    newlines and Python in names, keys, values and routes stay what they are."""
+    odd = '"; raise SystemExit(1)\nimport os #'
+    rules = ruleset({"name": odd, "fields": {odd: "^x"}, "set": {odd: odd, f"{odd}.deep": odd}},
+                    {"name": f"{odd} 2", "logger": odd + "*", "route": "web"}, {"stream": "web", "set": {"seen": odd}})
+    item = record(**{odd: "x"}, logger=odd + "!")
+    assert rules.apply(item, "http", matched := []) == KEPT
+    assert matched == [odd, f"{odd} 2", "rules[2]"] and item["stream"] == "web"
+    assert item["fields"][odd] == {"deep": odd} and item["fields"]["seen"] == odd
+
+
+def test_one_function_a_plan_whatever_the_streams() -> None:
+    """Streams come from clients: a stream no rule names shares its plan's code with every
+    other such stream, so a client sending new stream names costs no compilation."""
+    rules = ruleset({"stream": "audit", "drop": True}, {"logger": "x", "set": {"a": 1}})
+    for number in range(200):
+        rules.apply(record(f"s{number}"), "http")
+        rules.apply_batch([record(f"t{number}")], "tcp")
+    assert len(rules._functions) == 2  # (http, every plan without the audit rule), the same for tcp
 
 
 def test_a_process_compiles_rules_it_is_sent_once() -> None:

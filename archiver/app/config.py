@@ -22,7 +22,8 @@ from archiver.common.units import parse_duration, parse_size
 from archiver.format.layout import SINK_ID, WORKERS_MAX
 from archiver.format.record import valid_stream_name
 from archiver.format.segment import COMPRESSIONS
-from archiver.ingest.rules import Rule, RuleError, compile_rules
+from archiver.ingest.rule import Rule
+from archiver.ingest.rules import RuleError, compile_rules
 from archiver.spool.writer import FSYNC_POLICIES
 
 ENV_PREFIX = "ARCHIVER_"

@@ -18,7 +18,8 @@ from archiver.format.record import Context, Rejected, valid_stream_name
 from archiver.ingest.decode.jsonbody import decode_lines
 from archiver.ingest.decode.result import DecodeError, Decoded
 from archiver.ingest.decode.sniff import decode_body
-from archiver.ingest.rules import KEPT, RULE_SOURCES, RuleSet
+from archiver.ingest.rule import KEPT
+from archiver.ingest.rules import RULE_SOURCES, RuleSet
 
 
 @click.group("rules")

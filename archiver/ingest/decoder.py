@@ -16,7 +16,7 @@ from typing import Any, Callable
 from archiver.format.record import Context, Lines, Rejected, encode_lines, valid_stream_name
 from archiver.ingest.decode.jsonbody import decode_lines
 from archiver.ingest.decode.sniff import decode_body, decode_query, decompress
-from archiver.ingest.rules import KEPT, NO_RULES, RuleSet
+from archiver.ingest.rules import NO_RULES, RuleSet
 from archiver.ingest.workers import PoolClosed, WorkerDied, WorkerPool
 
 # Inputs at least this big (or compressed: they may inflate to megabytes) leave the loop.
@@ -68,13 +68,11 @@ def decode_tcp(data: bytes, ctx: Context, stream_field: str, rules: RuleSet = NO
 def _ruled(kind: str, records: list[dict[str, Any]], rejected: list[Rejected], source: str, rules: RuleSet) -> Batch:
     """Records through ``rules`` (where decoding ran: a worker for large inputs), grouped by
     the stream each ends in; rejected bytes redacted."""
+    dropped: dict[str, int] = {}
+    if rules:
+        records, dropped = rules.apply_batch(records, source)
     by_stream: dict[str, list[dict[str, Any]]] = {}
-    dropped: dict[str, int] = {}  # not a Counter, which costs 0.5 µs to build: a form request is one record
     for record in records:
-        if rules and (index := rules.apply(record, source)) != KEPT:
-            label = rules.rules[index].label
-            dropped[label] = dropped.get(label, 0) + 1
-            continue
         by_stream.setdefault(record["stream"], []).append(record)
     return Batch(kind, {stream: encode_lines(lines) for stream, lines in by_stream.items()},
                  rules.redact_rejected(rejected), dropped)

@@ -85,6 +85,10 @@ class Redactor:
             text = orjson.dumps(value)
         except TypeError:  # what orjson refuses (integers beyond 64 bits, lone surrogates): maybe
             return True
+        return self.may_hold_json(text)
+
+    def may_hold_json(self, text: bytes) -> bool:
+        """``may_hold`` of the value orjson wrote as ``text``."""
         if self._json_literals is not None and not _holds_one(text, self._json_literals):
             return False
         if self._shapes is not None and text.isascii():

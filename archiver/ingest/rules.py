@@ -3,134 +3,66 @@
 A rule matches on the record's stream, its source (``http``, ``tcp``), level, logger and any
 field, and acts on it: ``set`` fields, ``redact`` secrets, ``route`` it to another stream,
 ``drop`` it, ``stop`` the rules after it. Rules run in order. Configuration tables are checked
-and compiled once (``compile_rules``); ``RuleSet.apply`` is the per-record hot path and
-allocates nothing for a record that no rule matches. Pure logic, no I/O: it runs on the event
-loop for small inputs and in the decode workers for large ones (a RuleSet pickles, and each
-worker compiles it once).
+and compiled once (``compile_rules``); ``RuleSet.apply_batch`` is the hot path, and allocates
+nothing for a record that no rule matches. Pure logic, no I/O: it runs on the event loop for
+small inputs and in the decode workers for large ones (a RuleSet pickles, and each worker
+compiles it once). One rule is rule.py's ``Rule``; rule_code.py writes the code each plan of
+rules runs as.
 """
 
 from __future__ import annotations
 
 import bisect
 import fnmatch
+import operator
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Iterable
+
+import orjson
 
 from archiver.format.record import Rejected, valid_stream_name
 from archiver.ingest.decode.levels import normalize_level
 from archiver.ingest.redactor import REDACTED, Redactor
+from archiver.ingest.rule import KEPT, Path, Rule
+from archiver.ingest.rule_code import PlanFunction, plan_function
 
 RULE_SOURCES = ("http", "tcp")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ALL_FIELDS = "*"
-KEPT = -1  # what apply() answers for a record no rule dropped
 _MATCH_KEYS = ("stream", "source", "level", "min_level", "logger", "message", "fields")
 _ACTION_KEYS = ("set", "redact", "redact_fields", "route", "drop", "stop")
 _KEYS = ("name", *_MATCH_KEYS, *_ACTION_KEYS)
-_MISSING = object()
 
-Path = tuple[str, ...]
+
+# What a redact action changes in a record.
+_REDACTABLE = operator.itemgetter("message", "logger", "level", "fields")
 
 
 class RuleError(ValueError):
     """A rule that cannot work; the message names the rule (index, and name if any) and the key."""
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One compiled ``[[rules]]`` table. None (or empty) conditions match everything."""
-
-    label: str  # its name, else "rules[i]": the drop counters' label
-    streams: re.Pattern[str] | None
-    sources: frozenset[str] | None
-    levels: frozenset[str] | None
-    logger: re.Pattern[str] | None
-    message: re.Pattern[str] | None
-    fields: tuple[tuple[Path, re.Pattern[str]], ...]
-    set: tuple[tuple[Path, Any], ...]
-    redact: Redactor | None
-    redact_fields: tuple[Path, ...] | None  # None: every field
-    route: str | None
-    drop: bool
-    stop: bool
-    # Whether the logger glob matched each logger seen: loggers repeat, and a lookup is cheaper
-    # than a match. Bounded, like the plans.
-    loggers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled without the logger matches seen, which the sink's own copy gathers."""
-        return Rule, tuple(getattr(self, name) for name in _RULE_FIELDS)
-
-    def selects(self, source: str, stream: str) -> bool:
-        """The conditions that hold for a whole batch: its source and a stream."""
-        return (self.sources is None or source in self.sources) and (
-            self.streams is None or self.streams.fullmatch(stream) is not None)
-
-    def matches(self, record: dict[str, Any]) -> bool:
-        """The per-record conditions (``selects`` has been checked)."""
-        if self.levels is not None and record["level"] not in self.levels:
-            return False
-        if self.logger is not None:
-            logger = record["logger"]
-            if logger is None:
-                return False
-            hit = self.loggers.get(logger)
-            if hit is None:
-                if len(self.loggers) > 4096:
-                    self.loggers.clear()
-                hit = self.loggers[logger] = self.logger.fullmatch(logger) is not None
-            if not hit:
-                return False
-        if self.message is not None:
-            message = record["message"]
-            if not isinstance(message, str) or self.message.search(message) is None:
-                return False
-        for path, pattern in self.fields:
-            value = _text(_get(record["fields"], path))
-            if value is None or pattern.search(value) is None:
-                return False
-        return True
-
-    def act(self, record: dict[str, Any]) -> None:
-        """``set``, then ``redact``, then ``route`` (``drop`` and ``stop`` are the caller's)."""
-        fields = record["fields"]
-        for path, value in self.set:
-            _put(fields, path, value)
-        redactor = self.redact
-        if redactor is not None:
-            if self.redact_fields is not None:
-                _redact_chosen(record, redactor, self.redact_fields)
-            elif redactor.may_hold((record["message"], record["logger"], record["level"], fields)):
-                for key in ("message", "logger", "level"):  # the logger and level are taken from fields too
-                    if isinstance(record[key], str):
-                        record[key] = redactor.sub(record[key])
-                _redact_within(fields, redactor)
-        if self.route is not None:
-            record["stream"] = self.route
-
-
-_RULE_FIELDS = tuple(name for name in Rule.__dataclass_fields__ if name != "loggers")
-
-
 class RuleSet:
-    """Compiled rules in order, with the rules that apply to each (source, stream) worked out
-    once: within one batch every record shares them, so per record only level, logger,
-    message and field conditions are checked."""
+    """Compiled rules in order. The rules that select each (source, stream) are worked out
+    once, as a plan (within one batch every record shares them), and each plan runs as one
+    function written for it (rule_code.py): per record only its level, logger, message and
+    field tests are left."""
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
-        self._setup(tuple(rules))
-
-    def _setup(self, rules: tuple[Rule, ...]) -> None:
-        self.rules = rules
-        patterns = [rule.redact.pattern.pattern for rule in self.rules if rule.redact is not None]
+        self.rules = tuple(rules)
+        self._redactors = tuple(rule.redact for rule in self.rules if rule.redact is not None)
+        patterns = [redactor.pattern.pattern for redactor in self._redactors]
         self._raw = re.compile(_either(patterns)) if patterns else None
+        # A value a rule sets that a pattern matches: then a batch's own strings cannot tell
+        # that nothing will be redacted.
+        self._sets_redactable = any(
+            isinstance(value, str) and redactor.pattern.search(value) is not None
+            for rule in self.rules for _, value in rule.set for redactor in self._redactors)
         self._plans: dict[str, dict[str, tuple[int, ...]]] = {source: {} for source in RULE_SOURCES}
-        # Rules without per-record conditions (a redaction everywhere, a tag) match every record
-        # their plan selects: no call to find that out.
-        self._conditional = tuple(rule.levels is not None or rule.logger is not None or rule.message is not None
-                                  or bool(rule.fields) for rule in rules)
+        self._entries: dict[tuple[str, bool], dict[str, PlanFunction]] = {
+            (source, redacting): {} for source in RULE_SOURCES for redacting in (True, False)}
+        self._functions: dict[tuple[str, bool, tuple[int, ...]], PlanFunction] = {}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -147,27 +79,66 @@ class RuleSet:
     def apply(self, record: dict[str, Any], source: str, matched: list[str] | None = None) -> int:
         """Run the rules on ``record`` in place. KEPT, or the index of the rule that dropped
         it; ``matched`` collects the labels of the rules that matched, for ``rules test``."""
-        stream = record["stream"]
+        entries = self._entries[source, True]
+        run = entries.get(record["stream"]) or self._entry(entries, source, True, record["stream"])
+        return run(record, matched)
+
+    def apply_batch(self, records: list[dict[str, Any]], source: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """``apply`` to each record of a batch, the redactions left out when ``may_redact``
+        clears it: the records kept, and how many records each rule dropped, by its label."""
+        redacting = self.may_redact(records)
+        entries = self._entries[source, redacting]
+        kept = []
+        dropped: dict[str, int] = {}  # not a Counter, which costs 0.5 µs to build: a form request is one record
+        for record in records:
+            run = entries.get(record["stream"]) or self._entry(entries, source, redacting, record["stream"])
+            index = run(record, None)
+            if index == KEPT:
+                kept.append(record)
+            else:
+                label = self.rules[index].label
+                dropped[label] = dropped.get(label, 0) + 1
+        return kept, dropped
+
+    def _entry(self, entries: dict[str, PlanFunction], source: str, redacting: bool, stream: str) -> PlanFunction:
+        if len(entries) > 4096:  # streams come from clients: keep the cache bounded
+            entries.clear()
+        run = entries[stream] = self._function(source, redacting, stream, -1)
+        return run
+
+    def may_redact(self, records: list[dict[str, Any]]) -> bool:
+        """Whether a ``redact`` action may change any of ``records``. False only when no
+        pattern can match a string of any of them, nor a value a rule sets: then no redaction
+        can start, so none can leave text another pattern matches, and the records can go
+        through the rules without their redactions. One test of the batch's JSON text in
+        place of one a record and rule."""
+        if not self._redactors:
+            return False
+        if self._sets_redactable:
+            return True
+        try:
+            text = orjson.dumps(list(map(_REDACTABLE, records)))
+        except TypeError:  # what orjson refuses (integers beyond 64 bits, lone surrogates): maybe
+            return True
+        return any(redactor.may_hold_json(text) for redactor in self._redactors)
+
+    def _function(self, source: str, redacting: bool, stream: str, after: int) -> PlanFunction:
+        """The function for the rules after index ``after`` that select ``source`` and ``stream``."""
         plan = self._plan(source, stream)
-        at = 0
-        while at < len(plan):
-            index = plan[at]
-            at += 1
-            rule = self.rules[index]
-            if self._conditional[index] and not rule.matches(record):
-                continue
-            if matched is not None:
-                matched.append(rule.label)
-            if rule.drop:
-                return index
-            rule.act(record)
-            if rule.stop:
-                return KEPT
-            if record["stream"] != stream:  # routed: the rules after this one that select its new stream
-                stream = record["stream"]
-                plan = self._plan(source, stream)
-                at = bisect.bisect_right(plan, index)
-        return KEPT
+        plan = plan[bisect.bisect_right(plan, after):]
+        key = (source, redacting, plan)
+        run = self._functions.get(key)
+        if run is None:
+            if len(self._functions) > 4096:
+                self._functions.clear()
+            run = self._functions[key] = plan_function(self.rules, plan, redacting,
+                                                       partial(self._goto, source, redacting))
+        return run
+
+    def _goto(self, source: str, redacting: bool, record: dict[str, Any], matched: list[str] | None,
+              index: int) -> int:
+        """A record rule ``index`` routed: on through the rules after it that select its new stream."""
+        return self._function(source, redacting, record["stream"], index)(record, matched)
 
     def _redact_raw(self, raw: bytes) -> bytes:
         """Bytes that are no record (kept in ``_rejected``) with every ``redact`` pattern of
@@ -374,70 +345,3 @@ def _either(patterns: Iterable[str]) -> str:
         flags = _GLOBAL_FLAGS.match(pattern)
         parts.append(f"(?{flags[1]}:{pattern[flags.end():]})" if flags else f"(?:{pattern})")
     return "|".join(parts)
-
-
-def _get(fields: dict[str, Any], path: Path) -> Any:
-    value: Any = fields
-    for key in path:
-        if type(value) is not dict:
-            return _MISSING
-        value = value.get(key, _MISSING)
-    return value
-
-
-def _put(fields: dict[str, Any], path: Path, value: Any) -> None:
-    """Set ``fields[a][b]...``, making (or replacing non-table values with) tables on the way."""
-    if len(path) == 1:
-        fields[path[0]] = value
-        return
-    for key in path[:-1]:
-        inner = fields.get(key)
-        if type(inner) is not dict:
-            inner = fields[key] = {}
-        fields = inner
-    fields[path[-1]] = value
-
-
-def _text(value: Any) -> str | None:
-    """A field's value as the text a regex matches: strings as they are, numbers and booleans
-    as JSON writes them; missing, null, objects and arrays match nothing."""
-    if type(value) is str:
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return None
-
-
-def _redact_within(value: dict[str, Any] | list[Any], redactor: Redactor) -> None:
-    """Every string in ``value``, however deep, redacted in place; nothing is allocated for a
-    string the pattern does not match (``sub`` gives back the same object)."""
-    items = value.items() if isinstance(value, dict) else enumerate(value)
-    for key, inner in items:
-        if type(inner) is str:
-            redacted = redactor.sub(inner)
-            if redacted is not inner:
-                value[key] = redacted  # type: ignore[index]
-        elif isinstance(inner, (dict, list)):
-            _redact_within(inner, redactor)
-
-
-def _redact_chosen(record: dict[str, Any], redactor: Redactor, paths: tuple[Path, ...]) -> None:
-    """The message, the chosen fields, and the field the message was taken from (its copy
-    in ``fields``, which gets the message as redacted)."""
-    fields = record["fields"]
-    message = record["message"]
-    redacted = None
-    if isinstance(message, str):
-        redacted = record["message"] = redactor.sub(message)
-        if redacted is not message:
-            for key, value in fields.items():
-                if value == message:
-                    fields[key] = redacted
-    for path in paths:
-        value = _get(fields, path)
-        if isinstance(value, str) and value is not redacted:
-            cut = redactor.sub(value)
-            if cut is not value:
-                _put(fields, path, cut)
