@@ -43,6 +43,7 @@ bench: $(STAMP) $(TAHOE_STAMP)
 	$(BIN)/python bench/longterm.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/import.py
+	$(BIN)/python bench/seal.py
 
 # Container images (docs/docker.md), built from wheels made here: BASE=archiver-base:bookworm
 # (`$(BIN)/python docker/images.py base`) where no image registry is reachable.

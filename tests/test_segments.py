@@ -130,6 +130,8 @@ def test_seal_records_stats_in_manifest(tmp_path: Path) -> None:
 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256
     assert len(gzip.decompress(path.read_bytes())) == row.raw_bytes
+    # A plain gzip member any reader takes: deflate, no flags (no file name), mtime 0, OS unknown.
+    assert path.read_bytes()[:10] == bytes.fromhex("1f8b08000000000000ff")
     assert not list((tmp_path / "spool" / "open").glob("*/*.jsonl"))
 
 

@@ -6,12 +6,13 @@ same open file again after a crash rewrites the same name."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
+
+from zlib_ng import gzip_ng
 
 from archiver.format.layout import DataDir
 from archiver.format.manifest import SegmentRow
@@ -55,8 +56,8 @@ class _HashingWriter:
 
 def _compressor(kind: str, level: int, sink: _HashingWriter) -> BinaryIO:
     target = cast(BinaryIO, sink)
-    if kind == "gzip":
-        return cast(BinaryIO, gzip.GzipFile(filename="", mode="wb", fileobj=target, compresslevel=level, mtime=0))
+    if kind == "gzip":  # zlib-ng: the same gzip format, faster and smaller than zlib's at a level (docs/format.md)
+        return cast(BinaryIO, gzip_ng.GzipNGFile(filename="", mode="wb", fileobj=target, compresslevel=level, mtime=0))
     import zstandard  # optional dependency, checked when the config is loaded
 
     return cast(BinaryIO, zstandard.ZstdCompressor(level=level).stream_writer(target, closefd=False))
